@@ -1,0 +1,243 @@
+//! Wire format of every topic: Avro [single-object encoding]: the marker
+//! `C3 01`, the 8-byte little-endian CRC-64-AVRO fingerprint of the writer
+//! schema, then the Avro binary datum.
+//!
+//! The fingerprint tells a reader which version of a schema wrote the datum,
+//! so a consumer keeps reading records written before or after a field was
+//! added without a schema registry. Any Avro implementation can produce and
+//! read this framing. Confluent Schema Registry framing (`00` + 4-byte schema
+//! id) would be another [`Framing`] resolved to a writer schema the same way;
+//! nothing in the fold depends on which framing is used.
+//!
+//! Two decoders read the same bytes:
+//! - [`Decoder`] (serde_avro_fast) deserialises straight from the bytes into
+//!   borrowed structs, with no intermediate `Value` tree: the hot path.
+//! - [`decode_reference`] (apache-avro) builds a `Value`, resolves it against
+//!   the bundled reader schema and deserialises that: the oracle the property
+//!   tests compare the fast decoder with.
+//!
+//! Writing always goes through apache-avro ([`encode`]).
+//!
+//! [single-object encoding]: https://avro.apache.org/docs/1.11.1/specification/#single-object-encoding
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::Contract;
+
+/// The two bytes every single-object encoded record starts with.
+pub const MARKER: [u8; 2] = [0xC3, 0x01];
+/// Marker plus fingerprint.
+pub const HEADER_LEN: usize = 10;
+
+/// Why bytes could not be decoded or a value not encoded. Each variant names
+/// a dead-letter reason kind via [`CodecError::kind`].
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("record is {len} bytes, shorter than the 10-byte Avro single-object header")]
+    Truncated { len: usize },
+    #[error("record does not start with the Avro single-object marker C3 01 (found {found:02X?})")]
+    BadMarker { found: [u8; 2] },
+    #[error(
+        "writer schema fingerprint {fingerprint} is not a known version of {contract:?}; \
+         register the writer schema or check the producer writes to the right topic"
+    )]
+    UnknownSchema {
+        contract: Contract,
+        fingerprint: String,
+    },
+    #[error("record body is not a valid {contract:?}: {message}")]
+    Malformed { contract: Contract, message: String },
+    #[error("schema does not parse or is not a version of {contract:?}: {message}")]
+    Schema { contract: Contract, message: String },
+    #[error("cannot encode {contract:?}: {message}")]
+    Encode { contract: Contract, message: String },
+}
+
+impl CodecError {
+    /// Short machine-readable reason, used in dead-letter headers and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Truncated { .. } => "truncated",
+            Self::BadMarker { .. } => "bad_marker",
+            Self::UnknownSchema { .. } => "unknown_schema",
+            Self::Malformed { .. } => "malformed",
+            Self::Schema { .. } => "bad_schema",
+            Self::Encode { .. } => "encode",
+        }
+    }
+}
+
+/// Splits a single-object encoded record into its fingerprint and datum.
+pub fn split_header(bytes: &[u8]) -> Result<([u8; 8], &[u8]), CodecError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(CodecError::Truncated { len: bytes.len() });
+    }
+    let (header, datum) = bytes.split_at(HEADER_LEN);
+    if header[..2] != MARKER {
+        return Err(CodecError::BadMarker {
+            found: [header[0], header[1]],
+        });
+    }
+    let mut fingerprint = [0u8; 8];
+    fingerprint.copy_from_slice(&header[2..]);
+    Ok((fingerprint, datum))
+}
+
+fn hex(fingerprint: &[u8; 8]) -> String {
+    fingerprint.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A writer schema the decoder accepts besides the bundled one.
+struct Registered {
+    fingerprint: [u8; 8],
+    fast: serde_avro_fast::Schema,
+    reference: apache_avro::Schema,
+}
+
+/// Hot-path decoder for one topic's record type. Accepts the bundled schema
+/// and any other registered version of it (an older producer's, or a newer
+/// one's), choosing by the fingerprint in each record's header.
+pub struct Decoder {
+    contract: Contract,
+    registered: Vec<Registered>,
+}
+
+impl Decoder {
+    /// A decoder that accepts records written with the bundled schema.
+    pub fn new(contract: Contract) -> Self {
+        Self {
+            contract,
+            registered: Vec::new(),
+        }
+    }
+
+    /// The record type this decoder reads.
+    pub fn contract(&self) -> Contract {
+        self.contract
+    }
+
+    /// Accepts records written with `writer_json`, another version of the
+    /// same record (same full name). Fields the writer lacks take their
+    /// defaults; fields it added are skipped.
+    pub fn register_writer_schema(&mut self, writer_json: &str) -> Result<(), CodecError> {
+        let schema_error = |message: String| CodecError::Schema {
+            contract: self.contract,
+            message,
+        };
+        let reference =
+            apache_avro::Schema::parse_str(writer_json).map_err(|e| schema_error(e.to_string()))?;
+        let bundled_name = self.contract.reference().name().map(|n| n.fullname(None));
+        let writer_name = reference.name().map(|n| n.fullname(None));
+        if writer_name != bundled_name {
+            return Err(schema_error(format!(
+                "record is named {writer_name:?}, expected {bundled_name:?}"
+            )));
+        }
+        let fast: serde_avro_fast::Schema = writer_json
+            .parse()
+            .map_err(|e: serde_avro_fast::schema::SchemaError| schema_error(e.to_string()))?;
+        let fingerprint = *fast.rabin_fingerprint();
+        if fingerprint != self.contract.fingerprint()
+            && !self.registered.iter().any(|r| r.fingerprint == fingerprint)
+        {
+            self.registered.push(Registered {
+                fingerprint,
+                fast,
+                reference,
+            });
+        }
+        Ok(())
+    }
+
+    fn writer(
+        &self,
+        fingerprint: &[u8; 8],
+    ) -> Result<(&serde_avro_fast::Schema, &apache_avro::Schema), CodecError> {
+        if *fingerprint == self.contract.fingerprint() {
+            return Ok((self.contract.fast(), self.contract.reference()));
+        }
+        self.registered
+            .iter()
+            .find(|r| r.fingerprint == *fingerprint)
+            .map(|r| (&r.fast, &r.reference))
+            .ok_or_else(|| CodecError::UnknownSchema {
+                contract: self.contract,
+                fingerprint: hex(fingerprint),
+            })
+    }
+
+    /// Decodes one record, borrowing strings from `bytes` where `T` allows.
+    pub fn decode<'a, T: Deserialize<'a>>(&self, bytes: &'a [u8]) -> Result<T, CodecError> {
+        let (fingerprint, datum) = split_header(bytes)?;
+        let (writer, _) = self.writer(&fingerprint)?;
+        serde_avro_fast::from_datum_slice(datum, writer).map_err(|e| CodecError::Malformed {
+            contract: self.contract,
+            message: e.to_string(),
+        })
+    }
+
+    /// Decodes with apache-avro: the reference the fast path is checked
+    /// against. Resolves the writer schema against the bundled reader schema
+    /// exactly as the Avro specification describes. Slow; not for the hot path.
+    pub fn decode_reference<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        let (fingerprint, mut datum) = split_header(bytes)?;
+        let (_, writer) = self.writer(&fingerprint)?;
+        let malformed = |message: String| CodecError::Malformed {
+            contract: self.contract,
+            message,
+        };
+        let value =
+            apache_avro::from_avro_datum(writer, &mut datum, Some(self.contract.reference()))
+                .map_err(|e| malformed(e.to_string()))?;
+        if !datum.is_empty() {
+            return Err(malformed(format!(
+                "{} trailing bytes after the datum",
+                datum.len()
+            )));
+        }
+        apache_avro::from_value(&value).map_err(|e| malformed(e.to_string()))
+    }
+}
+
+/// Decodes with apache-avro and the bundled schema as both writer and reader.
+pub fn decode_reference<T: DeserializeOwned>(
+    contract: Contract,
+    bytes: &[u8],
+) -> Result<T, CodecError> {
+    Decoder::new(contract).decode_reference(bytes)
+}
+
+/// Encodes `value` with the bundled schema of `contract`, appending the
+/// single-object record to `out` (reuse the buffer on hot paths).
+pub fn encode_into<T: Serialize>(
+    contract: Contract,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    encode_with_schema(contract.reference(), value, out)
+        .map_err(|message| CodecError::Encode { contract, message })
+}
+
+/// Encodes `value` with the bundled schema of `contract` into a new buffer.
+pub fn encode<T: Serialize>(contract: Contract, value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut out = Vec::with_capacity(128);
+    encode_into(contract, value, &mut out)?;
+    Ok(out)
+}
+
+/// Encodes `value` as a single-object record of an arbitrary writer schema,
+/// for producers of other schema versions (and the evolution tests).
+pub fn encode_with_schema<T: Serialize>(
+    schema: &apache_avro::Schema,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), String> {
+    let value = apache_avro::to_value(value).map_err(|e| e.to_string())?;
+    let value = value.resolve(schema).map_err(|e| e.to_string())?;
+    let datum = apache_avro::to_avro_datum(schema, value).map_err(|e| e.to_string())?;
+    let fingerprint = schema.fingerprint::<apache_avro::rabin::Rabin>();
+    out.extend_from_slice(&MARKER);
+    out.extend_from_slice(&fingerprint.bytes);
+    out.extend_from_slice(&datum);
+    Ok(())
+}

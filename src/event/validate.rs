@@ -1,0 +1,208 @@
+//! Validation of decoded input records, before they reach the fold.
+//!
+//! A record that decodes but fails here is a producer bug, not a decision
+//! input: the processor sends it to the dead-letter topic with the error's
+//! [`ValidationError::kind`] and message. The fold itself never panics on any
+//! input, valid or not; validation is what keeps nonsense out of decisions.
+
+use super::{Interaction, Millis, StopMonitoring, VariantPosted};
+
+/// Longest identifier accepted (variant, persona, post, event ids), in bytes.
+pub const MAX_ID_BYTES: usize = 256;
+/// Longest free text accepted (stop reason, requester), in bytes.
+pub const MAX_TEXT_BYTES: usize = 4096;
+/// Most metadata entries accepted on a VariantPosted.
+pub const MAX_METADATA_ENTRIES: usize = 64;
+/// Longest metadata key or value accepted, in bytes.
+pub const MAX_METADATA_VALUE_BYTES: usize = 1024;
+/// Longest monitoring window accepted as an override: one week.
+pub const MAX_TIMEOUT_MINUTES: i32 = 7 * 24 * 60;
+/// Latest event time accepted, whatever the clock: 9999-12-31T23:59:59.999Z.
+pub const MAX_EVENT_TIME: Millis = 253_402_300_799_999;
+
+/// Limits that depend on the deployment rather than the contract.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// How far ahead of the wall clock an event time may be before the record
+    /// is rejected; `None` accepts any time up to [`MAX_EVENT_TIME`] (for
+    /// simulations whose event time runs ahead of the wall clock).
+    pub max_future_skew_ms: Option<Millis>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_future_skew_ms: Some(60 * 60 * 1000),
+        }
+    }
+}
+
+/// Why a decoded record is rejected. Every variant names the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ValidationError {
+    #[error("{field} is empty")]
+    Empty { field: &'static str },
+    #[error("{field} is {len} bytes, more than the {max} allowed")]
+    TooLong {
+        field: &'static str,
+        len: usize,
+        max: usize,
+    },
+    #[error("{field} must be {expected}, got {value}")]
+    OutOfRange {
+        field: &'static str,
+        expected: &'static str,
+        value: String,
+    },
+    #[error("{field} is {ahead_ms} ms ahead of the wall clock, more than the {max_ms} ms allowed")]
+    InFuture {
+        field: &'static str,
+        ahead_ms: Millis,
+        max_ms: Millis,
+    },
+}
+
+impl ValidationError {
+    /// Short machine-readable reason, used in dead-letter headers and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Empty { .. } => "empty_field",
+            Self::TooLong { .. } => "oversized_field",
+            Self::OutOfRange { .. } => "out_of_range",
+            Self::InFuture { .. } => "future_timestamp",
+        }
+    }
+}
+
+fn id(field: &'static str, value: &str) -> Result<(), ValidationError> {
+    if value.is_empty() {
+        return Err(ValidationError::Empty { field });
+    }
+    text(field, value, MAX_ID_BYTES)
+}
+
+fn text(field: &'static str, value: &str, max: usize) -> Result<(), ValidationError> {
+    if value.len() > max {
+        return Err(ValidationError::TooLong {
+            field,
+            len: value.len(),
+            max,
+        });
+    }
+    Ok(())
+}
+
+fn time(
+    field: &'static str,
+    value: Millis,
+    limits: &Limits,
+    now: Millis,
+) -> Result<(), ValidationError> {
+    if !(0..=MAX_EVENT_TIME).contains(&value) {
+        return Err(ValidationError::OutOfRange {
+            field,
+            expected: "a timestamp between 1970 and 9999 in milliseconds",
+            value: value.to_string(),
+        });
+    }
+    if let Some(max_ms) = limits.max_future_skew_ms {
+        let ahead_ms = value.saturating_sub(now);
+        if ahead_ms > max_ms {
+            return Err(ValidationError::InFuture {
+                field,
+                ahead_ms,
+                max_ms,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn fraction(field: &'static str, value: f64) -> Result<(), ValidationError> {
+    // Written so that NaN fails too.
+    if value > 0.0 && value <= 1.0 {
+        Ok(())
+    } else {
+        Err(ValidationError::OutOfRange {
+            field,
+            expected: "in (0, 1]",
+            value: value.to_string(),
+        })
+    }
+}
+
+/// Checks a VariantPosted; `now` is the wall clock, for the future-skew limit.
+pub fn posted(
+    event: &VariantPosted<'_>,
+    limits: &Limits,
+    now: Millis,
+) -> Result<(), ValidationError> {
+    id("variant_id", &event.variant_id)?;
+    id("persona_id", &event.persona_id)?;
+    id("post_id", &event.post_id)?;
+    fraction("expected_engagement_rate", event.expected_engagement_rate)?;
+    time("posted_at", event.posted_at, limits, now)?;
+    if let Some(threshold) = event.kill_threshold {
+        fraction("kill_threshold", threshold)?;
+    }
+    if let Some(min) = event.min_interactions {
+        if min < 1 {
+            return Err(ValidationError::OutOfRange {
+                field: "min_interactions",
+                expected: "at least 1",
+                value: min.to_string(),
+            });
+        }
+    }
+    if let Some(minutes) = event.timeout_minutes {
+        if !(1..=MAX_TIMEOUT_MINUTES).contains(&minutes) {
+            return Err(ValidationError::OutOfRange {
+                field: "timeout_minutes",
+                expected: "between 1 and 10080 (one week)",
+                value: minutes.to_string(),
+            });
+        }
+    }
+    if event.metadata.len() > MAX_METADATA_ENTRIES {
+        return Err(ValidationError::TooLong {
+            field: "metadata",
+            len: event.metadata.len(),
+            max: MAX_METADATA_ENTRIES,
+        });
+    }
+    for (key, value) in &event.metadata {
+        text("metadata key", key, MAX_METADATA_VALUE_BYTES)?;
+        text("metadata value", value, MAX_METADATA_VALUE_BYTES)?;
+    }
+    Ok(())
+}
+
+/// Checks an Interaction; `now` is the wall clock, for the future-skew limit.
+pub fn interaction(
+    event: &Interaction<'_>,
+    limits: &Limits,
+    now: Millis,
+) -> Result<(), ValidationError> {
+    id("event_id", &event.event_id)?;
+    id("variant_id", &event.variant_id)?;
+    if event.count < 0 {
+        return Err(ValidationError::OutOfRange {
+            field: "count",
+            expected: "at least 0",
+            value: event.count.to_string(),
+        });
+    }
+    time("occurred_at", event.occurred_at, limits, now)
+}
+
+/// Checks a StopMonitoring; `now` is the wall clock, for the future-skew limit.
+pub fn stop(
+    command: &StopMonitoring<'_>,
+    limits: &Limits,
+    now: Millis,
+) -> Result<(), ValidationError> {
+    id("variant_id", &command.variant_id)?;
+    text("reason", &command.reason, MAX_TEXT_BYTES)?;
+    id("requested_by", &command.requested_by)?;
+    time("requested_at", command.requested_at, limits, now)
+}

@@ -1,0 +1,59 @@
+//! The `earlykill` binary: parses the command line and calls into the library.
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+
+use earlykill::event::Contract;
+
+/// earlykill: kill under-performing content variants in their first minutes.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List the Avro schemas of the event contract with their fingerprints,
+    /// or print one schema's JSON (for registering it with another system).
+    Schemas {
+        /// File name of the schema to print, e.g. `interaction.avsc`.
+        name: Option<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Schemas { name: None } => {
+            println!(
+                "{:<26} {:<44} fingerprint (CRC-64-AVRO, LE)",
+                "file", "record"
+            );
+            for contract in Contract::ALL {
+                let record = contract
+                    .reference()
+                    .name()
+                    .map(|n| n.fullname(None))
+                    .unwrap_or_default();
+                let fingerprint: String = contract
+                    .fingerprint()
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                println!("{:<26} {record:<44} {fingerprint}", contract.file_name());
+            }
+        }
+        Command::Schemas { name: Some(name) } => {
+            let Some(contract) = Contract::ALL.into_iter().find(|c| c.file_name() == name) else {
+                let known: Vec<_> = Contract::ALL.iter().map(|c| c.file_name()).collect();
+                bail!(
+                    "no schema named {name:?}; the schemas are {}",
+                    known.join(", ")
+                );
+            };
+            println!("{}", contract.json());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! The fold's state as changelog records, and back.
+//!
+//! A partition's state is a set of keyed [`ChangelogRecord`]s: one per
+//! variant with a session or held interactions, plus the partition record
+//! (empty key) with the clock. [`Monitor::drain_changes`] gives the records
+//! whose key changed since the last drain (a `None` value deletes the key),
+//! so the I/O shell writes them in the same transaction as the decisions; a
+//! compacted topic then holds exactly [`Monitor::snapshot`], and
+//! [`Monitor::restore`] rebuilds a monitor that decides identically from
+//! there on.
+
+use std::collections::BTreeMap;
+
+use super::sessions::{Ids, Session};
+use super::{rule::Thresholds, Monitor, MonitorConfig};
+use crate::event::{ChangelogRecord, Millis, SessionState, SessionStatus, MAX_ID_BYTES};
+
+/// One key of the changelog to write: the new record, or `None` to delete
+/// the key (a Kafka tombstone).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangelogChange {
+    pub key: String,
+    pub record: Option<ChangelogRecord>,
+}
+
+/// Why changelog records could not be restored.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RestoreError {
+    #[error("changelog key {key:?} is not a valid variant id (1 to {MAX_ID_BYTES} bytes)")]
+    InvalidKey { key: String },
+    #[error("changelog key {key:?} appears more than once; restore needs the compacted state")]
+    DuplicateKey { key: String },
+    #[error("changelog record for {key:?} has {field} = {value}, outside its range")]
+    OutOfRange {
+        key: String,
+        field: &'static str,
+        value: i64,
+    },
+}
+
+pub(crate) fn session_state(session: &Session) -> SessionState {
+    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    SessionState {
+        persona_id: session.persona_id().to_owned(),
+        post_id: session.post_id().to_owned(),
+        expected_engagement_rate: session.expected_engagement_rate,
+        kill_threshold: session.kill_threshold,
+        min_interactions: i32::try_from(session.min_interactions).unwrap_or(i32::MAX),
+        timeout_minutes: i32::try_from(session.timeout_minutes).unwrap_or(i32::MAX),
+        posted_at: session.posted_at,
+        interactions: clamp(session.interactions),
+        views: clamp(session.views),
+        status: session.status,
+        ended_at: (session.status != SessionStatus::Active).then_some(session.ended_at),
+    }
+}
+
+impl Monitor {
+    fn partition_record(&self) -> ChangelogRecord {
+        ChangelogRecord {
+            variant_id: ChangelogRecord::PARTITION_KEY.to_owned(),
+            partition_clock: Some(self.clock),
+            session: None,
+            held: Vec::new(),
+        }
+    }
+
+    /// The current record of `key`, or `None` if the key holds nothing.
+    fn record(&self, key: &str) -> Option<ChangelogRecord> {
+        let session = self
+            .sessions
+            .find(key)
+            .and_then(|slot| self.sessions.get(slot))
+            .map(session_state);
+        let held: Vec<_> = self
+            .held
+            .get(key)
+            .map(|queue| queue.iter().cloned().collect())
+            .unwrap_or_default();
+        (session.is_some() || !held.is_empty()).then(|| ChangelogRecord {
+            variant_id: key.to_owned(),
+            partition_clock: None,
+            session,
+            held,
+        })
+    }
+
+    /// The records whose keys changed since the last drain, sorted by key
+    /// (the partition record, whose key is empty, first). Writing them to the
+    /// compacted changelog in order keeps it equal to [`Monitor::snapshot`].
+    pub fn drain_changes(&mut self) -> Vec<ChangelogChange> {
+        let mut keys: BTreeMap<String, ()> = BTreeMap::new();
+        for slot in std::mem::take(&mut self.dirty_slots) {
+            if let Some(session) = self.sessions.get_mut(slot) {
+                if session.dirty {
+                    session.dirty = false;
+                    keys.insert(session.variant_id().to_owned(), ());
+                }
+            }
+        }
+        for key in std::mem::take(&mut self.dirty_keys) {
+            keys.insert(key.into(), ());
+        }
+        let mut changes = Vec::with_capacity(keys.len() + 1);
+        if std::mem::take(&mut self.clock_dirty) {
+            changes.push(ChangelogChange {
+                key: ChangelogRecord::PARTITION_KEY.to_owned(),
+                record: Some(self.partition_record()),
+            });
+        }
+        for key in keys.into_keys() {
+            let record = self.record(&key);
+            changes.push(ChangelogChange { key, record });
+        }
+        changes
+    }
+
+    /// The whole state as changelog records: the partition record, then one
+    /// record per key, sorted by key.
+    pub fn snapshot(&self) -> Vec<ChangelogRecord> {
+        let mut keys: Vec<&str> = self
+            .sessions
+            .iter()
+            .map(|(_, s)| s.variant_id())
+            .chain(self.held.iter().map(|(k, _)| k))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        std::iter::once(self.partition_record())
+            .chain(keys.into_iter().filter_map(|k| self.record(k)))
+            .collect()
+    }
+
+    /// Rebuilds a monitor from the compacted changelog (the latest record of
+    /// each key, in any order). The result has nothing to drain.
+    pub fn restore(
+        config: MonitorConfig,
+        records: impl IntoIterator<Item = ChangelogRecord>,
+    ) -> Result<Self, RestoreError> {
+        let mut monitor = Monitor::new(config);
+        for record in records {
+            if record.is_partition_record() {
+                if let Some(clock) = record.partition_clock {
+                    monitor.clock = monitor.clock.max(clock);
+                }
+                continue;
+            }
+            let key = record.variant_id;
+            if key.len() > MAX_ID_BYTES {
+                return Err(RestoreError::InvalidKey { key });
+            }
+            if monitor.sessions.find(&key).is_some() || monitor.held.get(&key).is_some() {
+                return Err(RestoreError::DuplicateKey { key });
+            }
+            if let Some(state) = record.session {
+                monitor.restore_session(&key, state)?;
+            }
+            monitor.held.restore(&key, record.held);
+        }
+        monitor.held.finish_restore();
+        monitor.dirty_slots.clear();
+        Ok(monitor)
+    }
+
+    fn restore_session(&mut self, key: &str, state: SessionState) -> Result<(), RestoreError> {
+        let positive = |field: &'static str, value: i64| {
+            u32::try_from(value)
+                .ok()
+                .filter(|v| *v >= 1)
+                .ok_or_else(|| RestoreError::OutOfRange {
+                    key: key.to_owned(),
+                    field,
+                    value,
+                })
+        };
+        let count = |field: &'static str, value: i64| {
+            u64::try_from(value).map_err(|_| RestoreError::OutOfRange {
+                key: key.to_owned(),
+                field,
+                value,
+            })
+        };
+        let thresholds = Thresholds {
+            kill_threshold: state.kill_threshold,
+            min_interactions: positive("min_interactions", state.min_interactions.into())?,
+            timeout_minutes: positive("timeout_minutes", state.timeout_minutes.into())?,
+        };
+        let ids = Ids {
+            variant_id: key,
+            persona_id: &state.persona_id,
+            post_id: &state.post_id,
+        };
+        let mut session = Session::new(
+            ids,
+            state.expected_engagement_rate,
+            state.posted_at,
+            thresholds,
+        )
+        .ok_or_else(|| RestoreError::InvalidKey {
+            key: key.to_owned(),
+        })?;
+        session.interactions = count("interactions", state.interactions)?;
+        session.views = count("views", state.views)?;
+        session.status = state.status;
+        session.dirty = false;
+        let due: Millis = match state.status {
+            SessionStatus::Active => session.deadline(),
+            _ => {
+                session.ended_at = state.ended_at.unwrap_or(session.deadline());
+                session
+                    .ended_at
+                    .saturating_add(self.config.ended_retention_ms)
+            }
+        };
+        if session.is_active() {
+            self.active += 1;
+        }
+        let slot = self.sessions.insert(session);
+        self.timers.push(due, slot);
+        Ok(())
+    }
+}

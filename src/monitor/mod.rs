@@ -1,0 +1,632 @@
+//! The pure core: fold one partition's events into its sessions and say what
+//! was decided. No clock, no I/O, no randomness: the same events in the same
+//! order always give the same decisions, so replays reproduce history and
+//! property tests can check the rule against an oracle.
+//!
+//! # Time
+//!
+//! Each partition has an event-time clock: the largest event time it has
+//! seen, or been advanced to by [`Monitor::advance_to`] (which the I/O shell
+//! calls from the wall clock when the partition is idle). The clock never
+//! goes back. Before an event is applied the clock advances to the event's
+//! time, and every timeout whose deadline is at or before the new clock fires
+//! first, in deadline order (ties by variant_id). So a session covers event
+//! times `[posted_at, deadline)`: an interaction stamped exactly at the
+//! deadline arrives after the timeout and is late.
+//!
+//! # Invariants
+//!
+//! - A session ends exactly once: killed, timed out or stopped.
+//! - Events for an ended session change nothing and are counted as late.
+//!   Ended sessions are remembered for `ended_retention_ms` of event time,
+//!   then forgotten.
+//! - Interactions for a variant not posted yet are held (see [`held`]) and
+//!   applied, in arrival order, when the post arrives.
+
+mod changelog;
+mod held;
+pub mod rule;
+mod sessions;
+mod timers;
+
+use chrono::DateTime;
+
+use crate::event::{
+    DecisionKind, HeldInteraction, Interaction, InteractionKind, Millis, MonitoringDecision,
+    SessionState, SessionStatus, StopMonitoring, VariantPosted, MAX_ID_BYTES,
+};
+use held::{Dropped, Held};
+use rule::Thresholds;
+use sessions::{Ids, Session, Sessions};
+use timers::Timers;
+
+pub use changelog::{ChangelogChange, RestoreError};
+
+/// Configuration of the fold. Everything here is part of the deterministic
+/// function: two monitors with different configurations may decide
+/// differently on the same input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MonitorConfig {
+    /// Rule parameters for variants that do not override them.
+    pub defaults: Thresholds,
+    /// How long, in event time, an interaction for a variant not posted yet
+    /// is held before it is dropped.
+    pub hold_grace_ms: Millis,
+    /// Most interactions held at once per partition; when full, the oldest
+    /// is dropped to make room.
+    pub hold_capacity: usize,
+    /// How long, in event time, an ended session is remembered so that late
+    /// events and repeated posts for it are recognised.
+    pub ended_retention_ms: Millis,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        Self {
+            defaults: Thresholds::default(),
+            hold_grace_ms: 5 * rule::MINUTE_MS,
+            hold_capacity: 100_000,
+            ended_retention_ms: 60 * rule::MINUTE_MS,
+        }
+    }
+}
+
+/// One input event of a partition.
+#[derive(Debug, Clone, Copy)]
+pub enum Input<'e, 'a> {
+    Posted(&'e VariantPosted<'a>),
+    Interaction(&'e Interaction<'a>),
+    Stop(&'e StopMonitoring<'a>),
+}
+
+impl Input<'_, '_> {
+    /// The event time the event carries.
+    pub fn event_time(&self) -> Millis {
+        match self {
+            Input::Posted(p) => p.posted_at,
+            Input::Interaction(i) => i.occurred_at,
+            Input::Stop(s) => s.requested_at,
+        }
+    }
+
+    /// The variant the event is about (its Kafka key).
+    pub fn variant_id(&self) -> &str {
+        match self {
+            Input::Posted(p) => &p.variant_id,
+            Input::Interaction(i) => &i.variant_id,
+            Input::Stop(s) => &s.variant_id,
+        }
+    }
+}
+
+/// What applying one event did, for the shell's metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A VariantPosted started a session.
+    Started,
+    /// A VariantPosted for a variant whose session is active: ignored.
+    DuplicatePost,
+    /// An interaction was counted and the session goes on.
+    Counted,
+    /// An interaction was counted and crossed the kill threshold.
+    Killed,
+    /// A stop command ended the session.
+    Stopped,
+    /// An interaction for a variant not posted yet is held.
+    Held,
+    /// The event's session has ended: nothing changed.
+    Late,
+    /// A stop command for a variant with no session: ignored.
+    UnknownVariant,
+    /// The event cannot be applied (empty or oversized id, negative count);
+    /// validation should have stopped it before the fold.
+    Rejected,
+}
+
+/// Running counts of what the fold has done, for metrics. Not part of the
+/// changelog: a restored monitor starts from zero.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MonitorStats {
+    pub started: u64,
+    pub killed: u64,
+    pub timed_out: u64,
+    pub stopped: u64,
+    pub duplicate_posts: u64,
+    pub late: u64,
+    pub held: u64,
+    pub held_applied: u64,
+    pub held_expired: u64,
+    pub held_evicted: u64,
+    pub unknown_stops: u64,
+    pub rejected: u64,
+    pub purged: u64,
+}
+
+/// A session's figures, for status queries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionView {
+    pub variant_id: String,
+    pub state: SessionState,
+    pub deadline: Millis,
+    pub engagement_rate: Option<f64>,
+}
+
+/// The fold for one partition: its sessions, its clock, its timers and its
+/// held interactions.
+pub struct Monitor {
+    config: MonitorConfig,
+    clock: Millis,
+    sessions: Sessions,
+    timers: Timers,
+    held: Held,
+    active: usize,
+    stats: MonitorStats,
+    /// Slots changed since the last changelog drain (see `changelog`).
+    dirty_slots: Vec<u32>,
+    /// Keys removed or whose held interactions changed since the last drain.
+    dirty_keys: Vec<Box<str>>,
+    clock_dirty: bool,
+    /// Scratch space for due timers, kept to avoid an allocation per step.
+    due: Vec<(Millis, u32)>,
+}
+
+impl Monitor {
+    /// An empty partition whose clock has not started.
+    pub fn new(config: MonitorConfig) -> Self {
+        Self {
+            config,
+            clock: Millis::MIN,
+            sessions: Sessions::default(),
+            timers: Timers::default(),
+            held: Held::new(config.hold_grace_ms, config.hold_capacity),
+            active: 0,
+            stats: MonitorStats::default(),
+            dirty_slots: Vec::new(),
+            dirty_keys: Vec::new(),
+            clock_dirty: false,
+            due: Vec::new(),
+        }
+    }
+
+    pub fn config(&self) -> &MonitorConfig {
+        &self.config
+    }
+
+    /// The partition's event-time clock; `Millis::MIN` before any event.
+    pub fn clock(&self) -> Millis {
+        self.clock
+    }
+
+    /// Number of sessions that have started and not ended.
+    pub fn active_sessions(&self) -> usize {
+        self.active
+    }
+
+    /// Number of sessions remembered, active or ended.
+    pub fn known_sessions(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Number of interactions held for variants not posted yet.
+    pub fn held_interactions(&self) -> usize {
+        self.held.len()
+    }
+
+    /// Number of entries in the deadline index (live and lazily deleted).
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+
+    pub fn stats(&self) -> &MonitorStats {
+        &self.stats
+    }
+
+    /// The session of `variant_id`, active or recently ended.
+    pub fn session(&self, variant_id: &str) -> Option<SessionView> {
+        let session = self.sessions.get(self.sessions.find(variant_id)?)?;
+        Some(SessionView {
+            variant_id: variant_id.to_owned(),
+            state: changelog::session_state(session),
+            deadline: session.deadline(),
+            engagement_rate: rule::engagement_rate(session.interactions, session.views),
+        })
+    }
+
+    /// Every active session, in no particular order.
+    pub fn active(&self) -> impl Iterator<Item = SessionView> + '_ {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.is_active())
+            .map(|(_, s)| SessionView {
+                variant_id: s.variant_id().to_owned(),
+                state: changelog::session_state(s),
+                deadline: s.deadline(),
+                engagement_rate: rule::engagement_rate(s.interactions, s.views),
+            })
+    }
+
+    /// Applies one event, appending what it decided to `decisions`.
+    pub fn apply(
+        &mut self,
+        input: Input<'_, '_>,
+        decisions: &mut Vec<MonitoringDecision>,
+    ) -> Outcome {
+        if !valid_id(input.variant_id()) {
+            self.stats.rejected += 1;
+            return Outcome::Rejected;
+        }
+        match input {
+            Input::Posted(posted) => self.on_posted(posted, decisions),
+            Input::Interaction(interaction) => self.on_interaction(interaction, decisions),
+            Input::Stop(stop) => self.on_stop(stop, decisions),
+        }
+    }
+
+    /// Moves the clock forward to `time` (never back), firing every timeout
+    /// due by then and dropping held interactions whose grace has ended.
+    pub fn advance_to(&mut self, time: Millis, decisions: &mut Vec<MonitoringDecision>) {
+        if time <= self.clock {
+            return;
+        }
+        self.clock = time;
+        self.clock_dirty = true;
+        self.fire_due(decisions);
+        let (held, stats, dirty_keys) = (&mut self.held, &mut self.stats, &mut self.dirty_keys);
+        held.expire(time, |variant_id, why| {
+            count_drop(stats, why);
+            dirty_keys.push(variant_id.into());
+        });
+    }
+
+    fn on_posted(
+        &mut self,
+        posted: &VariantPosted<'_>,
+        decisions: &mut Vec<MonitoringDecision>,
+    ) -> Outcome {
+        if !valid_id(&posted.persona_id) || posted.post_id.len() > MAX_ID_BYTES {
+            self.stats.rejected += 1;
+            return Outcome::Rejected;
+        }
+        self.advance_to(posted.posted_at, decisions);
+        if let Some(slot) = self.sessions.find(&posted.variant_id) {
+            let active = self.sessions.get(slot).is_some_and(Session::is_active);
+            return if active {
+                self.stats.duplicate_posts += 1;
+                Outcome::DuplicatePost
+            } else {
+                self.stats.late += 1;
+                Outcome::Late
+            };
+        }
+        let thresholds = self.config.defaults.with_overrides(
+            posted.kill_threshold,
+            posted.min_interactions,
+            posted.timeout_minutes,
+        );
+        let ids = Ids {
+            variant_id: &posted.variant_id,
+            persona_id: &posted.persona_id,
+            post_id: &posted.post_id,
+        };
+        let Some(session) = Session::new(
+            ids,
+            posted.expected_engagement_rate,
+            posted.posted_at,
+            thresholds,
+        ) else {
+            self.stats.rejected += 1;
+            return Outcome::Rejected;
+        };
+        let deadline = session.deadline();
+        let slot = self.sessions.insert(session);
+        self.dirty_slots.push(slot);
+        self.timers.push(deadline, slot);
+        self.active += 1;
+        self.stats.started += 1;
+        if let Some(session) = self.sessions.get(slot) {
+            let mut started = decision(
+                session,
+                DecisionKind::Started,
+                self.clock,
+                started_reason(session),
+            );
+            started.metadata = posted.metadata.clone();
+            decisions.push(started);
+        }
+        if let Some(held) = self.held.take(&posted.variant_id) {
+            for interaction in held {
+                self.stats.held_applied += 1;
+                if self.sessions.get(slot).is_some_and(Session::is_active) {
+                    self.count(
+                        slot,
+                        interaction.kind,
+                        interaction.count,
+                        &interaction.event_id,
+                        decisions,
+                    );
+                } else {
+                    self.stats.late += 1;
+                }
+            }
+        }
+        // A post that arrives after its own deadline starts and times out at once.
+        self.fire_due(decisions);
+        Outcome::Started
+    }
+
+    fn on_interaction(
+        &mut self,
+        interaction: &Interaction<'_>,
+        decisions: &mut Vec<MonitoringDecision>,
+    ) -> Outcome {
+        if interaction.count < 0 || interaction.event_id.len() > MAX_ID_BYTES {
+            self.stats.rejected += 1;
+            return Outcome::Rejected;
+        }
+        self.advance_to(interaction.occurred_at, decisions);
+        match self.sessions.find(&interaction.variant_id) {
+            Some(slot) if self.sessions.get(slot).is_some_and(Session::is_active) => {
+                if self.count(
+                    slot,
+                    interaction.kind,
+                    interaction.count,
+                    &interaction.event_id,
+                    decisions,
+                ) {
+                    Outcome::Killed
+                } else {
+                    Outcome::Counted
+                }
+            }
+            Some(_) => {
+                self.stats.late += 1;
+                Outcome::Late
+            }
+            None => {
+                let held = HeldInteraction {
+                    event_id: interaction.event_id.as_ref().to_owned(),
+                    kind: interaction.kind,
+                    count: interaction.count,
+                    occurred_at: interaction.occurred_at,
+                    held_at: self.clock,
+                    seq: 0,
+                };
+                let (stats, dirty_keys) = (&mut self.stats, &mut self.dirty_keys);
+                self.held.hold(
+                    &interaction.variant_id,
+                    held,
+                    self.clock,
+                    |variant_id, why| {
+                        count_drop(stats, why);
+                        dirty_keys.push(variant_id.into());
+                    },
+                );
+                self.stats.held += 1;
+                self.dirty_keys.push(interaction.variant_id.as_ref().into());
+                Outcome::Held
+            }
+        }
+    }
+
+    fn on_stop(
+        &mut self,
+        stop: &StopMonitoring<'_>,
+        decisions: &mut Vec<MonitoringDecision>,
+    ) -> Outcome {
+        self.advance_to(stop.requested_at, decisions);
+        let Some(slot) = self.sessions.find(&stop.variant_id) else {
+            self.stats.unknown_stops += 1;
+            return Outcome::UnknownVariant;
+        };
+        if !self.sessions.get(slot).is_some_and(Session::is_active) {
+            self.stats.late += 1;
+            return Outcome::Late;
+        }
+        let clock = self.clock;
+        if let Some(session) = self.end(slot, SessionStatus::Stopped, clock) {
+            let reason = format!("stopped by {}: {}", stop.requested_by, stop.reason);
+            let mut stopped = decision(session, DecisionKind::Stopped, clock, reason);
+            stopped.requested_by = Some(stop.requested_by.as_ref().to_owned());
+            decisions.push(stopped);
+        }
+        self.stats.stopped += 1;
+        Outcome::Stopped
+    }
+
+    /// Adds an interaction to an active session and applies the rule; true if
+    /// it killed the session.
+    fn count(
+        &mut self,
+        slot: u32,
+        kind: InteractionKind,
+        count: i64,
+        event_id: &str,
+        decisions: &mut Vec<MonitoringDecision>,
+    ) -> bool {
+        let Some(session) = self.sessions.get_mut(slot) else {
+            return false;
+        };
+        let count = u64::try_from(count).unwrap_or(0);
+        if count == 0 {
+            return false;
+        }
+        if kind.is_view() {
+            session.views = session.views.saturating_add(count);
+        } else {
+            session.interactions = session.interactions.saturating_add(count);
+        }
+        if !session.dirty {
+            session.dirty = true;
+            self.dirty_slots.push(slot);
+        }
+        if !rule::should_kill(
+            session.interactions,
+            session.views,
+            session.expected_engagement_rate,
+            &session.thresholds(),
+        ) {
+            return false;
+        }
+        let clock = self.clock;
+        if let Some(session) = self.end(slot, SessionStatus::Killed, clock) {
+            let mut killed = decision(session, DecisionKind::Killed, clock, kill_reason(session));
+            killed.trigger_event_id = Some(event_id.to_owned());
+            decisions.push(killed);
+        }
+        self.stats.killed += 1;
+        true
+    }
+
+    /// Ends an active session and schedules it to be forgotten.
+    fn end(&mut self, slot: u32, status: SessionStatus, at: Millis) -> Option<&Session> {
+        let retention = self.config.ended_retention_ms;
+        let session = self.sessions.get_mut(slot)?;
+        session.status = status;
+        session.ended_at = at;
+        if !session.dirty {
+            session.dirty = true;
+            self.dirty_slots.push(slot);
+        }
+        self.active -= 1;
+        self.timers.push(at.saturating_add(retention), slot);
+        self.sessions.get(slot)
+    }
+
+    /// Fires every timer due at or before the clock: timeouts in (deadline,
+    /// variant_id) order, and purges of ended sessions past retention.
+    fn fire_due(&mut self, decisions: &mut Vec<MonitoringDecision>) {
+        loop {
+            let mut due = std::mem::take(&mut self.due);
+            due.clear();
+            self.timers.pop_due(self.clock, &mut due);
+            if due.is_empty() {
+                self.due = due;
+                return;
+            }
+            let sessions = &self.sessions;
+            due.sort_by(|(a_at, a), (b_at, b)| {
+                let id = |slot| sessions.get(slot).map_or("", Session::variant_id);
+                a_at.cmp(b_at).then_with(|| id(*a).cmp(id(*b)))
+            });
+            for &(at, slot) in &due {
+                self.fire(at, slot, decisions);
+            }
+            self.due = due;
+        }
+    }
+
+    fn fire(&mut self, at: Millis, slot: u32, decisions: &mut Vec<MonitoringDecision>) {
+        let Some(session) = self.sessions.get(slot) else {
+            return;
+        };
+        let (active, deadline, ended_at) =
+            (session.is_active(), session.deadline(), session.ended_at);
+        if active && deadline == at {
+            if let Some(session) = self.end(slot, SessionStatus::TimedOut, at) {
+                decisions.push(decision(
+                    session,
+                    DecisionKind::TimedOut,
+                    at,
+                    timeout_reason(session),
+                ));
+            }
+            self.stats.timed_out += 1;
+        } else if !active && ended_at.saturating_add(self.config.ended_retention_ms) == at {
+            if let Some(session) = self.sessions.remove(slot) {
+                self.dirty_keys.push(session.variant_id().into());
+            }
+            self.stats.purged += 1;
+        }
+    }
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_ID_BYTES
+}
+
+fn count_drop(stats: &mut MonitorStats, why: Dropped) {
+    match why {
+        Dropped::Expired => stats.held_expired += 1,
+        Dropped::Evicted => stats.held_evicted += 1,
+    }
+}
+
+/// Builds a decision from a session's current figures.
+fn decision(
+    session: &Session,
+    kind: DecisionKind,
+    decided_at: Millis,
+    reason: String,
+) -> MonitoringDecision {
+    let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let min_interactions = i32::try_from(session.min_interactions).unwrap_or(i32::MAX);
+    let timeout_minutes = i32::try_from(session.timeout_minutes).unwrap_or(i32::MAX);
+    MonitoringDecision {
+        decision_id: decision_id(session.variant_id(), session.posted_at, kind),
+        kind,
+        variant_id: session.variant_id().to_owned(),
+        persona_id: session.persona_id().to_owned(),
+        post_id: session.post_id().to_owned(),
+        expected_engagement_rate: session.expected_engagement_rate,
+        kill_threshold: session.kill_threshold,
+        min_interactions,
+        timeout_minutes,
+        interactions: clamp(session.interactions),
+        views: clamp(session.views),
+        engagement_rate: rule::engagement_rate(session.interactions, session.views),
+        posted_at: session.posted_at,
+        deadline: session.deadline(),
+        decided_at,
+        reason,
+        trigger_event_id: None,
+        requested_by: None,
+        metadata: Default::default(),
+    }
+}
+
+/// The deterministic id of a decision: a session is identified by its
+/// variant and posting time, and has at most one decision of each kind.
+pub fn decision_id(variant_id: &str, posted_at: Millis, kind: DecisionKind) -> String {
+    format!("{variant_id}/{posted_at}/{}", kind.as_str())
+}
+
+fn rfc3339(time: Millis) -> String {
+    DateTime::from_timestamp_millis(time).map_or_else(
+        || format!("{time} ms"),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    )
+}
+
+fn started_reason(session: &Session) -> String {
+    format!(
+        "monitoring until {}: kill below {} x expected {} once {} interactions are in",
+        rfc3339(session.deadline()),
+        session.kill_threshold,
+        session.expected_engagement_rate,
+        session.min_interactions,
+    )
+}
+
+fn kill_reason(session: &Session) -> String {
+    let rate = rule::engagement_rate(session.interactions, session.views).unwrap_or(0.0);
+    format!(
+        "engagement rate {rate:.6} ({} interactions / {} views) is below {} x expected {} = {:.6} with at least {} interactions",
+        session.interactions,
+        session.views,
+        session.kill_threshold,
+        session.expected_engagement_rate,
+        rule::kill_limit(session.expected_engagement_rate, &session.thresholds()),
+        session.min_interactions,
+    )
+}
+
+fn timeout_reason(session: &Session) -> String {
+    let rate = rule::engagement_rate(session.interactions, session.views).map_or_else(
+        || "no rate (no views)".to_owned(),
+        |r| format!("engagement rate {r:.6}"),
+    );
+    format!(
+        "{} minute window ended without a kill: {rate} ({} interactions / {} views)",
+        session.timeout_minutes, session.interactions, session.views,
+    )
+}
