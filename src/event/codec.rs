@@ -170,32 +170,40 @@ impl Decoder {
     pub fn decode<'a, T: Deserialize<'a>>(&self, bytes: &'a [u8]) -> Result<T, CodecError> {
         let (fingerprint, datum) = split_header(bytes)?;
         let (writer, _) = self.writer(&fingerprint)?;
-        serde_avro_fast::from_datum_slice(datum, writer).map_err(|e| CodecError::Malformed {
-            contract: self.contract,
-            message: e.to_string(),
-        })
+        serde_avro_fast::from_datum_slice(datum, writer).map_err(|e| self.malformed(e.to_string()))
     }
 
     /// Decodes with apache-avro: the reference the fast path is checked
     /// against. Resolves the writer schema against the bundled reader schema
-    /// exactly as the Avro specification describes. Slow; not for the hot path.
-    pub fn decode_reference<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+    /// exactly as the Avro specification describes and returns the resolved
+    /// value; `apache_avro::from_value` turns it into a (possibly borrowing)
+    /// Rust type. Slow; not for the hot path.
+    pub fn decode_reference_value(
+        &self,
+        bytes: &[u8],
+    ) -> Result<apache_avro::types::Value, CodecError> {
         let (fingerprint, mut datum) = split_header(bytes)?;
         let (_, writer) = self.writer(&fingerprint)?;
-        let malformed = |message: String| CodecError::Malformed {
-            contract: self.contract,
-            message,
-        };
         let value =
             apache_avro::from_avro_datum(writer, &mut datum, Some(self.contract.reference()))
-                .map_err(|e| malformed(e.to_string()))?;
+                .map_err(|e| self.malformed(e.to_string()))?;
         if !datum.is_empty() {
-            return Err(malformed(format!(
-                "{} trailing bytes after the datum",
-                datum.len()
-            )));
+            return Err(self.malformed(format!("{} trailing bytes after the datum", datum.len())));
         }
-        apache_avro::from_value(&value).map_err(|e| malformed(e.to_string()))
+        Ok(value)
+    }
+
+    /// [`Decoder::decode_reference_value`] into an owned Rust type.
+    pub fn decode_reference<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, CodecError> {
+        let value = self.decode_reference_value(bytes)?;
+        apache_avro::from_value(&value).map_err(|e| self.malformed(e.to_string()))
+    }
+
+    fn malformed(&self, message: String) -> CodecError {
+        CodecError::Malformed {
+            contract: self.contract,
+            message,
+        }
     }
 }
 
@@ -214,7 +222,7 @@ pub fn encode_into<T: Serialize>(
     value: &T,
     out: &mut Vec<u8>,
 ) -> Result<(), CodecError> {
-    encode_with_schema(contract.reference(), value, out)
+    encode_with_schema(contract.reference(), contract.fingerprint(), value, out)
         .map_err(|message| CodecError::Encode { contract, message })
 }
 
@@ -225,19 +233,30 @@ pub fn encode<T: Serialize>(contract: Contract, value: &T) -> Result<Vec<u8>, Co
     Ok(out)
 }
 
-/// Encodes `value` as a single-object record of an arbitrary writer schema,
-/// for producers of other schema versions (and the evolution tests).
+/// The single-object fingerprint of a schema given as JSON.
+///
+/// Computed by serde_avro_fast, whose Parsing Canonical Form matches the
+/// Avro specification and other implementations (fastavro, Java).
+/// apache-avro 0.20 keeps `{"type":"long"}` for logical types in its
+/// canonical form, so its `Schema::fingerprint` differs and is not used.
+pub fn fingerprint(schema_json: &str) -> Result<[u8; 8], String> {
+    let schema: serde_avro_fast::Schema = schema_json.parse().map_err(|e| format!("{e}"))?;
+    Ok(*schema.rabin_fingerprint())
+}
+
+/// Encodes `value` as a single-object record of an arbitrary writer schema
+/// whose fingerprint is `fingerprint` (see [`fingerprint`]).
 pub fn encode_with_schema<T: Serialize>(
     schema: &apache_avro::Schema,
+    fingerprint: [u8; 8],
     value: &T,
     out: &mut Vec<u8>,
 ) -> Result<(), String> {
     let value = apache_avro::to_value(value).map_err(|e| e.to_string())?;
     let value = value.resolve(schema).map_err(|e| e.to_string())?;
     let datum = apache_avro::to_avro_datum(schema, value).map_err(|e| e.to_string())?;
-    let fingerprint = schema.fingerprint::<apache_avro::rabin::Rabin>();
     out.extend_from_slice(&MARKER);
-    out.extend_from_slice(&fingerprint.bytes);
+    out.extend_from_slice(&fingerprint);
     out.extend_from_slice(&datum);
     Ok(())
 }

@@ -1,0 +1,68 @@
+//! Builders shared by the integration tests: events with sensible defaults
+//! so each test states only what it is about.
+#![allow(dead_code)]
+
+use std::borrow::Cow;
+
+use earlykill::event::{
+    Interaction, InteractionKind, Millis, MonitoringDecision, StopMonitoring, VariantPosted,
+};
+use earlykill::monitor::{Input, Monitor, Outcome};
+
+/// 2026-11-23T00:00:00Z, a plausible event time.
+pub const T0: Millis = 1_795_392_000_000;
+pub const SECOND: Millis = 1_000;
+pub const MINUTE: Millis = 60_000;
+
+pub fn posted(variant_id: &str, posted_at: Millis, expected: f64) -> VariantPosted<'static> {
+    VariantPosted {
+        variant_id: Cow::Owned(variant_id.to_owned()),
+        persona_id: Cow::Owned(format!("persona-of-{variant_id}")),
+        post_id: Cow::Owned(format!("post-of-{variant_id}")),
+        expected_engagement_rate: expected,
+        posted_at,
+        kill_threshold: None,
+        min_interactions: None,
+        timeout_minutes: None,
+        metadata: Default::default(),
+    }
+}
+
+pub fn interaction(
+    event_id: &str,
+    variant_id: &str,
+    kind: InteractionKind,
+    count: i64,
+    occurred_at: Millis,
+) -> Interaction<'static> {
+    Interaction {
+        event_id: Cow::Owned(event_id.to_owned()),
+        variant_id: Cow::Owned(variant_id.to_owned()),
+        kind,
+        count,
+        occurred_at,
+    }
+}
+
+pub fn stop(variant_id: &str, requested_at: Millis) -> StopMonitoring<'static> {
+    StopMonitoring {
+        variant_id: Cow::Owned(variant_id.to_owned()),
+        reason: Cow::Borrowed("campaign paused"),
+        requested_by: Cow::Borrowed("ops@example.com"),
+        requested_at,
+    }
+}
+
+/// Applies one event and returns its outcome and the decisions it made.
+pub fn apply(monitor: &mut Monitor, input: Input<'_, '_>) -> (Outcome, Vec<MonitoringDecision>) {
+    let mut decisions = Vec::new();
+    let outcome = monitor.apply(input, &mut decisions);
+    (outcome, decisions)
+}
+
+/// Advances the clock and returns the decisions it made.
+pub fn advance(monitor: &mut Monitor, to: Millis) -> Vec<MonitoringDecision> {
+    let mut decisions = Vec::new();
+    monitor.advance_to(to, &mut decisions);
+    decisions
+}
