@@ -401,7 +401,7 @@ fn arb_stop() -> impl Strategy<Value = StopMonitoring<'static>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(512))]
+    #![proptest_config(ProptestConfig::with_cases(common::proptest_cases(512)))]
 
     #[test]
     fn the_fast_decoder_decodes_exactly_what_apache_avro_decodes(

@@ -115,8 +115,8 @@ impl Monitor {
         changes
     }
 
-    /// The whole state as changelog records: the partition record, then one
-    /// record per key, sorted by key.
+    /// The whole state as changelog records: the partition record (once the
+    /// clock has started), then one record per key, sorted by key.
     pub fn snapshot(&self) -> Vec<ChangelogRecord> {
         let mut keys: Vec<&str> = self
             .sessions
@@ -126,7 +126,10 @@ impl Monitor {
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        std::iter::once(self.partition_record())
+        let started = self.clock != Millis::MIN;
+        started
+            .then(|| self.partition_record())
+            .into_iter()
             .chain(keys.into_iter().filter_map(|k| self.record(k)))
             .collect()
     }
@@ -203,14 +206,16 @@ impl Monitor {
         session.views = count("views", state.views)?;
         session.status = state.status;
         session.dirty = false;
-        let due: Millis = match state.status {
-            SessionStatus::Active => session.deadline(),
-            _ => {
-                session.ended_at = state.ended_at.unwrap_or(session.deadline());
-                session
-                    .ended_at
-                    .saturating_add(self.config.ended_retention_ms)
-            }
+        // The one timer entry a session has: its deadline while that is
+        // ahead of the clock, its purge time after.
+        let deadline = session.deadline();
+        if state.status != SessionStatus::Active {
+            session.ended_at = state.ended_at.unwrap_or(deadline);
+        }
+        let due = if deadline > self.clock || session.is_active() {
+            deadline
+        } else {
+            deadline.saturating_add(self.config.ended_retention_ms)
         };
         if session.is_active() {
             self.active += 1;

@@ -18,8 +18,9 @@
 //!
 //! - A session ends exactly once: killed, timed out or stopped.
 //! - Events for an ended session change nothing and are counted as late.
-//!   Ended sessions are remembered for `ended_retention_ms` of event time,
-//!   then forgotten.
+//!   A session is remembered until `deadline + ended_retention_ms`, then
+//!   forgotten; a VariantPosted whose session would already be forgotten by
+//!   then is late too, so a replayed post can never start its session twice.
 //! - Interactions for a variant not posted yet are held (see [`held`]) and
 //!   applied, in arrival order, when the post arrives.
 
@@ -55,8 +56,8 @@ pub struct MonitorConfig {
     /// Most interactions held at once per partition; when full, the oldest
     /// is dropped to make room.
     pub hold_capacity: usize,
-    /// How long, in event time, an ended session is remembered so that late
-    /// events and repeated posts for it are recognised.
+    /// How long after its deadline, in event time, a session is remembered so
+    /// that late events and repeated posts for it are recognised.
     pub ended_retention_ms: Millis,
 }
 
@@ -318,6 +319,11 @@ impl Monitor {
             return Outcome::Rejected;
         };
         let deadline = session.deadline();
+        if deadline.saturating_add(self.config.ended_retention_ms) <= self.clock {
+            // Its session would already have ended and been forgotten.
+            self.stats.late += 1;
+            return Outcome::Late;
+        }
         let slot = self.sessions.insert(session);
         self.dirty_slots.push(slot);
         self.timers.push(deadline, slot);
@@ -333,6 +339,9 @@ impl Monitor {
             started.metadata = posted.metadata.clone();
             decisions.push(started);
         }
+        // A post that arrives after its own deadline starts and times out at
+        // once, before any held interaction can count.
+        self.fire_due(decisions);
         if let Some(held) = self.held.take(&posted.variant_id) {
             for interaction in held {
                 self.stats.held_applied += 1;
@@ -349,8 +358,6 @@ impl Monitor {
                 }
             }
         }
-        // A post that arrives after its own deadline starts and times out at once.
-        self.fire_due(decisions);
         Outcome::Started
     }
 
@@ -477,9 +484,9 @@ impl Monitor {
         true
     }
 
-    /// Ends an active session and schedules it to be forgotten.
+    /// Ends an active session. Its timer entry stays where it is: at the
+    /// deadline it is moved on to the purge time.
     fn end(&mut self, slot: u32, status: SessionStatus, at: Millis) -> Option<&Session> {
-        let retention = self.config.ended_retention_ms;
         let session = self.sessions.get_mut(slot)?;
         session.status = status;
         session.ended_at = at;
@@ -488,7 +495,6 @@ impl Monitor {
             self.dirty_slots.push(slot);
         }
         self.active -= 1;
-        self.timers.push(at.saturating_add(retention), slot);
         self.sessions.get(slot)
     }
 
@@ -515,27 +521,34 @@ impl Monitor {
         }
     }
 
+    /// Acts on one timer entry. Each session has exactly one entry: at its
+    /// deadline (time out if still active), then at `deadline + retention`
+    /// (forget it). Entries that match neither are stale: their slot was
+    /// reused by another session, which has its own entry.
     fn fire(&mut self, at: Millis, slot: u32, decisions: &mut Vec<MonitoringDecision>) {
         let Some(session) = self.sessions.get(slot) else {
             return;
         };
-        let (active, deadline, ended_at) =
-            (session.is_active(), session.deadline(), session.ended_at);
-        if active && deadline == at {
-            if let Some(session) = self.end(slot, SessionStatus::TimedOut, at) {
-                decisions.push(decision(
-                    session,
-                    DecisionKind::TimedOut,
-                    at,
-                    timeout_reason(session),
-                ));
-            }
-            self.stats.timed_out += 1;
-        } else if !active && ended_at.saturating_add(self.config.ended_retention_ms) == at {
+        let (active, deadline) = (session.is_active(), session.deadline());
+        let purge_at = deadline.saturating_add(self.config.ended_retention_ms);
+        if !active && at == purge_at {
             if let Some(session) = self.sessions.remove(slot) {
                 self.dirty_keys.push(session.variant_id().into());
             }
             self.stats.purged += 1;
+        } else if at == deadline {
+            if active {
+                if let Some(session) = self.end(slot, SessionStatus::TimedOut, at) {
+                    decisions.push(decision(
+                        session,
+                        DecisionKind::TimedOut,
+                        at,
+                        timeout_reason(session),
+                    ));
+                }
+                self.stats.timed_out += 1;
+            }
+            self.timers.push(purge_at, slot);
         }
     }
 }
@@ -562,7 +575,12 @@ fn decision(
     let min_interactions = i32::try_from(session.min_interactions).unwrap_or(i32::MAX);
     let timeout_minutes = i32::try_from(session.timeout_minutes).unwrap_or(i32::MAX);
     MonitoringDecision {
-        decision_id: decision_id(session.variant_id(), session.posted_at, kind),
+        decision_id: decision_id(
+            session.variant_id(),
+            session.posted_at,
+            session.timeout_minutes,
+            kind,
+        ),
         kind,
         variant_id: session.variant_id().to_owned(),
         persona_id: session.persona_id().to_owned(),
@@ -584,10 +602,22 @@ fn decision(
     }
 }
 
-/// The deterministic id of a decision: a session is identified by its
-/// variant and posting time, and has at most one decision of each kind.
-pub fn decision_id(variant_id: &str, posted_at: Millis, kind: DecisionKind) -> String {
-    format!("{variant_id}/{posted_at}/{}", kind.as_str())
+/// The deterministic id of a decision, e.g. `v-1@1795392000000+10m/killed`.
+///
+/// A session is identified by its variant, posting time and window, and has
+/// at most one decision of each kind. A partition never starts the same
+/// session twice: a repeated post is ignored while the session is
+/// remembered and late once it is forgotten (see the module docs).
+pub fn decision_id(
+    variant_id: &str,
+    posted_at: Millis,
+    timeout_minutes: u32,
+    kind: DecisionKind,
+) -> String {
+    format!(
+        "{variant_id}@{posted_at}+{timeout_minutes}m/{}",
+        kind.as_str()
+    )
 }
 
 fn rfc3339(time: Millis) -> String {

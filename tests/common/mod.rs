@@ -66,3 +66,11 @@ pub fn advance(monitor: &mut Monitor, to: Millis) -> Vec<MonitoringDecision> {
     monitor.advance_to(to, &mut decisions);
     decisions
 }
+
+/// Cases per property: `default`, or `PROPTEST_CASES` for a longer run.
+pub fn proptest_cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
