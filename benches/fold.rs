@@ -1,1 +1,73 @@
-fn main() {}
+//! Throughput of the hot path: decode an interaction from its Avro bytes,
+//! fold it into a partition with N active sessions, collect decisions.
+//! Run: `cargo bench --bench fold`.
+
+mod common;
+
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use earlykill::event::{Contract, Decoder, Interaction};
+use earlykill::monitor::Input;
+
+use common::*;
+
+/// Events folded per measured iteration.
+const BATCH: usize = 10_000;
+/// Distinct pre-encoded events cycled through (each a random variant).
+const POOL: usize = 1 << 20;
+
+fn decode(c: &mut Criterion) {
+    let bytes = encoded_interactions(1000, 1).remove(0);
+    let decoder = Decoder::new(Contract::Interaction);
+    let mut group = c.benchmark_group("decode_interaction");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("apache_avro_reference", |b| {
+        b.iter(|| {
+            let value = decoder.decode_reference_value(&bytes).unwrap();
+            let event: Interaction = apache_avro::from_value(&value).unwrap();
+            std::hint::black_box(event.count)
+        })
+    });
+    group.bench_function("serde_avro_fast", |b| {
+        b.iter(|| std::hint::black_box(decoder.decode::<Interaction>(&bytes).unwrap().count))
+    });
+    group.finish();
+}
+
+fn decode_fold_decide(c: &mut Criterion) {
+    let decoder = Decoder::new(Contract::Interaction);
+    let mut group = c.benchmark_group("decode_fold_decide");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(20);
+    for n in [1_000usize, 100_000, 1_000_000] {
+        let pool = encoded_interactions(n, POOL);
+        let mut monitor = monitor_with(n);
+        let mut decisions = Vec::new();
+        let mut next = 0usize;
+        group.bench_with_input(BenchmarkId::new("active_variants", n), &n, |b, _| {
+            b.iter_batched(
+                || {
+                    let start = next;
+                    next = if next + 2 * BATCH > POOL {
+                        0
+                    } else {
+                        next + BATCH
+                    };
+                    start
+                },
+                |start| {
+                    for bytes in &pool[start..start + BATCH] {
+                        let event: Interaction = decoder.decode(bytes).unwrap();
+                        monitor.apply(Input::Interaction(&event), &mut decisions);
+                    }
+                    decisions.clear();
+                },
+                BatchSize::SmallInput,
+            )
+        });
+        assert_eq!(monitor.active_sessions(), n, "the workload kills nobody");
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decode, decode_fold_decide);
+criterion_main!(benches);
