@@ -1,30 +1,12 @@
-//! Workload shared by the benches: a partition with `n` active sessions and
-//! a pool of pre-encoded interactions spread uniformly over them.
+//! Workload shared by the benches: a partition with `n` active sessions.
 
 use std::borrow::Cow;
 
-use earlykill::event::{codec, Contract, Interaction, InteractionKind, Millis, VariantPosted};
+use earlykill::event::{Millis, VariantPosted};
 use earlykill::monitor::{Input, Monitor, MonitorConfig};
 
 /// 2026-11-23T00:00:00Z.
 pub const T0: Millis = 1_795_392_000_000;
-
-/// splitmix64: a deterministic stream of bench data, no dependency needed.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed)
-    }
-
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 /// Ids as an upstream might name them: `variant-00000042` and so on.
 pub fn variant_id(i: usize) -> String {
@@ -57,29 +39,4 @@ pub fn monitor_with(n: usize) -> Monitor {
     }
     monitor.drain_changes();
     monitor
-}
-
-/// `count` encoded interactions over `n` variants, uniformly at random:
-/// 90% views, 10% likes (a healthy 11% rate: nobody is killed, so every
-/// event takes the full path), event times within the first minute.
-pub fn encoded_interactions(n: usize, count: usize) -> Vec<Vec<u8>> {
-    let mut rng = Rng::new(42);
-    (0..count)
-        .map(|i| {
-            let variant = variant_id((rng.next() % n as u64) as usize);
-            let kind = if rng.next() % 10 == 0 {
-                InteractionKind::Like
-            } else {
-                InteractionKind::View
-            };
-            let interaction = Interaction {
-                event_id: Cow::Owned(format!("evt-{i:010}")),
-                variant_id: Cow::Owned(variant),
-                kind,
-                count: 1,
-                occurred_at: T0 + (i as Millis * 60_000) / count as Millis,
-            };
-            codec::encode(Contract::Interaction, &interaction).expect("bench data encodes")
-        })
-        .collect()
 }
