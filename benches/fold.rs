@@ -13,14 +13,14 @@ use earlykill::monitor::Input;
 use common::*;
 
 /// splitmix64: a deterministic stream of bench data, no dependency needed.
-pub struct Rng(u64);
+struct Rng(u64);
 
 impl Rng {
-    pub fn new(seed: u64) -> Self {
+    fn new(seed: u64) -> Self {
         Self(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -36,8 +36,8 @@ pub fn encoded_interactions(n: usize, count: usize) -> Vec<Vec<u8>> {
     let mut rng = Rng::new(42);
     (0..count)
         .map(|i| {
-            let variant = variant_id((rng.next() % n as u64) as usize);
-            let kind = if rng.next() % 10 == 0 {
+            let variant = variant_id((rng.next_u64() % n as u64) as usize);
+            let kind = if rng.next_u64() % 10 == 0 {
                 InteractionKind::Like
             } else {
                 InteractionKind::View
