@@ -161,6 +161,8 @@ impl Sessions {
             }
             None => {
                 self.slots.push(Some(session));
+                // 2^32 sessions would need ~600 GiB: memory runs out long
+                // before slot numbers do.
                 u32::try_from(self.slots.len() - 1).expect("more than u32::MAX sessions")
             }
         };
