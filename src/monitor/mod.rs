@@ -213,7 +213,7 @@ impl Monitor {
         self.held.len()
     }
 
-    /// Number of entries in the deadline index (live and lazily deleted).
+    /// Number of entries in the deadline index: one per remembered session.
     pub fn timer_entries(&self) -> usize {
         self.timers.len()
     }
