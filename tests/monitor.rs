@@ -448,6 +448,25 @@ fn held_interactions_cannot_kill_a_session_posted_after_its_deadline() {
 }
 
 #[test]
+fn next_due_is_the_earliest_deadline_then_the_purge_time() {
+    let mut m = monitor();
+    assert_eq!(m.next_due(), None);
+    apply(&mut m, Input::Posted(&posted("late", T0 + MINUTE, 0.1)));
+    apply(&mut m, Input::Posted(&posted("early", T0, 0.1)));
+    assert_eq!(m.next_due(), Some(T0 + 10 * MINUTE));
+    let due = m.next_due().unwrap();
+    let decisions = advance(&mut m, due);
+    assert_eq!(decisions[0].variant_id, "early");
+    assert_eq!(m.next_due(), Some(T0 + 11 * MINUTE));
+    advance(&mut m, T0 + 11 * MINUTE);
+    assert_eq!(
+        m.next_due(),
+        Some(T0 + 70 * MINUTE),
+        "then early is forgotten"
+    );
+}
+
+#[test]
 fn the_clock_never_goes_back() {
     let mut m = posted_monitor("v");
     advance(&mut m, T0 + 5 * MINUTE);

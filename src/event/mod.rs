@@ -11,6 +11,7 @@
 //!   `timestamp-millis`), the unit the fold computes in.
 
 pub mod codec;
+pub mod input;
 pub mod schema;
 pub mod validate;
 
@@ -20,6 +21,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use codec::{CodecError, Decoder};
+pub use input::{Decoded, InputDecoders, InputTopic, Rejection};
 pub use schema::Contract;
 pub use validate::{ValidationError, MAX_ID_BYTES};
 

@@ -33,8 +33,8 @@ mod timers;
 use chrono::DateTime;
 
 use crate::event::{
-    DecisionKind, HeldInteraction, Interaction, InteractionKind, Millis, MonitoringDecision,
-    SessionState, SessionStatus, StopMonitoring, VariantPosted, MAX_ID_BYTES,
+    DecisionKind, Decoded, HeldInteraction, Interaction, InteractionKind, Millis,
+    MonitoringDecision, SessionState, SessionStatus, StopMonitoring, VariantPosted, MAX_ID_BYTES,
 };
 use held::{Dropped, Held};
 use rule::Thresholds;
@@ -96,6 +96,16 @@ impl Input<'_, '_> {
             Input::Posted(p) => &p.variant_id,
             Input::Interaction(i) => &i.variant_id,
             Input::Stop(s) => &s.variant_id,
+        }
+    }
+}
+
+impl<'e, 'a> From<&'e Decoded<'a>> for Input<'e, 'a> {
+    fn from(decoded: &'e Decoded<'a>) -> Self {
+        match decoded {
+            Decoded::Posted(p) => Input::Posted(p),
+            Decoded::Interaction(i) => Input::Interaction(i),
+            Decoded::Stop(s) => Input::Stop(s),
         }
     }
 }
@@ -211,6 +221,14 @@ impl Monitor {
     /// Number of interactions held for variants not posted yet.
     pub fn held_interactions(&self) -> usize {
         self.held.len()
+    }
+
+    /// The event time at which the next timer (a deadline, or the moment a
+    /// session is forgotten) falls due: advancing the clock to it is the
+    /// next time [`Monitor::advance_to`] can decide anything without an
+    /// event. The shell uses it to wake up exactly when a timeout is due.
+    pub fn next_due(&self) -> Option<Millis> {
+        self.timers.next_due()
     }
 
     /// Number of entries in the deadline index: one per remembered session.

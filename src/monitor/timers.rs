@@ -33,6 +33,11 @@ impl Timers {
         }
     }
 
+    /// The earliest due time, if any.
+    pub(crate) fn next_due(&self) -> Option<Millis> {
+        self.heap.peek().map(|Reverse((due, _))| *due)
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.heap.len()
     }

@@ -1,0 +1,157 @@
+//! From one input record to a fold input, or to the reason it is a dead
+//! letter. This is the single place that decides what counts as bad input:
+//! the processor sends every [`Rejection`] to the dead-letter topic with its
+//! kind and message, unchanged, and never passes it to the fold.
+
+use super::codec::{CodecError, Decoder};
+use super::validate::{self, Limits, ValidationError};
+use super::{Contract, Interaction, Millis, StopMonitoring, VariantPosted};
+
+/// The input topics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum InputTopic {
+    Posted,
+    Interactions,
+    Commands,
+}
+
+impl InputTopic {
+    pub const ALL: [InputTopic; 3] = [Self::Posted, Self::Interactions, Self::Commands];
+
+    /// The record type the topic carries.
+    pub fn contract(self) -> Contract {
+        match self {
+            Self::Posted => Contract::VariantPosted,
+            Self::Interactions => Contract::Interaction,
+            Self::Commands => Contract::StopMonitoring,
+        }
+    }
+}
+
+/// A decoded, validated input record, borrowing from the record's bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded<'a> {
+    Posted(VariantPosted<'a>),
+    Interaction(Interaction<'a>),
+    Stop(StopMonitoring<'a>),
+}
+
+impl Decoded<'_> {
+    /// The variant the record is about.
+    pub fn variant_id(&self) -> &str {
+        match self {
+            Decoded::Posted(p) => &p.variant_id,
+            Decoded::Interaction(i) => &i.variant_id,
+            Decoded::Stop(s) => &s.variant_id,
+        }
+    }
+}
+
+/// Why a record is a dead letter: a short machine-readable kind (a Kafka
+/// header and a metric label) and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct Rejection {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl From<CodecError> for Rejection {
+    fn from(e: CodecError) -> Self {
+        Self {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
+
+impl From<ValidationError> for Rejection {
+    fn from(e: ValidationError) -> Self {
+        Self {
+            kind: e.kind(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// One decoder per input topic, each accepting the bundled schema and any
+/// writer schema registered with it.
+pub struct InputDecoders {
+    posted: Decoder,
+    interactions: Decoder,
+    commands: Decoder,
+}
+
+impl Default for InputDecoders {
+    fn default() -> Self {
+        Self {
+            posted: Decoder::new(Contract::VariantPosted),
+            interactions: Decoder::new(Contract::Interaction),
+            commands: Decoder::new(Contract::StopMonitoring),
+        }
+    }
+}
+
+impl InputDecoders {
+    /// The decoder of one topic, to register other writer schemas with.
+    pub fn decoder_mut(&mut self, topic: InputTopic) -> &mut Decoder {
+        match topic {
+            InputTopic::Posted => &mut self.posted,
+            InputTopic::Interactions => &mut self.interactions,
+            InputTopic::Commands => &mut self.commands,
+        }
+    }
+
+    /// Decodes and validates one record. `key` is the Kafka key, which must
+    /// be the record's variant_id: a record keyed otherwise lands in another
+    /// partition than its variant's state. `now` is the wall clock, for the
+    /// future-timestamp limit.
+    pub fn decode<'a>(
+        &self,
+        topic: InputTopic,
+        key: Option<&[u8]>,
+        value: Option<&'a [u8]>,
+        limits: &Limits,
+        now: Millis,
+    ) -> Result<Decoded<'a>, Rejection> {
+        let value = value.ok_or_else(|| Rejection {
+            kind: "empty_value",
+            message: "record has no value (a tombstone on an input topic)".to_owned(),
+        })?;
+        let decoded = match topic {
+            InputTopic::Posted => {
+                let event: VariantPosted = self.posted.decode(value)?;
+                validate::posted(&event, limits, now)?;
+                Decoded::Posted(event)
+            }
+            InputTopic::Interactions => {
+                let event: Interaction = self.interactions.decode(value)?;
+                validate::interaction(&event, limits, now)?;
+                Decoded::Interaction(event)
+            }
+            InputTopic::Commands => {
+                let command: StopMonitoring = self.commands.decode(value)?;
+                validate::stop(&command, limits, now)?;
+                Decoded::Stop(command)
+            }
+        };
+        match key {
+            Some(key) if key == decoded.variant_id().as_bytes() => Ok(decoded),
+            Some(key) => Err(Rejection {
+                kind: "key_mismatch",
+                message: format!(
+                    "record key {:?} is not its variant_id {:?}; producers must key by variant_id",
+                    String::from_utf8_lossy(key),
+                    decoded.variant_id()
+                ),
+            }),
+            None => Err(Rejection {
+                kind: "missing_key",
+                message: format!(
+                    "record has no key; producers must key by variant_id ({:?})",
+                    decoded.variant_id()
+                ),
+            }),
+        }
+    }
+}
