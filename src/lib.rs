@@ -15,5 +15,7 @@
 //! The Kafka processor, the PostgreSQL projector and the HTTP surface wrap
 //! this core; they arrive with their own modules.
 
+#![warn(missing_docs)]
+
 pub mod event;
 pub mod monitor;

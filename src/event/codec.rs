@@ -6,7 +6,7 @@
 //! so a consumer keeps reading records written before or after a field was
 //! added without a schema registry. Any Avro implementation can produce and
 //! read this framing. Confluent Schema Registry framing (`00` + 4-byte schema
-//! id) would be another [`Framing`] resolved to a writer schema the same way;
+//! id) would be a second framing, resolving the id to a writer schema the same way;
 //! nothing in the fold depends on which framing is used.
 //!
 //! Two decoders read the same bytes:
@@ -33,24 +33,53 @@ pub const HEADER_LEN: usize = 10;
 /// a dead-letter reason kind via [`CodecError::kind`].
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
+    /// Too short to hold the single-object header.
     #[error("record is {len} bytes, shorter than the 10-byte Avro single-object header")]
-    Truncated { len: usize },
+    Truncated {
+        /// Length of the record.
+        len: usize,
+    },
+    /// Not single-object encoded (or another framing).
     #[error("record does not start with the Avro single-object marker C3 01 (found {found:02X?})")]
-    BadMarker { found: [u8; 2] },
+    BadMarker {
+        /// The first two bytes found instead.
+        found: [u8; 2],
+    },
+    /// Written with a schema this decoder does not know.
     #[error(
         "writer schema fingerprint {fingerprint} is not a known version of {contract:?}; \
          register the writer schema or check the producer writes to the right topic"
     )]
     UnknownSchema {
+        /// The record type expected on this topic.
         contract: Contract,
+        /// The fingerprint in the record's header, in hex.
         fingerprint: String,
     },
+    /// The header is right but the datum does not decode.
     #[error("record body is not a valid {contract:?}: {message}")]
-    Malformed { contract: Contract, message: String },
+    Malformed {
+        /// The record type expected.
+        contract: Contract,
+        /// The decoder's explanation.
+        message: String,
+    },
+    /// A writer schema offered for registration is unusable.
     #[error("schema does not parse or is not a version of {contract:?}: {message}")]
-    Schema { contract: Contract, message: String },
+    Schema {
+        /// The record type it should be a version of.
+        contract: Contract,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// A value does not fit its schema (a bug on our side, not bad input).
     #[error("cannot encode {contract:?}: {message}")]
-    Encode { contract: Contract, message: String },
+    Encode {
+        /// The record type being written.
+        contract: Contract,
+        /// apache-avro's explanation.
+        message: String,
+    },
 }
 
 impl CodecError {

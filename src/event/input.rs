@@ -10,12 +10,16 @@ use super::{Contract, Interaction, Millis, StopMonitoring, VariantPosted};
 /// The input topics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum InputTopic {
+    /// VariantPosted records.
     Posted,
+    /// Interaction records.
     Interactions,
+    /// StopMonitoring (and later) commands.
     Commands,
 }
 
 impl InputTopic {
+    /// Every input topic.
     pub const ALL: [InputTopic; 3] = [Self::Posted, Self::Interactions, Self::Commands];
 
     /// The record type the topic carries.
@@ -31,8 +35,11 @@ impl InputTopic {
 /// A decoded, validated input record, borrowing from the record's bytes.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decoded<'a> {
+    /// From the posted topic.
     Posted(VariantPosted<'a>),
+    /// From the interactions topic.
     Interaction(Interaction<'a>),
+    /// From the commands topic.
     Stop(StopMonitoring<'a>),
 }
 
@@ -52,7 +59,9 @@ impl Decoded<'_> {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind}: {message}")]
 pub struct Rejection {
+    /// Short machine-readable reason, e.g. `key_mismatch`.
     pub kind: &'static str,
+    /// What is wrong, naming the field.
     pub message: String,
 }
 

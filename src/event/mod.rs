@@ -31,13 +31,18 @@ pub type Millis = i64;
 /// A variant was posted and should be monitored (`schemas/variant_posted.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VariantPosted<'a> {
+    /// Variant to monitor; the Kafka key and the session key.
     #[serde(borrow)]
     pub variant_id: Cow<'a, str>,
+    /// Persona the variant was posted as.
     #[serde(borrow)]
     pub persona_id: Cow<'a, str>,
+    /// Post to delete or cancel if the variant is killed.
     #[serde(borrow)]
     pub post_id: Cow<'a, str>,
+    /// Rate the variant is expected to reach, in (0, 1].
     pub expected_engagement_rate: f64,
+    /// When the variant was posted: the start of its window.
     pub posted_at: Millis,
     /// Override of the configured kill threshold for this variant.
     #[serde(default)]
@@ -58,12 +63,19 @@ pub struct VariantPosted<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum InteractionKind {
+    /// An impression: counts towards views.
     View,
+    /// An engagement: counts towards interactions.
     Like,
+    /// An engagement.
     Reply,
+    /// An engagement.
     Repost,
+    /// An engagement.
     Quote,
+    /// An engagement.
     Share,
+    /// An engagement.
     Save,
     /// Any engagement kind this build does not know yet (the schema's enum
     /// default), so upstreams can add kinds without breaking us.
@@ -93,14 +105,18 @@ impl InteractionKind {
 /// Views or engagements on a posted variant (`schemas/interaction.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Interaction<'a> {
+    /// Producer's unique id of the event; named as a kill's trigger.
     #[serde(borrow)]
     pub event_id: Cow<'a, str>,
+    /// Variant the interaction belongs to; the Kafka key.
     #[serde(borrow)]
     pub variant_id: Cow<'a, str>,
+    /// What happened.
     pub kind: InteractionKind,
     /// How many events this record stands for (aggregating upstreams).
     #[serde(default = "one")]
     pub count: i64,
+    /// When it happened (event time).
     pub occurred_at: Millis,
 }
 
@@ -111,12 +127,16 @@ fn one() -> i64 {
 /// An operator's request to end a session (`schemas/stop_monitoring.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StopMonitoring<'a> {
+    /// Variant whose session should end; the Kafka key.
     #[serde(borrow)]
     pub variant_id: Cow<'a, str>,
+    /// Why, copied into the stopped decision.
     #[serde(borrow)]
     pub reason: Cow<'a, str>,
+    /// Who asked, copied into the stopped decision.
     #[serde(borrow)]
     pub requested_by: Cow<'a, str>,
+    /// When the stop was requested (event time).
     pub requested_at: Millis,
 }
 
@@ -124,9 +144,13 @@ pub struct StopMonitoring<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DecisionKind {
+    /// The session began.
     Started,
+    /// The rule fired: the variant engages too little.
     Killed,
+    /// The window ended without a kill.
     TimedOut,
+    /// An operator ended the session.
     Stopped,
 }
 
@@ -147,27 +171,46 @@ impl DecisionKind {
 /// interactions and outlive the input record they came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MonitoringDecision {
+    /// Deterministic id (see `monitor::decision_id`).
     pub decision_id: String,
+    /// Which lifecycle step this is.
     pub kind: DecisionKind,
+    /// Variant the session monitors; the Kafka key.
     pub variant_id: String,
+    /// Persona the variant was posted as.
     pub persona_id: String,
+    /// Post to delete or cancel when the variant is killed.
     pub post_id: String,
+    /// The variant's expected engagement rate.
     pub expected_engagement_rate: f64,
+    /// Effective kill threshold (override or default).
     pub kill_threshold: f64,
+    /// Effective minimum interactions before a kill.
     pub min_interactions: i32,
+    /// Effective window in minutes.
     pub timeout_minutes: i32,
+    /// Engagements counted when the decision was taken.
     pub interactions: i64,
+    /// Views counted when the decision was taken.
     pub views: i64,
+    /// interactions / views; `None` while there are no views.
     #[serde(default)]
     pub engagement_rate: Option<f64>,
+    /// When the variant was posted.
     pub posted_at: Millis,
+    /// posted_at + timeout_minutes.
     pub deadline: Millis,
+    /// Partition clock at the decision; a timeout carries its deadline.
     pub decided_at: Millis,
+    /// The figures behind the decision, for people.
     pub reason: String,
+    /// For a kill, the event_id of the interaction that crossed the threshold.
     #[serde(default)]
     pub trigger_event_id: Option<String>,
+    /// For a stop, who asked.
     #[serde(default)]
     pub requested_by: Option<String>,
+    /// For a start, the VariantPosted's metadata.
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
 }
@@ -176,9 +219,13 @@ pub struct MonitoringDecision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SessionStatus {
+    /// Started and not ended.
     Active,
+    /// Ended by the rule.
     Killed,
+    /// Ended by its deadline.
     TimedOut,
+    /// Ended by an operator.
     Stopped,
 }
 
@@ -186,16 +233,27 @@ pub enum SessionStatus {
 /// `schemas/changelog_record.avsc`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionState {
+    /// Persona the variant was posted as.
     pub persona_id: String,
+    /// Post identifier.
     pub post_id: String,
+    /// Expected engagement rate.
     pub expected_engagement_rate: f64,
+    /// Effective kill threshold.
     pub kill_threshold: f64,
+    /// Effective minimum interactions.
     pub min_interactions: i32,
+    /// Effective window in minutes.
     pub timeout_minutes: i32,
+    /// When the variant was posted.
     pub posted_at: Millis,
+    /// Engagements counted so far.
     pub interactions: i64,
+    /// Views counted so far.
     pub views: i64,
+    /// Where the session is in its lifecycle.
     pub status: SessionStatus,
+    /// When it ended; `None` while active.
     #[serde(default)]
     pub ended_at: Option<Millis>,
 }
@@ -203,11 +261,17 @@ pub struct SessionState {
 /// An interaction held until its variant is posted (`HeldInteraction`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HeldInteraction {
+    /// event_id of the interaction.
     pub event_id: String,
+    /// Kind of the interaction.
     pub kind: InteractionKind,
+    /// Count of the interaction.
     pub count: i64,
+    /// Event time of the interaction.
     pub occurred_at: Millis,
+    /// Partition clock when it was held; dropped at held_at + grace.
     pub held_at: Millis,
+    /// Arrival order in the partition, so the order survives a restore.
     pub seq: i64,
 }
 
@@ -215,11 +279,15 @@ pub struct HeldInteraction {
 /// The empty `variant_id` is the partition record carrying the clock.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangelogRecord {
+    /// The key: a variant, or empty for the partition record.
     pub variant_id: String,
+    /// On the partition record only: the clock.
     #[serde(default)]
     pub partition_clock: Option<Millis>,
+    /// The variant's session, if it has one.
     #[serde(default)]
     pub session: Option<SessionState>,
+    /// Interactions held for a variant not posted yet.
     #[serde(default)]
     pub held: Vec<HeldInteraction>,
 }

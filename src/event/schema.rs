@@ -8,10 +8,15 @@ use std::sync::LazyLock;
 /// One record type of the public contract, i.e. one file in `schemas/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Contract {
+    /// `variant_posted.avsc`, the posted topic.
     VariantPosted,
+    /// `interaction.avsc`, the interactions topic.
     Interaction,
+    /// `stop_monitoring.avsc`, the commands topic.
     StopMonitoring,
+    /// `monitoring_decision.avsc`, the decisions topic.
     MonitoringDecision,
+    /// `changelog_record.avsc`, the state changelog topic.
     ChangelogRecord,
 }
 

@@ -40,24 +40,40 @@ impl Default for Limits {
 /// Why a decoded record is rejected. Every variant names the field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ValidationError {
+    /// A required id or text is empty.
     #[error("{field} is empty")]
-    Empty { field: &'static str },
+    Empty {
+        /// The field.
+        field: &'static str,
+    },
+    /// A field is longer than its limit.
     #[error("{field} is {len} bytes, more than the {max} allowed")]
     TooLong {
+        /// The field.
         field: &'static str,
+        /// Its length (bytes, or entries for a map).
         len: usize,
+        /// The limit.
         max: usize,
     },
+    /// A number or timestamp outside its range.
     #[error("{field} must be {expected}, got {value}")]
     OutOfRange {
+        /// The field.
         field: &'static str,
+        /// The accepted range, in words.
         expected: &'static str,
+        /// The value found.
         value: String,
     },
+    /// An event time too far ahead of the wall clock.
     #[error("{field} is {ahead_ms} ms ahead of the wall clock, more than the {max_ms} ms allowed")]
     InFuture {
+        /// The field.
         field: &'static str,
+        /// How far ahead it is.
         ahead_ms: Millis,
+        /// The configured limit.
         max_ms: Millis,
     },
 }

@@ -19,21 +19,35 @@ use crate::event::{ChangelogRecord, Millis, SessionState, SessionStatus, MAX_ID_
 /// the key (a Kafka tombstone).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangelogChange {
+    /// The Kafka key: a variant_id, or empty for the partition record.
     pub key: String,
+    /// The value to write; `None` deletes the key.
     pub record: Option<ChangelogRecord>,
 }
 
 /// Why changelog records could not be restored.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum RestoreError {
+    /// A key that no variant can have.
     #[error("changelog key {key:?} is not a valid variant id (1 to {MAX_ID_BYTES} bytes)")]
-    InvalidKey { key: String },
+    InvalidKey {
+        /// The key.
+        key: String,
+    },
+    /// The same key twice: the input was not compacted.
     #[error("changelog key {key:?} appears more than once; restore needs the compacted state")]
-    DuplicateKey { key: String },
+    DuplicateKey {
+        /// The key.
+        key: String,
+    },
+    /// A stored figure outside its range.
     #[error("changelog record for {key:?} has {field} = {value}, outside its range")]
     OutOfRange {
+        /// The key.
         key: String,
+        /// The field.
         field: &'static str,
+        /// The value found.
         value: i64,
     },
 }

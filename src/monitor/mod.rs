@@ -21,7 +21,7 @@
 //!   A session is remembered until `deadline + ended_retention_ms`, then
 //!   forgotten; a VariantPosted whose session would already be forgotten by
 //!   then is late too, so a replayed post can never start its session twice.
-//! - Interactions for a variant not posted yet are held (see [`held`]) and
+//! - Interactions for a variant not posted yet are held (see `held.rs`) and
 //!   applied, in arrival order, when the post arrives.
 
 mod changelog;
@@ -75,8 +75,11 @@ impl Default for MonitorConfig {
 /// One input event of a partition.
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'e, 'a> {
+    /// A variant was posted: start its session.
     Posted(&'e VariantPosted<'a>),
+    /// Views or engagements: count them and apply the rule.
     Interaction(&'e Interaction<'a>),
+    /// An operator ends a session.
     Stop(&'e StopMonitoring<'a>),
 }
 
@@ -138,27 +141,44 @@ pub enum Outcome {
 /// changelog: a restored monitor starts from zero.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MonitorStats {
+    /// Sessions started.
     pub started: u64,
+    /// Sessions killed by the rule.
     pub killed: u64,
+    /// Sessions that reached their deadline.
     pub timed_out: u64,
+    /// Sessions stopped by a command.
     pub stopped: u64,
+    /// VariantPosted events for an active session (ignored).
     pub duplicate_posts: u64,
+    /// Events for ended or forgotten sessions (ignored).
     pub late: u64,
+    /// Interactions held because their post had not arrived.
     pub held: u64,
+    /// Held interactions applied when their post arrived.
     pub held_applied: u64,
+    /// Held interactions dropped after the grace period.
     pub held_expired: u64,
+    /// Held interactions dropped because the buffer was full.
     pub held_evicted: u64,
+    /// Stop commands for variants with no session (ignored).
     pub unknown_stops: u64,
+    /// Events the fold could not apply (see `Outcome::Rejected`).
     pub rejected: u64,
+    /// Ended sessions forgotten after retention.
     pub purged: u64,
 }
 
 /// A session's figures, for status queries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionView {
+    /// The variant.
     pub variant_id: String,
+    /// Its parameters, counts and status.
     pub state: SessionState,
+    /// When it times out (or timed out).
     pub deadline: Millis,
+    /// interactions / views; `None` without views.
     pub engagement_rate: Option<f64>,
 }
 
@@ -199,6 +219,7 @@ impl Monitor {
         }
     }
 
+    /// The configuration the fold runs with.
     pub fn config(&self) -> &MonitorConfig {
         &self.config
     }
@@ -236,6 +257,7 @@ impl Monitor {
         self.timers.len()
     }
 
+    /// What the fold has done since it was created or restored.
     pub fn stats(&self) -> &MonitorStats {
         &self.stats
     }
