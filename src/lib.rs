@@ -12,10 +12,15 @@
 //!   one partition, with its event-time clock, deadline index, held
 //!   interactions and changelog snapshot/restore. No clock, I/O or randomness.
 //!
-//! The Kafka processor, the PostgreSQL projector and the HTTP surface wrap
-//! this core; they arrive with their own modules.
+//! - [`projector`] — the PostgreSQL side of the decisions topic: migrations,
+//!   the `variant_monitoring` table written in idempotent batches, with each
+//!   partition's next offset stored in the same transaction.
+//!
+//! The Kafka processor, the projector's Kafka consumer and the HTTP surface
+//! wrap this core; they arrive with their own modules.
 
 #![warn(missing_docs)]
 
 pub mod event;
 pub mod monitor;
+pub mod projector;

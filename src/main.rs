@@ -4,6 +4,7 @@ use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 use earlykill::event::Contract;
+use earlykill::projector;
 
 /// earlykill: kill under-performing content variants in their first minutes.
 #[derive(Debug, Parser)]
@@ -15,6 +16,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Create or update the PostgreSQL schema (the variant_monitoring table
+    /// and the projector's offsets). Running it again is a no-op.
+    Migrate {
+        /// PostgreSQL URL, e.g. postgresql://user:password@host:5432/database.
+        #[arg(long, env = "DATABASE_URL")]
+        database_url: String,
+    },
     /// List the Avro schemas of the event contract with their fingerprints,
     /// or print one schema's JSON (for registering it with another system).
     Schemas {
@@ -25,6 +33,20 @@ enum Command {
 
 fn main() -> Result<()> {
     match Cli::parse().command {
+        Command::Migrate { database_url } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let applied = runtime.block_on(async {
+                let pool = projector::connect(&database_url, 1)?;
+                projector::migrate(&pool).await
+            })?;
+            if applied.is_empty() {
+                println!("schema is up to date; nothing to apply");
+            } else {
+                println!("applied migrations {applied:?}");
+            }
+        }
         Command::Schemas { name: None } => {
             println!(
                 "{:<26} {:<44} fingerprint (CRC-64-AVRO, LE)",

@@ -302,3 +302,28 @@ impl ChangelogRecord {
         self.variant_id == Self::PARTITION_KEY
     }
 }
+
+/// The identity of a monitoring session, e.g. `v-1@1795392000000+10m`: its
+/// variant, posting time and window. A partition never starts the same
+/// session twice (a repeated post is ignored while the session is remembered
+/// and late once it is forgotten), so this is unique per session and is the
+/// key of its `variant_monitoring` row.
+pub fn session_id(variant_id: &str, posted_at: Millis, timeout_minutes: u32) -> String {
+    format!("{variant_id}@{posted_at}+{timeout_minutes}m")
+}
+
+/// The deterministic id of a decision, e.g. `v-1@1795392000000+10m/killed`:
+/// its session's id and its kind (a session has at most one decision of
+/// each kind).
+pub fn decision_id(
+    variant_id: &str,
+    posted_at: Millis,
+    timeout_minutes: u32,
+    kind: DecisionKind,
+) -> String {
+    format!(
+        "{}/{}",
+        session_id(variant_id, posted_at, timeout_minutes),
+        kind.as_str()
+    )
+}

@@ -32,6 +32,7 @@ mod timers;
 
 use chrono::DateTime;
 
+pub use crate::event::{decision_id, session_id};
 use crate::event::{
     DecisionKind, Decoded, HeldInteraction, Interaction, InteractionKind, Millis,
     MonitoringDecision, SessionState, SessionStatus, StopMonitoring, VariantPosted, MAX_ID_BYTES,
@@ -640,24 +641,6 @@ fn decision(
         requested_by: None,
         metadata: Default::default(),
     }
-}
-
-/// The deterministic id of a decision, e.g. `v-1@1795392000000+10m/killed`.
-///
-/// A session is identified by its variant, posting time and window, and has
-/// at most one decision of each kind. A partition never starts the same
-/// session twice: a repeated post is ignored while the session is
-/// remembered and late once it is forgotten (see the module docs).
-pub fn decision_id(
-    variant_id: &str,
-    posted_at: Millis,
-    timeout_minutes: u32,
-    kind: DecisionKind,
-) -> String {
-    format!(
-        "{variant_id}@{posted_at}+{timeout_minutes}m/{}",
-        kind.as_str()
-    )
 }
 
 fn rfc3339(time: Millis) -> String {

@@ -2,6 +2,8 @@
 //! so each test states only what it is about.
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::borrow::Cow;
 
 use earlykill::event::{

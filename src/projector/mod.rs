@@ -1,0 +1,12 @@
+//! The projector: decisions topic → the `variant_monitoring` table.
+//!
+//! Exactly once into PostgreSQL: the rows a batch of decisions writes and
+//! the next offset of every decisions-topic partition in the batch commit in
+//! one database transaction, and decisions below a partition's stored offset
+//! are skipped. Whatever happens on the Kafka side, a decision is applied
+//! once. Writes are idempotent as well (one row per session, keyed by
+//! `session_id`), so replaying the topic into an empty table rebuilds it.
+
+mod store;
+
+pub use store::{connect, migrate, Applied, Positioned, Store, StoreError};

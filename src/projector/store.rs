@@ -1,0 +1,305 @@
+//! PostgreSQL side of the projector: migrations, the migrated-schema check,
+//! and the batched, offset-tracking write.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use serde_json::{json, Value};
+use tokio_postgres::NoTls;
+
+use crate::event::session_id;
+use crate::event::{DecisionKind, Millis, MonitoringDecision};
+
+refinery::embed_migrations!("migrations");
+
+/// What can go wrong talking to the database; each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL does not parse.
+    #[error("invalid database URL (expected postgresql://user:password@host:port/database): {0}")]
+    Url(String),
+    /// The schema is missing or older than this build.
+    #[error("the database is not migrated ({detail}); run `earlykill migrate` first")]
+    NotMigrated {
+        /// What was found.
+        detail: String,
+    },
+    /// A statement failed.
+    #[error("database error: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    /// No connection could be had.
+    #[error("cannot get a database connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migration(#[from] refinery::Error),
+}
+
+/// A connection pool for `url` with at most `max_size` connections.
+pub fn connect(url: &str, max_size: usize) -> Result<Pool, StoreError> {
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| StoreError::Url(e.to_string()))?;
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(max_size)
+        .build()
+        .map_err(|e| StoreError::Url(e.to_string()))
+}
+
+/// Applies every migration in `migrations/` not applied yet; returns the
+/// versions applied now (empty when the schema was already current).
+pub async fn migrate(pool: &Pool) -> Result<Vec<u32>, StoreError> {
+    let mut client = pool.get().await?;
+    let client: &mut tokio_postgres::Client = &mut client;
+    let report = migrations::runner().run_async(client).await?;
+    Ok(report
+        .applied_migrations()
+        .iter()
+        .map(|m| m.version())
+        .collect())
+}
+
+/// The newest migration this build ships.
+fn latest_version() -> u32 {
+    migrations::runner()
+        .get_migrations()
+        .iter()
+        .map(|m| m.version())
+        .max()
+        .unwrap_or(0)
+}
+
+/// One decision with its place in the decisions topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Positioned {
+    /// Partition of the decisions topic.
+    pub partition: i32,
+    /// Offset in that partition.
+    pub offset: i64,
+    /// The decision.
+    pub decision: MonitoringDecision,
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Started decisions written (new rows, or rows already there).
+    pub started: u64,
+    /// Terminal decisions written (rows closed).
+    pub ended: u64,
+    /// Decisions below their partition's stored offset: applied before.
+    pub skipped: u64,
+}
+
+/// The projector's view of the database.
+#[derive(Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+fn timestamp(millis: Millis) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(millis).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+fn clamp_i32(n: i64) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+const INSERT_STARTED: &str = include_str!("sql/insert_started.sql");
+const UPSERT_ENDED: &str = include_str!("sql/upsert_ended.sql");
+const STORE_OFFSETS: &str = include_str!("sql/store_offsets.sql");
+
+impl Store {
+    /// A store over `pool` that refuses to work on a database that is not
+    /// migrated to this build's schema.
+    pub async fn open(pool: Pool) -> Result<Self, StoreError> {
+        let client = pool.get().await?;
+        let found: Option<i32> = match client
+            .query_one("SELECT MAX(version) FROM refinery_schema_history", &[])
+            .await
+        {
+            Ok(row) => row.get(0),
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                return Err(StoreError::NotMigrated {
+                    detail: "no migration has been applied".to_owned(),
+                })
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (found, latest) = (found.unwrap_or(0), latest_version());
+        if i64::from(found) < i64::from(latest) {
+            return Err(StoreError::NotMigrated {
+                detail: format!("schema version {found}, this build needs {latest}"),
+            });
+        }
+        Ok(Self { pool })
+    }
+
+    /// The next offset to apply for each partition of `topic`.
+    pub async fn offsets(&self, topic: &str) -> Result<BTreeMap<i32, i64>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT partition, next_offset FROM projector_offsets WHERE topic = $1",
+                &[&topic],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// Writes a batch of decisions read from `topic`, and the partitions'
+    /// next offsets, in one transaction. Decisions below their partition's
+    /// stored offset were applied before and are skipped.
+    pub async fn apply(&self, topic: &str, batch: &[Positioned]) -> Result<Applied, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let stored: BTreeMap<i32, i64> = tx
+            .query(
+                "SELECT partition, next_offset FROM projector_offsets WHERE topic = $1 FOR UPDATE",
+                &[&topic],
+            )
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let mut applied = Applied::default();
+        let mut next: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut started: BTreeMap<String, &MonitoringDecision> = BTreeMap::new();
+        let mut ended: BTreeMap<String, &MonitoringDecision> = BTreeMap::new();
+        for p in batch {
+            if p.offset < stored.get(&p.partition).copied().unwrap_or(0) {
+                applied.skipped += 1;
+                continue;
+            }
+            let entry = next.entry(p.partition).or_insert(p.offset + 1);
+            *entry = (*entry).max(p.offset + 1);
+            let d = &p.decision;
+            let key = session_id(&d.variant_id, d.posted_at, d.timeout_minutes.max(0) as u32);
+            match d.kind {
+                DecisionKind::Started => {
+                    started.insert(key, d);
+                    applied.started += 1;
+                }
+                _ => {
+                    ended.insert(key, d);
+                    applied.ended += 1;
+                }
+            }
+        }
+        if !started.is_empty() {
+            let rows: Vec<_> = started.iter().collect();
+            let session_ids: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
+            let variant_ids: Vec<&str> = rows.iter().map(|(_, d)| d.variant_id.as_str()).collect();
+            let persona_ids: Vec<&str> = rows.iter().map(|(_, d)| d.persona_id.as_str()).collect();
+            let post_ids: Vec<&str> = rows.iter().map(|(_, d)| d.post_id.as_str()).collect();
+            let expected: Vec<f64> = rows
+                .iter()
+                .map(|(_, d)| d.expected_engagement_rate)
+                .collect();
+            let thresholds: Vec<f64> = rows.iter().map(|(_, d)| d.kill_threshold).collect();
+            let mins: Vec<i32> = rows.iter().map(|(_, d)| d.min_interactions).collect();
+            let started_at: Vec<DateTime<Utc>> =
+                rows.iter().map(|(_, d)| timestamp(d.posted_at)).collect();
+            let timeouts: Vec<i32> = rows.iter().map(|(_, d)| d.timeout_minutes).collect();
+            let metadata: Vec<Value> = rows.iter().map(|(_, d)| json!(d.metadata)).collect();
+            tx.execute(
+                INSERT_STARTED,
+                &[
+                    &session_ids,
+                    &variant_ids,
+                    &persona_ids,
+                    &post_ids,
+                    &expected,
+                    &thresholds,
+                    &mins,
+                    &started_at,
+                    &timeouts,
+                    &metadata,
+                ],
+            )
+            .await?;
+        }
+        if !ended.is_empty() {
+            let rows: Vec<_> = ended.iter().collect();
+            let session_ids: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
+            let variant_ids: Vec<&str> = rows.iter().map(|(_, d)| d.variant_id.as_str()).collect();
+            let persona_ids: Vec<&str> = rows.iter().map(|(_, d)| d.persona_id.as_str()).collect();
+            let post_ids: Vec<&str> = rows.iter().map(|(_, d)| d.post_id.as_str()).collect();
+            let expected: Vec<f64> = rows
+                .iter()
+                .map(|(_, d)| d.expected_engagement_rate)
+                .collect();
+            let thresholds: Vec<f64> = rows.iter().map(|(_, d)| d.kill_threshold).collect();
+            let mins: Vec<i32> = rows.iter().map(|(_, d)| d.min_interactions).collect();
+            let started_at: Vec<DateTime<Utc>> =
+                rows.iter().map(|(_, d)| timestamp(d.posted_at)).collect();
+            let timeouts: Vec<i32> = rows.iter().map(|(_, d)| d.timeout_minutes).collect();
+            let ended_at: Vec<DateTime<Utc>> =
+                rows.iter().map(|(_, d)| timestamp(d.decided_at)).collect();
+            let killed: Vec<bool> = rows
+                .iter()
+                .map(|(_, d)| d.kind == DecisionKind::Killed)
+                .collect();
+            let kill_reasons: Vec<Option<&str>> = rows
+                .iter()
+                .map(|(_, d)| (d.kind == DecisionKind::Killed).then_some(d.reason.as_str()))
+                .collect();
+            let rates: Vec<Option<f64>> = rows.iter().map(|(_, d)| d.engagement_rate).collect();
+            let interactions: Vec<i32> = rows
+                .iter()
+                .map(|(_, d)| clamp_i32(d.interactions))
+                .collect();
+            let views: Vec<i32> = rows.iter().map(|(_, d)| clamp_i32(d.views)).collect();
+            let metadata: Vec<Value> = rows
+                .iter()
+                .map(|(_, d)| {
+                    json!({
+                        "ended_by": d.kind.as_str(),
+                        "end_reason": d.reason,
+                        "end_decision_id": d.decision_id,
+                        "trigger_event_id": d.trigger_event_id,
+                        "requested_by": d.requested_by,
+                    })
+                })
+                .collect();
+            tx.execute(
+                UPSERT_ENDED,
+                &[
+                    &session_ids,
+                    &variant_ids,
+                    &persona_ids,
+                    &post_ids,
+                    &expected,
+                    &thresholds,
+                    &mins,
+                    &started_at,
+                    &timeouts,
+                    &ended_at,
+                    &killed,
+                    &kill_reasons,
+                    &rates,
+                    &interactions,
+                    &views,
+                    &metadata,
+                ],
+            )
+            .await?;
+        }
+        if !next.is_empty() {
+            let partitions: Vec<i32> = next.keys().copied().collect();
+            let offsets: Vec<i64> = next.values().copied().collect();
+            tx.execute(STORE_OFFSETS, &[&topic, &partitions, &offsets])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(applied)
+    }
+}

@@ -1,0 +1,57 @@
+//! A fresh PostgreSQL database per test, on the server `.ci/run` starts.
+//! The server is given by `EARLYKILL_TEST_DATABASE_URL` (a role that may
+//! create databases); tests fail, not skip, when it is missing.
+
+use earlykill::projector;
+
+pub struct TestDb {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+fn admin_url() -> String {
+    std::env::var("EARLYKILL_TEST_DATABASE_URL").expect(
+        "EARLYKILL_TEST_DATABASE_URL is not set: start PostgreSQL and point it at a role \
+         with CREATEDB, e.g. postgresql://earlykill:earlykill@127.0.0.1:5432/earlykill \
+         (bash .ci/run does this)",
+    )
+}
+
+impl TestDb {
+    /// Creates an empty database named after the test.
+    pub async fn create(test: &str) -> Self {
+        let admin_url = admin_url();
+        let name = format!("ek_{test}_{}", std::process::id());
+        let pool = projector::connect(&admin_url, 1).unwrap();
+        let client = pool.get().await.unwrap();
+        client
+            .execute(&format!("DROP DATABASE IF EXISTS {name}"), &[])
+            .await
+            .unwrap();
+        client
+            .execute(&format!("CREATE DATABASE {name}"), &[])
+            .await
+            .unwrap();
+        let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap();
+        let url = format!("{base}/{name}");
+        Self {
+            admin_url,
+            name,
+            url,
+        }
+    }
+
+    /// Drops the database (call at the end of a test).
+    pub async fn drop(self) {
+        let pool = projector::connect(&self.admin_url, 1).unwrap();
+        let client = pool.get().await.unwrap();
+        client
+            .execute(
+                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+                &[],
+            )
+            .await
+            .unwrap();
+    }
+}

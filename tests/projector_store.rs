@@ -1,0 +1,273 @@
+//! The projector's PostgreSQL side against a real server: migrations, the
+//! lifecycle of a row, idempotence, and offsets stored with the rows.
+
+mod common;
+
+use common::postgres::TestDb;
+use common::*;
+use earlykill::event::{DecisionKind, InteractionKind, MonitoringDecision};
+use earlykill::monitor::{Input, Monitor, MonitorConfig};
+use earlykill::projector::{self, Applied, Positioned, Store, StoreError};
+
+const TOPIC: &str = "earlykill.decisions";
+
+/// Real decisions from the fold: v1 killed, v2 timed out, v3 stopped.
+fn lifecycle() -> Vec<MonitoringDecision> {
+    let mut m = Monitor::new(MonitorConfig::default());
+    let mut out = Vec::new();
+    let mut p = posted("v1", T0, 0.1);
+    p.metadata.insert("campaign".into(), "spring".into());
+    m.apply(Input::Posted(&p), &mut out);
+    m.apply(Input::Posted(&posted("v2", T0, 0.1)), &mut out);
+    m.apply(Input::Posted(&posted("v3", T0, 0.1)), &mut out);
+    m.apply(
+        Input::Interaction(&interaction(
+            "views",
+            "v1",
+            InteractionKind::View,
+            1000,
+            T0 + SECOND,
+        )),
+        &mut out,
+    );
+    m.apply(
+        Input::Interaction(&interaction(
+            "likes",
+            "v1",
+            InteractionKind::Like,
+            12,
+            T0 + SECOND,
+        )),
+        &mut out,
+    );
+    m.apply(Input::Stop(&stop("v3", T0 + MINUTE)), &mut out);
+    m.advance_to(T0 + 10 * MINUTE, &mut out);
+    out
+}
+
+fn positioned(decisions: &[MonitoringDecision], first_offset: i64) -> Vec<Positioned> {
+    decisions
+        .iter()
+        .enumerate()
+        .map(|(i, d)| Positioned {
+            partition: 0,
+            offset: first_offset + i as i64,
+            decision: d.clone(),
+        })
+        .collect()
+}
+
+async fn migrated(test: &str) -> (TestDb, Store) {
+    let db = TestDb::create(test).await;
+    let pool = projector::connect(&db.url, 4).unwrap();
+    assert_eq!(projector::migrate(&pool).await.unwrap(), vec![1]);
+    let store = Store::open(pool).await.unwrap();
+    (db, store)
+}
+
+#[derive(Debug, PartialEq)]
+struct Row {
+    variant_id: String,
+    is_active: bool,
+    was_killed: bool,
+    kill_reason: Option<String>,
+    ended: bool,
+    final_interaction_count: Option<i32>,
+    final_view_count: Option<i32>,
+    final_engagement_rate: Option<f64>,
+    metadata: serde_json::Value,
+}
+
+async fn rows(db: &TestDb) -> Vec<Row> {
+    let pool = projector::connect(&db.url, 1).unwrap();
+    let client = pool.get().await.unwrap();
+    client
+        .query(
+            "SELECT variant_id, is_active, was_killed, kill_reason, ended_at IS NOT NULL,
+                    final_interaction_count, final_view_count, final_engagement_rate,
+                    monitoring_metadata
+             FROM variant_monitoring ORDER BY variant_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| Row {
+            variant_id: r.get(0),
+            is_active: r.get(1),
+            was_killed: r.get(2),
+            kill_reason: r.get(3),
+            ended: r.get(4),
+            final_interaction_count: r.get(5),
+            final_view_count: r.get(6),
+            final_engagement_rate: r.get(7),
+            metadata: r.get(8),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn migrating_twice_is_a_no_op_and_creates_the_partial_index() {
+    let (db, store) = migrated("migrate_twice").await;
+    let pool = projector::connect(&db.url, 1).unwrap();
+    assert_eq!(projector::migrate(&pool).await.unwrap(), Vec::<u32>::new());
+    let client = pool.get().await.unwrap();
+    let index: String = client
+        .query_one(
+            "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_variant_monitoring_variant_active'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(index.contains("WHERE (is_active = true)"), "{index}");
+    assert!(store.offsets(TOPIC).await.unwrap().is_empty());
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn an_unmigrated_database_is_refused_with_the_command_to_run() {
+    let db = TestDb::create("unmigrated").await;
+    let pool = projector::connect(&db.url, 1).unwrap();
+    let err = Store::open(pool)
+        .await
+        .err()
+        .expect("an empty database is refused");
+    assert!(matches!(err, StoreError::NotMigrated { .. }), "{err}");
+    assert!(err.to_string().contains("run `earlykill migrate`"), "{err}");
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_started_decision_opens_an_active_row_and_its_end_closes_it() {
+    let (db, store) = migrated("lifecycle").await;
+    let decisions = lifecycle();
+    let starts: Vec<_> = decisions
+        .iter()
+        .filter(|d| d.kind == DecisionKind::Started)
+        .cloned()
+        .collect();
+    assert_eq!(starts.len(), 3);
+    store.apply(TOPIC, &positioned(&starts, 0)).await.unwrap();
+    let opened = rows(&db).await;
+    assert!(opened.iter().all(|r| r.is_active && !r.ended));
+    assert_eq!(opened[0].metadata["campaign"], "spring");
+
+    let ends: Vec<_> = decisions
+        .iter()
+        .filter(|d| d.kind != DecisionKind::Started)
+        .cloned()
+        .collect();
+    let applied = store.apply(TOPIC, &positioned(&ends, 3)).await.unwrap();
+    assert_eq!(
+        applied,
+        Applied {
+            started: 0,
+            ended: 3,
+            skipped: 0
+        }
+    );
+    let closed = rows(&db).await;
+    let v1 = &closed[0];
+    assert!(!v1.is_active && v1.was_killed && v1.ended);
+    assert!(v1
+        .kill_reason
+        .as_deref()
+        .unwrap()
+        .contains("12 interactions / 1000 views"));
+    assert_eq!(
+        (v1.final_interaction_count, v1.final_view_count),
+        (Some(12), Some(1000))
+    );
+    assert_eq!(v1.final_engagement_rate, Some(0.012));
+    assert_eq!(
+        v1.metadata["campaign"], "spring",
+        "the start's metadata is kept"
+    );
+    assert_eq!(v1.metadata["ended_by"], "killed");
+    assert_eq!(v1.metadata["trigger_event_id"], "likes");
+    let (v2, v3) = (&closed[1], &closed[2]);
+    assert!(!v2.is_active && !v2.was_killed && v2.kill_reason.is_none());
+    assert_eq!(v2.metadata["ended_by"], "timed_out");
+    assert_eq!(v2.final_engagement_rate, None, "no views, no rate");
+    assert_eq!(v3.metadata["ended_by"], "stopped");
+    assert_eq!(v3.metadata["requested_by"], "ops@example.com");
+    assert_eq!(store.offsets(TOPIC).await.unwrap().get(&0), Some(&6));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_batch_holding_a_start_and_its_end_leaves_the_row_closed() {
+    let (db, store) = migrated("start_and_end").await;
+    store
+        .apply(TOPIC, &positioned(&lifecycle(), 0))
+        .await
+        .unwrap();
+    assert!(rows(&db).await.iter().all(|r| !r.is_active && r.ended));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_redelivered_batch_is_skipped_by_offset_and_changes_nothing() {
+    // The projector committed to PostgreSQL, then crashed before anything
+    // on the Kafka side: the same batch arrives again.
+    let (db, store) = migrated("redelivered").await;
+    let batch = positioned(&lifecycle(), 100);
+    store.apply(TOPIC, &batch).await.unwrap();
+    let before = rows(&db).await;
+    let again = store.apply(TOPIC, &batch).await.unwrap();
+    assert_eq!(
+        again,
+        Applied {
+            started: 0,
+            ended: 0,
+            skipped: 6
+        }
+    );
+    assert_eq!(rows(&db).await, before);
+    assert_eq!(store.offsets(TOPIC).await.unwrap().get(&0), Some(&106));
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn the_same_decision_at_another_offset_writes_the_same_row() {
+    // At-least-once upstream: a duplicate decision with the same id at a
+    // later offset. Rows are keyed by session, so nothing doubles.
+    let (db, store) = migrated("duplicate").await;
+    let decisions = lifecycle();
+    store
+        .apply(TOPIC, &positioned(&decisions, 0))
+        .await
+        .unwrap();
+    let before = rows(&db).await;
+    store
+        .apply(TOPIC, &positioned(&decisions, 6))
+        .await
+        .unwrap();
+    assert_eq!(rows(&db).await, before);
+    let count: i64 = projector::connect(&db.url, 1)
+        .unwrap()
+        .get()
+        .await
+        .unwrap()
+        .query_one("SELECT COUNT(*) FROM variant_monitoring", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 3);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn an_end_whose_start_was_never_applied_still_writes_a_closed_row() {
+    let (db, store) = migrated("end_only").await;
+    let ends: Vec<_> = lifecycle()
+        .into_iter()
+        .filter(|d| d.kind == DecisionKind::Killed)
+        .collect();
+    store.apply(TOPIC, &positioned(&ends, 0)).await.unwrap();
+    let rows = rows(&db).await;
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].was_killed && !rows[0].is_active);
+    db.drop().await;
+}
