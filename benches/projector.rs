@@ -1,0 +1,231 @@
+//! Decisions applied per second by the batched projector (UNNEST arrays, one
+//! transaction per batch, offsets in it), next to a baseline that writes the
+//! same decisions one row per statement in the same transactions. Needs
+//! PostgreSQL: `DATABASE_URL=postgresql://... cargo bench --bench projector`
+//! (a role that may create databases; `bash .ci/run` sets one up).
+
+use std::time::{Duration, Instant};
+
+use chrono::DateTime;
+use earlykill::event::{session_id, DecisionKind, MonitoringDecision};
+use earlykill::projector::{self, Positioned, Store};
+
+const SESSIONS: usize = 20_000;
+const BATCH: usize = 1_000;
+const RUNS: usize = 3;
+const TOPIC: &str = "earlykill.decisions";
+
+/// A started and a killed decision per session, in topic order.
+fn decisions() -> Vec<Positioned> {
+    let t0 = 1_795_392_000_000;
+    let mut out = Vec::with_capacity(2 * SESSIONS);
+    for i in 0..SESSIONS {
+        let variant_id = format!("variant-{i:08}");
+        let base = MonitoringDecision {
+            decision_id: String::new(),
+            kind: DecisionKind::Started,
+            persona_id: format!("persona-{:05}", i % 10_000),
+            post_id: format!("post-{i:08}"),
+            variant_id,
+            expected_engagement_rate: 0.06,
+            kill_threshold: 0.5,
+            min_interactions: 10,
+            timeout_minutes: 10,
+            interactions: 0,
+            views: 0,
+            engagement_rate: None,
+            posted_at: t0 + i as i64,
+            deadline: t0 + i as i64 + 600_000,
+            decided_at: t0 + i as i64,
+            reason: "monitoring started".into(),
+            trigger_event_id: None,
+            requested_by: None,
+            metadata: [("campaign".to_owned(), "bench".to_owned())].into(),
+        };
+        let killed = MonitoringDecision {
+            kind: DecisionKind::Killed,
+            interactions: 12,
+            views: 1000,
+            engagement_rate: Some(0.012),
+            decided_at: base.posted_at + 60_000,
+            reason: "engagement rate 0.012 below 0.5 x 0.06".into(),
+            trigger_event_id: Some(format!("evt-{i}")),
+            metadata: Default::default(),
+            ..base.clone()
+        };
+        out.push(base);
+        out.push(killed);
+    }
+    out.into_iter()
+        .enumerate()
+        .map(|(offset, decision)| Positioned {
+            partition: 0,
+            offset: offset as i64,
+            decision,
+        })
+        .collect()
+}
+
+async fn fresh_database(
+    admin: &deadpool_postgres::Pool,
+    url_base: &str,
+    name: &str,
+) -> deadpool_postgres::Pool {
+    let client = admin.get().await.unwrap();
+    client
+        .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
+        .await
+        .unwrap();
+    client
+        .execute(&format!("CREATE DATABASE {name}"), &[])
+        .await
+        .unwrap();
+    let pool = projector::connect(&format!("{url_base}/{name}"), 2).unwrap();
+    projector::migrate(&pool).await.unwrap();
+    pool
+}
+
+async fn batched(pool: deadpool_postgres::Pool, all: &[Positioned]) -> Duration {
+    let store = Store::open(pool).await.unwrap();
+    let start = Instant::now();
+    for batch in all.chunks(BATCH) {
+        store.apply(TOPIC, batch).await.unwrap();
+    }
+    start.elapsed()
+}
+
+const ONE_STARTED: &str = "INSERT INTO variant_monitoring (session_id, variant_id, persona_id, post_id,
+    expected_engagement_rate, kill_threshold, min_interactions, started_at, timeout_minutes, monitoring_metadata)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (session_id) DO NOTHING";
+const ONE_ENDED: &str = "INSERT INTO variant_monitoring (session_id, variant_id, persona_id, post_id,
+    expected_engagement_rate, kill_threshold, min_interactions, started_at, timeout_minutes, ended_at,
+    is_active, was_killed, kill_reason, final_engagement_rate, final_interaction_count, final_view_count)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, FALSE, $11, $12, $13, $14, $15)
+    ON CONFLICT (session_id) DO UPDATE SET ended_at = EXCLUDED.ended_at, is_active = FALSE,
+    was_killed = EXCLUDED.was_killed, kill_reason = EXCLUDED.kill_reason,
+    final_engagement_rate = EXCLUDED.final_engagement_rate,
+    final_interaction_count = EXCLUDED.final_interaction_count,
+    final_view_count = EXCLUDED.final_view_count, updated_at = NOW()";
+const ONE_OFFSET: &str =
+    "INSERT INTO projector_offsets (topic, partition, next_offset) VALUES ($1, $2, $3)
+    ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset";
+
+/// The same decisions, the same transactions, one statement per row
+/// (prepared once): what a straightforward per-event projector does.
+async fn row_by_row(
+    pool: deadpool_postgres::Pool,
+    all: &[Positioned],
+    per_transaction: usize,
+) -> Duration {
+    let mut client = pool.get().await.unwrap();
+    let started = client.prepare(ONE_STARTED).await.unwrap();
+    let ended = client.prepare(ONE_ENDED).await.unwrap();
+    let offset = client.prepare(ONE_OFFSET).await.unwrap();
+    let start = Instant::now();
+    for batch in all.chunks(per_transaction) {
+        let tx = client.transaction().await.unwrap();
+        for p in batch {
+            let d = &p.decision;
+            let sid = session_id(&d.variant_id, d.posted_at, d.timeout_minutes as u32);
+            let posted = DateTime::from_timestamp_millis(d.posted_at).unwrap();
+            if d.kind == DecisionKind::Started {
+                let metadata = serde_json::json!(d.metadata);
+                tx.execute(
+                    &started,
+                    &[
+                        &sid,
+                        &d.variant_id,
+                        &d.persona_id,
+                        &d.post_id,
+                        &d.expected_engagement_rate,
+                        &d.kill_threshold,
+                        &d.min_interactions,
+                        &posted,
+                        &d.timeout_minutes,
+                        &metadata,
+                    ],
+                )
+                .await
+                .unwrap();
+            } else {
+                let decided = DateTime::from_timestamp_millis(d.decided_at).unwrap();
+                let killed = d.kind == DecisionKind::Killed;
+                let (i, v) = (d.interactions as i32, d.views as i32);
+                tx.execute(
+                    &ended,
+                    &[
+                        &sid,
+                        &d.variant_id,
+                        &d.persona_id,
+                        &d.post_id,
+                        &d.expected_engagement_rate,
+                        &d.kill_threshold,
+                        &d.min_interactions,
+                        &posted,
+                        &d.timeout_minutes,
+                        &decided,
+                        &killed,
+                        &d.reason,
+                        &d.engagement_rate,
+                        &i,
+                        &v,
+                    ],
+                )
+                .await
+                .unwrap();
+            }
+        }
+        let next = batch.last().map_or(0, |p| p.offset + 1);
+        tx.execute(&offset, &[&TOPIC, &0i32, &next]).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    start.elapsed()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let url = std::env::var("DATABASE_URL")
+        .or_else(|_| std::env::var("EARLYKILL_TEST_DATABASE_URL"))
+        .expect("set DATABASE_URL to a PostgreSQL role that may create databases");
+    let url_base = url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap();
+    let admin = projector::connect(&url, 1).unwrap();
+    let all = decisions();
+    // A commit per decision is slow: measured on the first few thousand.
+    let per_event = &all[..4_000];
+    let (mut fast, mut slow, mut slowest) = (Vec::new(), Vec::new(), Vec::new());
+    // Alternate the modes so all see the same machine conditions.
+    for run in 0..RUNS {
+        let pool = fresh_database(&admin, &url_base, "ek_bench_batched").await;
+        let t = batched(pool, &all).await;
+        fast.push(all.len() as f64 / t.as_secs_f64());
+        let pool = fresh_database(&admin, &url_base, "ek_bench_rows").await;
+        let t = row_by_row(pool, &all, BATCH).await;
+        slow.push(all.len() as f64 / t.as_secs_f64());
+        let pool = fresh_database(&admin, &url_base, "ek_bench_rows").await;
+        let t = row_by_row(pool, per_event, 1).await;
+        slowest.push(per_event.len() as f64 / t.as_secs_f64());
+        println!(
+            "run {run}: batched {:.0}/s | row by row, {BATCH} per transaction {:.0}/s | row by row, commit each {:.0}/s",
+            fast[run], slow[run], slowest[run]
+        );
+    }
+    let (fast, slow, slowest) = (median(fast), median(slow), median(slowest));
+    println!(
+        "median of {RUNS}: batched {fast:.0} decisions/s; row by row in the same transactions \
+         {slow:.0}/s ({:.1}x); row by row with a commit each {slowest:.0}/s ({:.1}x)",
+        fast / slow,
+        fast / slowest
+    );
+    for name in ["ek_bench_batched", "ek_bench_rows"] {
+        let client = admin.get().await.unwrap();
+        client
+            .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
+            .await
+            .unwrap();
+    }
+}
