@@ -194,6 +194,15 @@ impl Store {
                 }
             }
         }
+        // A session that starts and ends in the same batch (typical while
+        // catching up or replaying) is written once, as its final row: an
+        // insert followed by an update would rewrite every index twice.
+        let mut start_metadata: BTreeMap<&str, &MonitoringDecision> = BTreeMap::new();
+        for key in ended.keys() {
+            if let Some(start) = started.remove(key) {
+                start_metadata.insert(key.as_str(), start);
+            }
+        }
         if !started.is_empty() {
             let rows: Vec<_> = started.iter().collect();
             let session_ids: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
@@ -260,14 +269,18 @@ impl Store {
             let views: Vec<i32> = rows.iter().map(|(_, d)| clamp_i32(d.views)).collect();
             let metadata: Vec<Value> = rows
                 .iter()
-                .map(|(_, d)| {
-                    json!({
-                        "ended_by": d.kind.as_str(),
-                        "end_reason": d.reason,
-                        "end_decision_id": d.decision_id,
-                        "trigger_event_id": d.trigger_event_id,
-                        "requested_by": d.requested_by,
-                    })
+                .map(|(key, d)| {
+                    let mut metadata = start_metadata
+                        .get(key.as_str())
+                        .map_or_else(|| json!({}), |start| json!(start.metadata));
+                    if let Value::Object(map) = &mut metadata {
+                        map.insert("ended_by".into(), json!(d.kind.as_str()));
+                        map.insert("end_reason".into(), json!(d.reason));
+                        map.insert("end_decision_id".into(), json!(d.decision_id));
+                        map.insert("trigger_event_id".into(), json!(d.trigger_event_id));
+                        map.insert("requested_by".into(), json!(d.requested_by));
+                    }
+                    metadata
                 })
                 .collect();
             tx.execute(
