@@ -113,6 +113,58 @@ fn clamp_i32(n: i64) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
+/// The columns every row has, one array per column, for UNNEST: the first
+/// nine parameters of both write statements.
+struct CommonColumns<'a> {
+    session_ids: Vec<&'a str>,
+    variant_ids: Vec<&'a str>,
+    persona_ids: Vec<&'a str>,
+    post_ids: Vec<&'a str>,
+    expected: Vec<f64>,
+    thresholds: Vec<f64>,
+    mins: Vec<i32>,
+    started_at: Vec<DateTime<Utc>>,
+    timeouts: Vec<i32>,
+}
+
+type Param<'p> = &'p (dyn tokio_postgres::types::ToSql + Sync);
+
+impl<'a> CommonColumns<'a> {
+    fn of(rows: &[(&'a String, &&'a MonitoringDecision)]) -> Self {
+        Self {
+            session_ids: rows.iter().map(|(k, _)| k.as_str()).collect(),
+            variant_ids: rows.iter().map(|(_, d)| d.variant_id.as_str()).collect(),
+            persona_ids: rows.iter().map(|(_, d)| d.persona_id.as_str()).collect(),
+            post_ids: rows.iter().map(|(_, d)| d.post_id.as_str()).collect(),
+            expected: rows
+                .iter()
+                .map(|(_, d)| d.expected_engagement_rate)
+                .collect(),
+            thresholds: rows.iter().map(|(_, d)| d.kill_threshold).collect(),
+            mins: rows.iter().map(|(_, d)| d.min_interactions).collect(),
+            started_at: rows.iter().map(|(_, d)| timestamp(d.posted_at)).collect(),
+            timeouts: rows.iter().map(|(_, d)| d.timeout_minutes).collect(),
+        }
+    }
+
+    /// These nine parameters followed by `more`.
+    fn params_with<'p>(&'p self, more: &[Param<'p>]) -> Vec<Param<'p>> {
+        let mut params: Vec<Param<'p>> = vec![
+            &self.session_ids,
+            &self.variant_ids,
+            &self.persona_ids,
+            &self.post_ids,
+            &self.expected,
+            &self.thresholds,
+            &self.mins,
+            &self.started_at,
+            &self.timeouts,
+        ];
+        params.extend_from_slice(more);
+        params
+    }
+}
+
 const INSERT_STARTED: &str = include_str!("sql/insert_started.sql");
 const UPSERT_ENDED: &str = include_str!("sql/upsert_ended.sql");
 const STORE_OFFSETS: &str = include_str!("sql/store_offsets.sql");
@@ -205,52 +257,14 @@ impl Store {
         }
         if !started.is_empty() {
             let rows: Vec<_> = started.iter().collect();
-            let session_ids: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
-            let variant_ids: Vec<&str> = rows.iter().map(|(_, d)| d.variant_id.as_str()).collect();
-            let persona_ids: Vec<&str> = rows.iter().map(|(_, d)| d.persona_id.as_str()).collect();
-            let post_ids: Vec<&str> = rows.iter().map(|(_, d)| d.post_id.as_str()).collect();
-            let expected: Vec<f64> = rows
-                .iter()
-                .map(|(_, d)| d.expected_engagement_rate)
-                .collect();
-            let thresholds: Vec<f64> = rows.iter().map(|(_, d)| d.kill_threshold).collect();
-            let mins: Vec<i32> = rows.iter().map(|(_, d)| d.min_interactions).collect();
-            let started_at: Vec<DateTime<Utc>> =
-                rows.iter().map(|(_, d)| timestamp(d.posted_at)).collect();
-            let timeouts: Vec<i32> = rows.iter().map(|(_, d)| d.timeout_minutes).collect();
+            let common = CommonColumns::of(&rows);
             let metadata: Vec<Value> = rows.iter().map(|(_, d)| json!(d.metadata)).collect();
-            tx.execute(
-                INSERT_STARTED,
-                &[
-                    &session_ids,
-                    &variant_ids,
-                    &persona_ids,
-                    &post_ids,
-                    &expected,
-                    &thresholds,
-                    &mins,
-                    &started_at,
-                    &timeouts,
-                    &metadata,
-                ],
-            )
-            .await?;
+            tx.execute(INSERT_STARTED, &common.params_with(&[&metadata]))
+                .await?;
         }
         if !ended.is_empty() {
             let rows: Vec<_> = ended.iter().collect();
-            let session_ids: Vec<&str> = rows.iter().map(|(k, _)| k.as_str()).collect();
-            let variant_ids: Vec<&str> = rows.iter().map(|(_, d)| d.variant_id.as_str()).collect();
-            let persona_ids: Vec<&str> = rows.iter().map(|(_, d)| d.persona_id.as_str()).collect();
-            let post_ids: Vec<&str> = rows.iter().map(|(_, d)| d.post_id.as_str()).collect();
-            let expected: Vec<f64> = rows
-                .iter()
-                .map(|(_, d)| d.expected_engagement_rate)
-                .collect();
-            let thresholds: Vec<f64> = rows.iter().map(|(_, d)| d.kill_threshold).collect();
-            let mins: Vec<i32> = rows.iter().map(|(_, d)| d.min_interactions).collect();
-            let started_at: Vec<DateTime<Utc>> =
-                rows.iter().map(|(_, d)| timestamp(d.posted_at)).collect();
-            let timeouts: Vec<i32> = rows.iter().map(|(_, d)| d.timeout_minutes).collect();
+            let common = CommonColumns::of(&rows);
             let ended_at: Vec<DateTime<Utc>> =
                 rows.iter().map(|(_, d)| timestamp(d.decided_at)).collect();
             let killed: Vec<bool> = rows
@@ -285,16 +299,7 @@ impl Store {
                 .collect();
             tx.execute(
                 UPSERT_ENDED,
-                &[
-                    &session_ids,
-                    &variant_ids,
-                    &persona_ids,
-                    &post_ids,
-                    &expected,
-                    &thresholds,
-                    &mins,
-                    &started_at,
-                    &timeouts,
+                &common.params_with(&[
                     &ended_at,
                     &killed,
                     &kill_reasons,
@@ -302,7 +307,7 @@ impl Store {
                     &interactions,
                     &views,
                     &metadata,
-                ],
+                ]),
             )
             .await?;
         }
