@@ -10,6 +10,10 @@ use chrono::DateTime;
 use earlykill::event::{session_id, DecisionKind, MonitoringDecision};
 use earlykill::projector::{self, Positioned, Store};
 
+#[path = "../tests/common/postgres.rs"]
+mod postgres;
+use postgres::TestDb;
+
 const SESSIONS: usize = 20_000;
 const BATCH: usize = 1_000;
 const RUNS: usize = 3;
@@ -66,22 +70,12 @@ fn decisions() -> Vec<Positioned> {
         .collect()
 }
 
-async fn fresh_database(
-    admin: &deadpool_postgres::Pool,
-    url_base: &str,
-    name: &str,
-) -> deadpool_postgres::Pool {
-    let client = admin.get().await.unwrap();
-    client
-        .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
-        .await
-        .unwrap();
-    client
-        .execute(&format!("CREATE DATABASE {name}"), &[])
-        .await
-        .unwrap();
-    let pool = projector::connect(&format!("{url_base}/{name}"), 2).unwrap();
+/// A freshly migrated database; dropped again at the end of `main`.
+async fn fresh_database(name: &str, databases: &mut Vec<TestDb>) -> deadpool_postgres::Pool {
+    let db = TestDb::create(name).await;
+    let pool = projector::connect(&db.url, 2).unwrap();
     projector::migrate(&pool).await.unwrap();
+    databases.push(db);
     pool
 }
 
@@ -189,11 +183,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::main]
 async fn main() {
-    let url = std::env::var("DATABASE_URL")
-        .or_else(|_| std::env::var("EARLYKILL_TEST_DATABASE_URL"))
-        .expect("set DATABASE_URL to a PostgreSQL role that may create databases");
-    let url_base = url.rsplit_once('/').map(|(b, _)| b.to_owned()).unwrap();
-    let admin = projector::connect(&url, 1).unwrap();
+    let mut databases = Vec::new();
     let all = decisions();
     // Live order: all starts, then all ends, so no batch holds both halves
     // of a session (in live traffic they are minutes apart).
@@ -218,16 +208,16 @@ async fn main() {
     let (mut fast, mut slow, mut slowest) = (Vec::new(), Vec::new(), Vec::new());
     // Alternate the modes so all see the same machine conditions.
     for run in 0..RUNS {
-        let pool = fresh_database(&admin, &url_base, "ek_bench_batched").await;
+        let pool = fresh_database("bench_batched", &mut databases).await;
         let t = batched(pool, &all).await;
         fast.push(all.len() as f64 / t.as_secs_f64());
-        let pool = fresh_database(&admin, &url_base, "ek_bench_batched").await;
+        let pool = fresh_database("bench_batched", &mut databases).await;
         let t = batched(pool, &live).await;
         separate.push(live.len() as f64 / t.as_secs_f64());
-        let pool = fresh_database(&admin, &url_base, "ek_bench_rows").await;
+        let pool = fresh_database("bench_rows", &mut databases).await;
         let t = row_by_row(pool, &all, BATCH).await;
         slow.push(all.len() as f64 / t.as_secs_f64());
-        let pool = fresh_database(&admin, &url_base, "ek_bench_rows").await;
+        let pool = fresh_database("bench_rows", &mut databases).await;
         let t = row_by_row(pool, per_event, 1).await;
         slowest.push(per_event.len() as f64 / t.as_secs_f64());
         println!(
@@ -252,11 +242,7 @@ async fn main() {
         fast / slow,
         fast / slowest
     );
-    for name in ["ek_bench_batched", "ek_bench_rows"] {
-        let client = admin.get().await.unwrap();
-        client
-            .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
-            .await
-            .unwrap();
+    for db in databases {
+        db.drop().await;
     }
 }

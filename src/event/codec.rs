@@ -12,7 +12,7 @@
 //! Two decoders read the same bytes:
 //! - [`Decoder`] (serde_avro_fast) deserialises straight from the bytes into
 //!   borrowed structs, with no intermediate `Value` tree: the hot path.
-//! - [`decode_reference`] (apache-avro) builds a `Value`, resolves it against
+//! - [`Decoder::decode_reference`] (apache-avro) builds a `Value`, resolves it against
 //!   the bundled reader schema and deserialises that: the oracle the property
 //!   tests compare the fast decoder with.
 //!
@@ -140,11 +140,6 @@ impl Decoder {
         }
     }
 
-    /// The record type this decoder reads.
-    pub fn contract(&self) -> Contract {
-        self.contract
-    }
-
     /// Accepts records written with `writer_json`, another version of the
     /// same record (same full name). Fields the writer lacks take their
     /// defaults; fields it added are skipped.
@@ -234,14 +229,6 @@ impl Decoder {
             message,
         }
     }
-}
-
-/// Decodes with apache-avro and the bundled schema as both writer and reader.
-pub fn decode_reference<T: DeserializeOwned>(
-    contract: Contract,
-    bytes: &[u8],
-) -> Result<T, CodecError> {
-    Decoder::new(contract).decode_reference(bytes)
 }
 
 /// Encodes `value` with the bundled schema of `contract`, appending the

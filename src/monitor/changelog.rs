@@ -9,7 +9,7 @@
 //! [`Monitor::restore`] rebuilds a monitor that decides identically from
 //! there on.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 
 use super::sessions::{Ids, Session};
 use super::{rule::Thresholds, Monitor, MonitorConfig};
@@ -103,17 +103,17 @@ impl Monitor {
     /// (the partition record, whose key is empty, first). Writing them to the
     /// compacted changelog in order keeps it equal to [`Monitor::snapshot`].
     pub fn drain_changes(&mut self) -> Vec<ChangelogChange> {
-        let mut keys: BTreeMap<String, ()> = BTreeMap::new();
+        let mut keys: BTreeSet<String> = BTreeSet::new();
         for slot in std::mem::take(&mut self.dirty_slots) {
             if let Some(session) = self.sessions.get_mut(slot) {
                 if session.dirty {
                     session.dirty = false;
-                    keys.insert(session.variant_id().to_owned(), ());
+                    keys.insert(session.variant_id().to_owned());
                 }
             }
         }
         for key in std::mem::take(&mut self.dirty_keys) {
-            keys.insert(key.into(), ());
+            keys.insert(key.into());
         }
         let mut changes = Vec::with_capacity(keys.len() + 1);
         if std::mem::take(&mut self.clock_dirty) {
@@ -122,7 +122,7 @@ impl Monitor {
                 record: Some(self.partition_record()),
             });
         }
-        for key in keys.into_keys() {
+        for key in keys {
             let record = self.record(&key);
             changes.push(ChangelogChange { key, record });
         }

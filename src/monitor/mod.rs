@@ -235,11 +235,6 @@ impl Monitor {
         self.active
     }
 
-    /// Number of sessions remembered, active or ended.
-    pub fn known_sessions(&self) -> usize {
-        self.sessions.len()
-    }
-
     /// Number of interactions held for variants not posted yet.
     pub fn held_interactions(&self) -> usize {
         self.held.len()

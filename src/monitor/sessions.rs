@@ -186,10 +186,6 @@ impl Sessions {
         Some(session)
     }
 
-    pub(crate) fn len(&self) -> usize {
-        self.index.len()
-    }
-
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u32, &Session)> {
         self.slots
             .iter()
@@ -252,6 +248,6 @@ mod tests {
         assert_eq!(c, a, "the freed slot is reused");
         assert_eq!(sessions.find("c"), Some(c));
         assert_eq!(sessions.find("b"), Some(b));
-        assert_eq!(sessions.len(), 2);
+        assert_eq!(sessions.iter().count(), 2);
     }
 }

@@ -1,6 +1,7 @@
 //! A fresh PostgreSQL database per test, on the server `.ci/run` starts.
-//! The server is given by `EARLYKILL_TEST_DATABASE_URL` (a role that may
-//! create databases); tests fail, not skip, when it is missing.
+//! The server is given by `EARLYKILL_TEST_DATABASE_URL` (or `DATABASE_URL`),
+//! a role that may create databases; tests fail, not skip, when it is missing.
+//! Shared with `benches/projector.rs`.
 
 use earlykill::projector;
 
@@ -11,11 +12,13 @@ pub struct TestDb {
 }
 
 fn admin_url() -> String {
-    std::env::var("EARLYKILL_TEST_DATABASE_URL").expect(
-        "EARLYKILL_TEST_DATABASE_URL is not set: start PostgreSQL and point it at a role \
+    std::env::var("EARLYKILL_TEST_DATABASE_URL")
+        .or_else(|_| std::env::var("DATABASE_URL"))
+        .expect(
+            "EARLYKILL_TEST_DATABASE_URL is not set: start PostgreSQL and point it at a role \
          with CREATEDB, e.g. postgresql://earlykill:earlykill@127.0.0.1:5432/earlykill \
          (bash .ci/run does this)",
-    )
+        )
 }
 
 impl TestDb {
@@ -26,7 +29,7 @@ impl TestDb {
         let pool = projector::connect(&admin_url, 1).unwrap();
         let client = pool.get().await.unwrap();
         client
-            .execute(&format!("DROP DATABASE IF EXISTS {name}"), &[])
+            .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
             .await
             .unwrap();
         client
