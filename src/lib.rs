@@ -16,11 +16,19 @@
 //!   the `variant_monitoring` table written in idempotent batches, with each
 //!   partition's next offset stored in the same transaction.
 //!
-//! The Kafka processor, the projector's Kafka consumer and the HTTP surface
-//! wrap this core; they arrive with their own modules.
+//! - [`processor`] — `earlykill run`: the Kafka shell around the fold. One
+//!   consumer group over the co-partitioned inputs, an event-time merge per
+//!   partition, decisions, changelog and offsets committed in one
+//!   transaction, restore on assignment, dead letters.
+//! - [`config`] — layered configuration (defaults, file, environment,
+//!   flags) with errors that name the key.
+//! - [`telemetry`] — metric names and the audit log line per decision.
 
 #![warn(missing_docs)]
 
+pub mod config;
 pub mod event;
 pub mod monitor;
+pub mod processor;
 pub mod projector;
+pub mod telemetry;

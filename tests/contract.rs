@@ -9,8 +9,9 @@ use std::collections::BTreeMap;
 use apache_avro::types::Value;
 use earlykill::event::codec::{self, CodecError, Decoder};
 use earlykill::event::{
-    ChangelogRecord, Contract, DecisionKind, HeldInteraction, Interaction, InteractionKind,
-    MonitoringDecision, SessionState, SessionStatus, StopMonitoring, VariantPosted,
+    ChangelogRecord, Contract, DecisionKind, HeldInteraction, InputOffsets, Interaction,
+    InteractionKind, MonitoringDecision, SessionState, SessionStatus, StopMonitoring,
+    VariantPosted,
 };
 use proptest::prelude::*;
 
@@ -41,7 +42,7 @@ const FINGERPRINTS_BY_FASTAVRO: [(Contract, &str); 5] = [
     (Contract::Interaction, "1d47303b4474424d"),
     (Contract::StopMonitoring, "e3b37b0ae053ffa7"),
     (Contract::MonitoringDecision, "0e908c80f23d92b2"),
-    (Contract::ChangelogRecord, "916e5eb1be547306"),
+    (Contract::ChangelogRecord, "b75f7ebc43596297"),
 ];
 
 #[test]
@@ -149,6 +150,7 @@ fn sample_changelog() -> ChangelogRecord {
     ChangelogRecord {
         variant_id: "variant-1".into(),
         partition_clock: None,
+        input_offsets: None,
         session: Some(SessionState {
             persona_id: "persona-1".into(),
             post_id: "post-1".into(),
@@ -227,6 +229,11 @@ fn every_type_round_trips_through_apache_avro() {
         ChangelogRecord {
             variant_id: String::new(),
             partition_clock: Some(T0),
+            input_offsets: Some(InputOffsets {
+                posted: Some(42),
+                interactions: None,
+                commands: Some(0),
+            }),
             session: None,
             held: vec![],
         },

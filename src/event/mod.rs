@@ -284,12 +284,32 @@ pub struct ChangelogRecord {
     /// On the partition record only: the clock.
     #[serde(default)]
     pub partition_clock: Option<Millis>,
+    /// On the partition record only, written by the processor: the input
+    /// offsets the state includes.
+    #[serde(default)]
+    pub input_offsets: Option<InputOffsets>,
     /// The variant's session, if it has one.
     #[serde(default)]
     pub session: Option<SessionState>,
     /// Interactions held for a variant not posted yet.
     #[serde(default)]
     pub held: Vec<HeldInteraction>,
+}
+
+/// For each input topic, the offset of the next record to fold in one
+/// partition (`InputOffsets` in `schemas/changelog_record.avsc`). `None`
+/// for a topic nothing has been read from yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputOffsets {
+    /// Next offset in the posted topic.
+    #[serde(default)]
+    pub posted: Option<i64>,
+    /// Next offset in the interactions topic.
+    #[serde(default)]
+    pub interactions: Option<i64>,
+    /// Next offset in the commands topic.
+    #[serde(default)]
+    pub commands: Option<i64>,
 }
 
 impl ChangelogRecord {

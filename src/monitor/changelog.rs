@@ -74,6 +74,7 @@ impl Monitor {
         ChangelogRecord {
             variant_id: ChangelogRecord::PARTITION_KEY.to_owned(),
             partition_clock: Some(self.clock),
+            input_offsets: None,
             session: None,
             held: Vec::new(),
         }
@@ -94,6 +95,7 @@ impl Monitor {
         (session.is_some() || !held.is_empty()).then(|| ChangelogRecord {
             variant_id: key.to_owned(),
             partition_clock: None,
+            input_offsets: None,
             session,
             held,
         })

@@ -2,6 +2,7 @@
 //! so each test states only what it is about.
 #![allow(dead_code)]
 
+pub mod kafka;
 pub mod postgres;
 
 use std::borrow::Cow;

@@ -1,0 +1,1000 @@
+//! The processor's loop and the state it keeps per partition. See the
+//! module documentation of [`crate::processor`] for the flow.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::bindings::rd_kafka_resp_err_t as RespErr;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+
+use super::kafka::{self, DeliveryContext};
+use super::merge::{rank, Entry, Merge};
+use super::{ProcessorError, Shutdown, Status, StatusWatch, ABANDON, DRAIN};
+use crate::config::{Guarantee, ProcessorConfig};
+use crate::event::codec::encode_into;
+use crate::event::{
+    ChangelogRecord, Contract, InputDecoders, InputOffsets, InputTopic, Millis, MonitoringDecision,
+    Rejection,
+};
+use crate::monitor::{Input, Monitor};
+use crate::telemetry;
+
+/// Most records taken from one poll before folding them.
+const MAX_BATCH: usize = 2_000;
+/// Longest the loop sleeps in a poll when nothing is due.
+const MAX_POLL: Duration = Duration::from_millis(100);
+
+/// Runs a processor until `shutdown` is triggered or a fatal error. The
+/// status is published to `status` as it changes.
+pub fn run(
+    config: ProcessorConfig,
+    shutdown: Shutdown,
+    status: StatusWatch,
+) -> Result<(), ProcessorError> {
+    let config = Arc::new(config);
+    let kafka_error = |action| move |source| ProcessorError::Kafka { action, source };
+    let producer: ThreadedProducer<DeliveryContext> = kafka::producer(&config)
+        .create_with_context(DeliveryContext::default())
+        .map_err(kafka_error("create the producer"))?;
+    let restorer: BaseConsumer = kafka::restore_consumer(&config)
+        .create()
+        .map_err(kafka_error("create the changelog reader"))?;
+    let core = Arc::new(Mutex::new(Core::new(
+        config.clone(),
+        producer,
+        restorer,
+        status,
+    )?));
+    let consumer: BaseConsumer<Context> = kafka::input_consumer(&config)
+        .create_with_context(Context { core: core.clone() })
+        .map_err(kafka_error("create the input consumer"))?;
+    let partitions = kafka::check_topics(&consumer, &config)?;
+    if config.guarantee == Guarantee::ExactlyOnce {
+        lock(&core)
+            .out
+            .producer
+            .init_transactions(config.kafka_timeout)
+            .map_err(|source| ProcessorError::Kafka {
+                action: "initialise transactions (a broker without transactions needs \
+                         --guarantee at-least-once)",
+                source,
+            })?;
+    }
+    let topics = &config.topics;
+    consumer
+        .subscribe(&[&topics.posted, &topics.interactions, &topics.commands])
+        .map_err(kafka_error("subscribe to the input topics"))?;
+    tracing::info!(
+        group = %config.group_id,
+        transactional_id = %config.transactional_id(),
+        guarantee = ?config.guarantee,
+        partitions,
+        "processor started"
+    );
+    let result = run_loop(&consumer, &core, &shutdown);
+    match (&result, shutdown.state()) {
+        (_, ABANDON) => lock(&core).abandoned = true,
+        (Ok(()), _) => leave(&consumer, &core, config.kafka_timeout),
+        (Err(_), _) => lock(&core).abandoned = true,
+    }
+    drop(consumer);
+    result
+}
+
+fn run_loop(
+    consumer: &BaseConsumer<Context>,
+    core: &Mutex<Core>,
+    shutdown: &Shutdown,
+) -> Result<(), ProcessorError> {
+    loop {
+        match shutdown.state() {
+            DRAIN => return lock(core).commit(consumer).or_else(|f| f.into_fatal()),
+            ABANDON => return Ok(()),
+            _ => {}
+        }
+        let timeout = lock(core).poll_timeout();
+        let mut taken = 0;
+        let mut next = consumer.poll(timeout);
+        while let Some(result) = next {
+            let mut core = lock(core);
+            match result {
+                Ok(message) => core.accept(&message),
+                Err(e) => core.consumer_error(e)?,
+            }
+            taken += 1;
+            if taken == MAX_BATCH {
+                break;
+            }
+            drop(core);
+            next = consumer.poll(Duration::ZERO);
+        }
+        let mut core = lock(core);
+        if let Some(fatal) = core.fatal.take() {
+            return Err(fatal);
+        }
+        core.step(consumer, taken == 0)?;
+    }
+}
+
+/// Commits what is done and leaves the group, so the partitions move at
+/// once rather than after the session timeout.
+fn leave(consumer: &BaseConsumer<Context>, core: &Mutex<Core>, timeout: Duration) {
+    consumer.unsubscribe();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let _ = consumer.poll(Duration::from_millis(50));
+        if consumer
+            .assignment()
+            .map(|a| a.count() == 0)
+            .unwrap_or(true)
+            && lock(core).partitions.is_empty()
+        {
+            break;
+        }
+    }
+    tracing::info!("processor left the group");
+}
+
+fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
+    // The core is only ever used from the processor's thread (the
+    // rebalance callback runs inside its poll), so a poisoned lock means a
+    // panic there already ended the loop; the state is still consistent
+    // enough to abandon.
+    core.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The consumer's context: runs rebalances against the core.
+pub struct Context {
+    core: Arc<Mutex<Core>>,
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let mut core = lock(&self.core);
+        match err {
+            RespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => core.on_assign(consumer, partitions),
+            RespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => core.on_revoke(consumer, partitions),
+            other => {
+                tracing::error!(error = ?other, "rebalance failed");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+/// One buffered input record.
+enum Record {
+    /// A record that decoded and validated; decoded again when folded (a
+    /// decode costs less than keeping an owned copy of the event).
+    Event { key: Vec<u8>, value: Vec<u8> },
+    /// A record for the dead-letter topic.
+    Dead(Box<DeadLetter>),
+}
+
+struct DeadLetter {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    headers: Vec<(String, Option<Vec<u8>>)>,
+    rejection: Rejection,
+    partition: i32,
+    offset: i64,
+}
+
+/// One partition's state.
+struct Partition {
+    monitor: Monitor,
+    merge: Merge<Record>,
+    /// Per input topic, the offset after the last record read (or the
+    /// restored offset).
+    next: [Option<i64>; 3],
+    /// Since when the merge has held records back waiting for a topic.
+    blocked_since: Option<Instant>,
+    paused: [bool; 3],
+    /// Changed since the last commit.
+    dirty: bool,
+}
+
+impl Partition {
+    /// The offset to resume `topic` from: the first record not folded yet.
+    fn position(&self, topic: InputTopic) -> Option<i64> {
+        self.merge.first_offset(topic).or(self.next[rank(topic)])
+    }
+
+    fn offsets(&self) -> InputOffsets {
+        InputOffsets {
+            posted: self.position(InputTopic::Posted),
+            interactions: self.position(InputTopic::Interactions),
+            commands: self.position(InputTopic::Commands),
+        }
+    }
+}
+
+/// A commit or produce that failed.
+enum Failure {
+    /// Abort the transaction and rewind to the last commit.
+    Abortable(KafkaError),
+    /// Stop the processor.
+    Fatal(ProcessorError),
+}
+
+impl Failure {
+    fn into_fatal(self) -> Result<(), ProcessorError> {
+        match self {
+            Failure::Fatal(e) => Err(e),
+            Failure::Abortable(source) => Err(ProcessorError::Kafka {
+                action: "commit the last transaction",
+                source,
+            }),
+        }
+    }
+}
+
+impl From<ProcessorError> for Failure {
+    fn from(e: ProcessorError) -> Self {
+        Failure::Fatal(e)
+    }
+}
+
+/// The output side: the producer and the open transaction.
+struct Output {
+    config: Arc<ProcessorConfig>,
+    producer: ThreadedProducer<DeliveryContext>,
+    /// When the open transaction (or, at-least-once, the uncommitted work)
+    /// began.
+    open_since: Option<Instant>,
+    /// Decisions in the open transaction.
+    open_decisions: usize,
+    /// Delivery failures already handled (at-least-once).
+    failures_seen: u64,
+    buf: Vec<u8>,
+    counters: Status,
+}
+
+impl Output {
+    fn classify(&self, source: KafkaError) -> Failure {
+        let fatal = match &source {
+            KafkaError::Transaction(e) => e.is_fatal(),
+            other => matches!(
+                other.rdkafka_error_code(),
+                Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
+            ),
+        };
+        if fatal {
+            Failure::Fatal(ProcessorError::Fenced {
+                transactional_id: self.config.transactional_id(),
+                source,
+            })
+        } else {
+            Failure::Abortable(source)
+        }
+    }
+
+    fn begin(&mut self) -> Result<(), Failure> {
+        if self.open_since.is_some() {
+            return Ok(());
+        }
+        if self.config.guarantee == Guarantee::ExactlyOnce {
+            self.producer
+                .begin_transaction()
+                .map_err(|e| self.classify(e))?;
+        }
+        self.open_since = Some(Instant::now());
+        Ok(())
+    }
+
+    fn send(&mut self, record: BaseRecord<'_, [u8], [u8]>) -> Result<(), Failure> {
+        self.begin()?;
+        let mut record = record;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // The producer's queue is the backpressure: wait for
+                    // deliveries to make room.
+                    let _ = self.producer.flush(Duration::from_millis(10));
+                    record = back;
+                }
+                Err((e, _)) => return Err(self.classify(e)),
+            }
+        }
+    }
+
+    fn decision(&mut self, decision: &MonitoringDecision) -> Result<(), Failure> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        encode_into(Contract::MonitoringDecision, decision, &mut buf).map_err(|e| {
+            ProcessorError::Encode {
+                what: "decision",
+                reason: e.to_string(),
+            }
+        })?;
+        let kind = decision.kind.as_str();
+        let headers = OwnedHeaders::new_with_capacity(2)
+            .insert(Header {
+                key: "decision_kind",
+                value: Some(kind),
+            })
+            .insert(Header {
+                key: "decision_id",
+                value: Some(decision.decision_id.as_str()),
+            });
+        let topic = self.config.topics.decisions.clone();
+        let result = self.send(
+            BaseRecord::to(&topic)
+                .key(decision.variant_id.as_bytes())
+                .payload(&buf[..])
+                .headers(headers),
+        );
+        self.buf = buf;
+        result?;
+        self.open_decisions += 1;
+        self.counters.decisions += 1;
+        telemetry::decision(decision);
+        match self.config.crash_after_decisions {
+            Some(n) if self.counters.decisions >= n => {
+                Err(Failure::Fatal(ProcessorError::InjectedCrash {
+                    decisions: self.counters.decisions,
+                }))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn dead_letter(&mut self, topic: InputTopic, dead: &DeadLetter) -> Result<(), Failure> {
+        let source = self.config.topics.input(topic).to_owned();
+        let mut headers = OwnedHeaders::new_with_capacity(dead.headers.len() + 5);
+        for (key, value) in &dead.headers {
+            headers = headers.insert(Header {
+                key,
+                value: value.as_deref(),
+            });
+        }
+        let partition = dead.partition.to_string();
+        let offset = dead.offset.to_string();
+        let headers = headers
+            .insert(Header {
+                key: "earlykill.error.kind",
+                value: Some(dead.rejection.kind),
+            })
+            .insert(Header {
+                key: "earlykill.error.message",
+                value: Some(&dead.rejection.message),
+            })
+            .insert(Header {
+                key: "earlykill.source.topic",
+                value: Some(&source),
+            })
+            .insert(Header {
+                key: "earlykill.source.partition",
+                value: Some(&partition),
+            })
+            .insert(Header {
+                key: "earlykill.source.offset",
+                value: Some(&offset),
+            });
+        let dlq = self.config.topics.dead_letters.clone();
+        let mut record = BaseRecord::<[u8], [u8]>::to(&dlq).headers(headers);
+        if let Some(key) = &dead.key {
+            record = record.key(&key[..]);
+        }
+        if let Some(value) = &dead.value {
+            record = record.payload(&value[..]);
+        }
+        self.send(record)?;
+        self.counters.dead_letters += 1;
+        telemetry::dead_letter(&source, dead.rejection.kind);
+        tracing::warn!(
+            topic = %source,
+            partition = dead.partition,
+            offset = dead.offset,
+            kind = dead.rejection.kind,
+            message = %dead.rejection.message,
+            "dead letter"
+        );
+        Ok(())
+    }
+
+    fn changelog(
+        &mut self,
+        partition: i32,
+        key: &str,
+        record: Option<&ChangelogRecord>,
+    ) -> Result<(), Failure> {
+        let topic = self.config.topics.changelog.clone();
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        if let Some(record) = record {
+            encode_into(Contract::ChangelogRecord, record, &mut buf).map_err(|e| {
+                ProcessorError::Encode {
+                    what: "changelog record",
+                    reason: e.to_string(),
+                }
+            })?;
+        }
+        let base = BaseRecord::to(&topic)
+            .key(key.as_bytes())
+            .partition(partition);
+        let result = self.send(match record {
+            Some(_) => base.payload(&buf[..]),
+            None => base,
+        });
+        self.buf = buf;
+        result
+    }
+}
+
+/// Everything the loop and the rebalance callback share.
+pub struct Core {
+    config: Arc<ProcessorConfig>,
+    out: Output,
+    restorer: BaseConsumer,
+    decoders: InputDecoders,
+    topic_names: [CString; 3],
+    partitions: BTreeMap<i32, Partition>,
+    decisions: Vec<MonitoringDecision>,
+    status: StatusWatch,
+    /// Set by the rebalance callback; the loop returns it.
+    fatal: Option<ProcessorError>,
+    /// Stopping as a crash would: commit nothing more.
+    abandoned: bool,
+}
+
+impl Core {
+    fn new(
+        config: Arc<ProcessorConfig>,
+        producer: ThreadedProducer<DeliveryContext>,
+        restorer: BaseConsumer,
+        status: StatusWatch,
+    ) -> Result<Core, ProcessorError> {
+        let cstr = |s: &str| {
+            CString::new(s).map_err(|_| ProcessorError::MissingTopics {
+                topics: vec![s.to_owned()],
+            })
+        };
+        let topics = &config.topics;
+        Ok(Core {
+            topic_names: [
+                cstr(&topics.posted)?,
+                cstr(&topics.interactions)?,
+                cstr(&topics.commands)?,
+            ],
+            out: Output {
+                config: config.clone(),
+                producer,
+                open_since: None,
+                open_decisions: 0,
+                failures_seen: 0,
+                buf: Vec::with_capacity(512),
+                counters: Status::default(),
+            },
+            config,
+            restorer,
+            decoders: InputDecoders::default(),
+            partitions: BTreeMap::new(),
+            decisions: Vec::new(),
+            status,
+            fatal: None,
+            abandoned: false,
+        })
+    }
+
+    fn role(&self, topic: &str) -> Option<InputTopic> {
+        let topics = &self.config.topics;
+        if topic == topics.interactions {
+            Some(InputTopic::Interactions)
+        } else if topic == topics.posted {
+            Some(InputTopic::Posted)
+        } else if topic == topics.commands {
+            Some(InputTopic::Commands)
+        } else {
+            None
+        }
+    }
+
+    /// Decodes and validates one input record into its partition's merge.
+    fn accept(&mut self, message: &BorrowedMessage<'_>) {
+        let Some(topic) = self.role(message.topic()) else {
+            return;
+        };
+        let p = message.partition();
+        let Some(part) = self.partitions.get_mut(&p) else {
+            // Fetched before a revocation; its new owner reads it again.
+            return;
+        };
+        let offset = message.offset();
+        part.next[rank(topic)] = Some(offset + 1);
+        self.out.counters.records_in += 1;
+        let (key, value) = (message.key(), message.payload());
+        let now = wall_millis();
+        let entry = match self
+            .decoders
+            .decode(topic, key, value, &self.config.limits, now)
+        {
+            Ok(decoded) => Entry {
+                offset,
+                time: Some(Input::from(&decoded).event_time()),
+                item: Record::Event {
+                    key: key.unwrap_or_default().to_vec(),
+                    value: value.unwrap_or_default().to_vec(),
+                },
+            },
+            Err(rejection) => Entry {
+                offset,
+                time: None,
+                item: Record::Dead(Box::new(DeadLetter {
+                    key: key.map(<[u8]>::to_vec),
+                    value: value.map(<[u8]>::to_vec),
+                    headers: message
+                        .headers()
+                        .map(|h| {
+                            h.iter()
+                                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    rejection,
+                    partition: p,
+                    offset,
+                })),
+            },
+        };
+        part.merge.push(topic, entry);
+    }
+
+    fn consumer_error(&mut self, error: KafkaError) -> Result<(), ProcessorError> {
+        match error {
+            KafkaError::MessageConsumptionFatal(_) => Err(ProcessorError::Kafka {
+                action: "consume the input topics",
+                source: error,
+            }),
+            other => {
+                tracing::warn!(error = %other, "input consumer error; librdkafka retries");
+                Ok(())
+            }
+        }
+    }
+
+    /// How long the next poll may block: until the next commit, timeout or
+    /// merge wait falls due.
+    fn poll_timeout(&self) -> Duration {
+        let mut timeout = MAX_POLL;
+        if let Some(since) = self.out.open_since {
+            timeout = timeout.min(self.config.commit_interval.saturating_sub(since.elapsed()));
+        }
+        let now = wall_millis();
+        let lag = self.config.idle_lag.as_millis() as Millis;
+        for part in self.partitions.values() {
+            if let Some(due) = part.monitor.next_due() {
+                let wait = due.saturating_add(lag).saturating_sub(now).max(0);
+                timeout = timeout.min(Duration::from_millis(wait as u64));
+            }
+            if let Some(since) = part.blocked_since {
+                timeout = timeout.min(self.config.merge_wait.saturating_sub(since.elapsed()));
+            }
+        }
+        timeout
+    }
+
+    /// Folds what every partition's merge releases, advances idle clocks,
+    /// applies backpressure, and commits when due.
+    fn step(
+        &mut self,
+        consumer: &BaseConsumer<Context>,
+        input_idle: bool,
+    ) -> Result<(), ProcessorError> {
+        if let Err(failure) = self.fold(consumer) {
+            return self.recover(consumer, failure);
+        }
+        let due = self.out.open_since.is_some_and(|since| {
+            since.elapsed() >= self.config.commit_interval
+                || (input_idle && self.out.open_decisions > 0)
+        });
+        if due {
+            if let Err(failure) = self.commit(consumer) {
+                return self.recover(consumer, failure);
+            }
+        }
+        Ok(())
+    }
+
+    fn fold(&mut self, consumer: &BaseConsumer<Context>) -> Result<(), Failure> {
+        let Core {
+            config,
+            out,
+            decoders,
+            topic_names,
+            partitions,
+            decisions,
+            ..
+        } = self;
+        let now = Instant::now();
+        let now_millis = wall_millis();
+        for (&p, part) in partitions.iter_mut() {
+            let Partition {
+                monitor,
+                merge,
+                next,
+                blocked_since,
+                paused,
+                dirty,
+            } = part;
+            let caught_up = |topic: InputTopic| {
+                let watermarks = kafka::cached_watermarks(consumer, &topic_names[rank(topic)], p);
+                match (next[rank(topic)], watermarks) {
+                    (Some(next), Some((_, high))) => next >= high,
+                    (None, Some((low, high))) => low == high,
+                    _ => false,
+                }
+            };
+            let waited = blocked_since.is_some_and(|s| now - s >= config.merge_wait);
+            let mut released = false;
+            while let Some((topic, entry)) = merge.pop(|t| waited || caught_up(t)) {
+                released = true;
+                *dirty = true;
+                match entry.item {
+                    Record::Event { key, value } => {
+                        match decoders.decode(
+                            topic,
+                            Some(&key),
+                            Some(&value),
+                            &config.limits,
+                            now_millis,
+                        ) {
+                            Ok(decoded) => {
+                                monitor.apply(Input::from(&decoded), decisions);
+                            }
+                            Err(rejection) => out.dead_letter(
+                                topic,
+                                &DeadLetter {
+                                    key: Some(key),
+                                    value: Some(value),
+                                    headers: Vec::new(),
+                                    rejection,
+                                    partition: p,
+                                    offset: entry.offset,
+                                },
+                            )?,
+                        }
+                    }
+                    Record::Dead(dead) => out.dead_letter(topic, &dead)?,
+                }
+                for decision in decisions.drain(..) {
+                    out.decision(&decision)?;
+                }
+            }
+            if released || merge.is_empty() {
+                *blocked_since = None;
+            }
+            if !merge.is_empty() && blocked_since.is_none() {
+                *blocked_since = Some(now);
+            }
+            if merge.is_empty() && InputTopic::ALL.into_iter().all(caught_up) {
+                // Idle: let the wall clock move event time, but only when
+                // that fires something, so an idle partition writes nothing.
+                let target = now_millis - config.idle_lag.as_millis() as Millis;
+                let due = monitor.next_due().is_some_and(|d| d <= target);
+                if (due || monitor.held_interactions() > 0) && target > monitor.clock() {
+                    monitor.advance_to(target, decisions);
+                    *dirty = true;
+                    out.begin()?;
+                    for decision in decisions.drain(..) {
+                        out.decision(&decision)?;
+                    }
+                }
+            }
+            for topic in InputTopic::ALL {
+                let len = merge.len(topic);
+                let i = rank(topic);
+                let pause = len >= config.max_buffered;
+                let resume = paused[i] && len <= config.max_buffered / 2;
+                if pause && !paused[i] || resume {
+                    let mut tpl = TopicPartitionList::new();
+                    tpl.add_partition(config.topics.input(topic), p);
+                    let result = if pause {
+                        consumer.pause(&tpl)
+                    } else {
+                        consumer.resume(&tpl)
+                    };
+                    match result {
+                        Ok(()) => paused[i] = pause,
+                        Err(e) => tracing::warn!(error = %e, partition = p, "pause/resume failed"),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the changelog of every changed partition and commits it with
+    /// the decisions and the input offsets.
+    fn commit(&mut self, consumer: &BaseConsumer<Context>) -> Result<(), Failure> {
+        if self.out.open_since.is_none() {
+            return Ok(());
+        }
+        let Core {
+            out, partitions, ..
+        } = self;
+        for (&p, part) in partitions.iter_mut().filter(|(_, part)| part.dirty) {
+            for change in part.monitor.drain_changes() {
+                if change.key != ChangelogRecord::PARTITION_KEY {
+                    out.changelog(p, &change.key, change.record.as_ref())?;
+                }
+            }
+            let clock = part.monitor.clock();
+            let record = ChangelogRecord {
+                variant_id: ChangelogRecord::PARTITION_KEY.to_owned(),
+                partition_clock: (clock != Millis::MIN).then_some(clock),
+                input_offsets: Some(part.offsets()),
+                session: None,
+                held: Vec::new(),
+            };
+            out.changelog(p, ChangelogRecord::PARTITION_KEY, Some(&record))?;
+            part.dirty = false;
+        }
+        let offsets = self.input_offsets();
+        let timeout = self.config.kafka_timeout;
+        let out = &mut self.out;
+        match self.config.guarantee {
+            Guarantee::ExactlyOnce => {
+                let metadata = consumer.group_metadata().ok_or(Failure::Abortable(
+                    KafkaError::ConsumerCommit(RDKafkaErrorCode::State),
+                ))?;
+                out.producer
+                    .send_offsets_to_transaction(&offsets, &metadata, timeout)
+                    .and_then(|()| out.producer.commit_transaction(timeout))
+                    .map_err(|e| out.classify(e))?;
+            }
+            Guarantee::AtLeastOnce => {
+                out.producer.flush(timeout).map_err(|e| out.classify(e))?;
+                let (failed, last) = out.producer.context().failures();
+                if failed > out.failures_seen {
+                    out.failures_seen = failed;
+                    tracing::warn!(error = ?last, "deliveries failed; rewinding");
+                    return Err(Failure::Abortable(KafkaError::MessageProduction(
+                        RDKafkaErrorCode::Fail,
+                    )));
+                }
+                if offsets.count() > 0 {
+                    consumer
+                        .commit(&offsets, CommitMode::Sync)
+                        .map_err(Failure::Abortable)?;
+                }
+            }
+        }
+        out.open_since = None;
+        out.counters.committed_decisions += out.open_decisions as u64;
+        out.open_decisions = 0;
+        out.counters.commits += 1;
+        telemetry::commit();
+        let committed: Vec<((String, i32), i64)> = offsets
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+                _ => None,
+            })
+            .collect();
+        out.counters.committed = committed;
+        self.publish();
+        Ok(())
+    }
+
+    /// The next offset to read of every owned input topic partition.
+    fn input_offsets(&self) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for (&p, part) in &self.partitions {
+            for topic in InputTopic::ALL {
+                if let Some(offset) = part.position(topic) {
+                    let _ = tpl.add_partition_offset(
+                        self.config.topics.input(topic),
+                        p,
+                        Offset::Offset(offset),
+                    );
+                }
+            }
+        }
+        tpl
+    }
+
+    /// After a failed commit or produce: abort, and rewind every partition
+    /// to its last committed state and offsets. Fatal errors end the loop.
+    fn recover(
+        &mut self,
+        consumer: &BaseConsumer<Context>,
+        failure: Failure,
+    ) -> Result<(), ProcessorError> {
+        let error = match failure {
+            Failure::Fatal(e) => return Err(e),
+            Failure::Abortable(e) => e,
+        };
+        tracing::warn!(%error, "transaction failed; aborting and rewinding to the last commit");
+        self.abort()?;
+        let owned: BTreeSet<i32> = self.partitions.keys().copied().collect();
+        self.partitions.clear();
+        let restored = self.restore(&owned)?;
+        let mut seek = TopicPartitionList::new();
+        for (&p, part) in &restored {
+            for topic in InputTopic::ALL {
+                let offset = part.next[rank(topic)].map_or(Offset::Beginning, Offset::Offset);
+                let _ = seek.add_partition_offset(self.config.topics.input(topic), p, offset);
+            }
+        }
+        self.partitions = restored;
+        if seek.count() > 0 {
+            consumer
+                .seek_partitions(seek, self.config.kafka_timeout)
+                .map_err(|source| ProcessorError::Kafka {
+                    action: "rewind the input to the last commit",
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    fn abort(&mut self) -> Result<(), ProcessorError> {
+        let out = &mut self.out;
+        if out.open_since.take().is_some() && self.config.guarantee == Guarantee::ExactlyOnce {
+            out.producer
+                .abort_transaction(self.config.kafka_timeout)
+                .map_err(|source| match out.classify(source) {
+                    Failure::Fatal(e) => e,
+                    Failure::Abortable(source) => ProcessorError::Kafka {
+                        action: "abort the transaction",
+                        source,
+                    },
+                })?;
+        }
+        out.open_decisions = 0;
+        out.counters.aborts += 1;
+        telemetry::abort();
+        Ok(())
+    }
+
+    /// Rebuilds `partitions` from the changelog.
+    fn restore(
+        &mut self,
+        partitions: &BTreeSet<i32>,
+    ) -> Result<BTreeMap<i32, Partition>, ProcessorError> {
+        if partitions.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let started = Instant::now();
+        tracing::info!(?partitions, "restoring partitions from the changelog");
+        let state = kafka::read_changelog(&self.restorer, &self.config, partitions, |p, n| {
+            telemetry::restore_progress(p, n);
+            tracing::info!(partition = p, records = n, "restoring");
+        })?;
+        let mut restored = BTreeMap::new();
+        for (p, records) in state {
+            self.out.counters.restored_records += records.len() as u64;
+            let offsets = records
+                .iter()
+                .find(|r| r.is_partition_record())
+                .and_then(|r| r.input_offsets)
+                .unwrap_or_default();
+            let monitor = Monitor::restore(self.config.monitor, records).map_err(|e| {
+                ProcessorError::CorruptChangelog {
+                    partition: p,
+                    offset: -1,
+                    reason: e.to_string(),
+                }
+            })?;
+            tracing::info!(
+                partition = p,
+                active_sessions = monitor.active_sessions(),
+                held = monitor.held_interactions(),
+                clock = monitor.clock(),
+                ?offsets,
+                "partition restored"
+            );
+            restored.insert(
+                p,
+                Partition {
+                    monitor,
+                    merge: Merge::default(),
+                    next: [offsets.posted, offsets.interactions, offsets.commands],
+                    blocked_since: None,
+                    paused: [false; 3],
+                    dirty: false,
+                },
+            );
+        }
+        tracing::info!(
+            ?partitions,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "restore finished"
+        );
+        Ok(restored)
+    }
+
+    fn on_assign(&mut self, consumer: &BaseConsumer<Context>, assigned: &TopicPartitionList) {
+        let mut by_topic: [BTreeSet<i32>; 3] = Default::default();
+        for element in assigned.elements() {
+            if let Some(topic) = self.role(element.topic()) {
+                by_topic[rank(topic)].insert(element.partition());
+            }
+        }
+        if by_topic.iter().any(|set| *set != by_topic[0]) {
+            self.fatal = Some(ProcessorError::MisalignedAssignment {
+                assignment: format!("{by_topic:?}"),
+            });
+            let _ = consumer.assign(assigned);
+            return;
+        }
+        match self.restore(&by_topic[0]) {
+            Ok(restored) => {
+                let mut start = TopicPartitionList::new();
+                for (&p, part) in &restored {
+                    for topic in InputTopic::ALL {
+                        let offset = part.next[rank(topic)].map_or(Offset::Stored, Offset::Offset);
+                        let _ =
+                            start.add_partition_offset(self.config.topics.input(topic), p, offset);
+                    }
+                }
+                self.partitions.extend(restored);
+                if let Err(e) = consumer.assign(&start) {
+                    self.fatal = Some(ProcessorError::Kafka {
+                        action: "take the assigned partitions",
+                        source: e,
+                    });
+                }
+                tracing::info!(partitions = ?by_topic[0], "partitions assigned");
+            }
+            Err(e) => {
+                self.fatal = Some(e);
+                let _ = consumer.assign(assigned);
+            }
+        }
+        self.publish();
+    }
+
+    fn on_revoke(&mut self, consumer: &BaseConsumer<Context>, revoked: &TopicPartitionList) {
+        if !self.abandoned && self.fatal.is_none() {
+            if let Err(failure) = self.commit(consumer) {
+                if let Failure::Abortable(e) = &failure {
+                    tracing::warn!(error = %e, "commit on revocation failed; aborting");
+                }
+                if let Err(e) = self.abort() {
+                    self.fatal.get_or_insert(e);
+                }
+                if let Failure::Fatal(e) = failure {
+                    self.fatal.get_or_insert(e);
+                }
+            }
+        }
+        let gone: BTreeSet<i32> = revoked.elements().iter().map(|e| e.partition()).collect();
+        self.partitions.retain(|p, _| !gone.contains(p));
+        let _ = consumer.unassign();
+        tracing::info!(partitions = ?gone, "partitions revoked");
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let partitions: Vec<i32> = self.partitions.keys().copied().collect();
+        let counters = &self.out.counters;
+        self.status.update(|status| {
+            *status = Status {
+                partitions,
+                ..counters.clone()
+            }
+        });
+    }
+}
+
+fn wall_millis() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}

@@ -1,0 +1,286 @@
+//! The Kafka clients the processor uses, and what it asks of the cluster:
+//! client settings, the co-partitioning check, librdkafka's cached
+//! watermarks, and reading a changelog partition back.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::CString;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryResult, ProducerContext};
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+
+use super::ProcessorError;
+use crate::config::{Guarantee, ProcessorConfig};
+use crate::event::{ChangelogRecord, Contract, Decoder};
+
+/// Settings every client shares: the bootstrap servers and the pass-through
+/// properties (security settings among them).
+fn base(config: &ProcessorConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.bootstrap_servers);
+    for (key, value) in &config.kafka {
+        client.set(key, value);
+    }
+    client
+}
+
+/// The input consumer: one group over the three input topics, the range
+/// assignor (partition N of every topic to the same member, given equal
+/// partition counts), offsets committed only with the decisions.
+pub fn input_consumer(config: &ProcessorConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "45000");
+    for (key, value) in base(config).config_map() {
+        client.set(key, value);
+    }
+    client
+        .set("group.id", &config.group_id)
+        .set("client.id", format!("earlykill-{}", config.instance_id))
+        .set("partition.assignment.strategy", "range")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("isolation.level", "read_committed");
+    client
+}
+
+/// The restore consumer: reads changelog partitions from the beginning up
+/// to their end, committed records only, outside any group.
+pub fn restore_consumer(config: &ProcessorConfig) -> ClientConfig {
+    let mut client = base(config);
+    client
+        .set("group.id", format!("{}-restore", config.group_id))
+        .set(
+            "client.id",
+            format!("earlykill-{}-restore", config.instance_id),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed");
+    client
+}
+
+/// The producer of decisions, changelog records and dead letters:
+/// transactional under exactly-once, idempotent under at-least-once. Keys
+/// are hashed like Java clients do (murmur2), so other producers and
+/// consumers agree on where a variant lives.
+pub fn producer(config: &ProcessorConfig) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "1")
+        .set("transaction.timeout.ms", "10000");
+    for (key, value) in base(config).config_map() {
+        client.set(key, value);
+    }
+    client
+        .set("client.id", format!("earlykill-{}", config.instance_id))
+        .set("enable.idempotence", "true")
+        .set("acks", "all");
+    if config.guarantee == Guarantee::ExactlyOnce {
+        client.set("transactional.id", config.transactional_id());
+    }
+    client
+}
+
+/// Counts the producer's failed deliveries, so the at-least-once path knows
+/// whether everything it sent since the last commit arrived.
+#[derive(Default)]
+pub struct DeliveryContext {
+    failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl DeliveryContext {
+    /// Failed deliveries so far, and the last failure's message.
+    pub fn failures(&self) -> (u64, Option<String>) {
+        let last = self
+            .last_error
+            .lock()
+            .map(|e| e.clone())
+            .unwrap_or_default();
+        (self.failed.load(Ordering::Acquire), last)
+    }
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((error, _)) = result {
+            if let Ok(mut last) = self.last_error.lock() {
+                *last = Some(error.to_string());
+            }
+            self.failed.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Checks that the topics exist and that the inputs and the changelog are
+/// co-partitioned, returning their common partition count.
+pub fn check_topics<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    config: &ProcessorConfig,
+) -> Result<i32, ProcessorError> {
+    let topics = &config.topics;
+    let metadata = consumer
+        .fetch_metadata(None, config.kafka_timeout)
+        .map_err(|e| ProcessorError::Kafka {
+            action: "fetch the cluster's metadata",
+            source: e,
+        })?;
+    let counts: BTreeMap<&str, i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| (t.name(), t.partitions().len() as i32))
+        .collect();
+    let required = [
+        &topics.posted,
+        &topics.interactions,
+        &topics.commands,
+        &topics.changelog,
+        &topics.decisions,
+        &topics.dead_letters,
+    ];
+    let missing: Vec<String> = required
+        .iter()
+        .filter(|t| !counts.contains_key(t.as_str()))
+        .map(|t| t.to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(ProcessorError::MissingTopics { topics: missing });
+    }
+    let co_partitioned = [
+        &topics.posted,
+        &topics.interactions,
+        &topics.commands,
+        &topics.changelog,
+    ];
+    let found: Vec<(String, i32)> = co_partitioned
+        .iter()
+        .map(|t| (t.to_string(), counts[t.as_str()]))
+        .collect();
+    let distinct: BTreeSet<i32> = found.iter().map(|(_, n)| *n).collect();
+    match distinct.len() {
+        1 => Ok(found[0].1),
+        _ => Err(ProcessorError::NotCoPartitioned { counts: found }),
+    }
+}
+
+/// What librdkafka last heard of a partition's watermarks, with no request
+/// to the broker: `(low, high)`, or `None` before its first fetch.
+pub fn cached_watermarks<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &CString,
+    partition: i32,
+) -> Option<(i64, i64)> {
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the client pointer lives as long as `consumer`; the call
+    // reads librdkafka's cached watermarks into the two out-parameters and
+    // keeps no pointer.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some((low, high))
+}
+
+/// The compacted content of changelog partitions: per partition, the latest
+/// record of every key that is not deleted.
+pub type RestoredState = BTreeMap<i32, Vec<ChangelogRecord>>;
+
+/// Reads `partitions` of the changelog from the beginning to their end
+/// (the last committed record), keeping the latest record per key.
+pub fn read_changelog<C: ConsumerContext>(
+    restorer: &BaseConsumer<C>,
+    config: &ProcessorConfig,
+    partitions: &BTreeSet<i32>,
+    mut progress: impl FnMut(i32, u64),
+) -> Result<RestoredState, ProcessorError> {
+    let topic = &config.topics.changelog;
+    let mut assignment = TopicPartitionList::new();
+    for &p in partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(|e| ProcessorError::Kafka {
+                action: "assign the changelog for restore",
+                source: e,
+            })?;
+    }
+    restorer
+        .assign(&assignment)
+        .map_err(|e| ProcessorError::Kafka {
+            action: "assign the changelog for restore",
+            source: e,
+        })?;
+    let decoder = Decoder::new(Contract::ChangelogRecord);
+    let mut latest: BTreeMap<i32, HashMap<Vec<u8>, Option<ChangelogRecord>>> =
+        partitions.iter().map(|&p| (p, HashMap::new())).collect();
+    let mut read: BTreeMap<i32, u64> = BTreeMap::new();
+    let mut remaining = partitions.clone();
+    let mut last_progress = Instant::now();
+    let deadline = Instant::now() + config.kafka_timeout;
+    while !remaining.is_empty() {
+        match restorer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                let p = message.partition();
+                let key = message.key().unwrap_or_default().to_vec();
+                let record = match message.payload() {
+                    None => None,
+                    Some(bytes) => Some(decoder.decode::<ChangelogRecord>(bytes).map_err(|e| {
+                        ProcessorError::CorruptChangelog {
+                            partition: p,
+                            offset: message.offset(),
+                            reason: e.to_string(),
+                        }
+                    })?),
+                };
+                if let Some(keys) = latest.get_mut(&p) {
+                    keys.insert(key, record);
+                }
+                *read.entry(p).or_default() += 1;
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                remaining.remove(&p);
+                progress(p, read.get(&p).copied().unwrap_or(0));
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "changelog restore: consumer error"),
+            None if Instant::now() > deadline => {
+                return Err(ProcessorError::RestoreTimeout {
+                    partitions: remaining.into_iter().collect(),
+                    timeout: config.kafka_timeout,
+                })
+            }
+            None => {}
+        }
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            for (&p, &n) in &read {
+                progress(p, n);
+            }
+        }
+    }
+    restorer.unassign().map_err(|e| ProcessorError::Kafka {
+        action: "release the changelog after restore",
+        source: e,
+    })?;
+    Ok(latest
+        .into_iter()
+        .map(|(p, keys)| (p, keys.into_values().flatten().collect()))
+        .collect())
+}

@@ -1,0 +1,240 @@
+//! `earlykill run`: consume the input topics, fold each partition's events,
+//! and publish the decisions, exactly once.
+//!
+//! One consumer group reads the posted, interactions and commands topics,
+//! which are co-partitioned: partition N of each holds the same variants,
+//! the range assignor gives all three to the same instance, and the state
+//! of partition N lives in partition N of the compacted changelog topic.
+//!
+//! The loop, on one thread (librdkafka's calls block, and the fold is
+//! faster than any hand-off between threads):
+//!
+//! 1. Poll a batch of input records. Each is decoded and validated at once:
+//!    a bad one becomes a dead letter, a good one is buffered in its
+//!    partition's event-time merge (`merge.rs`).
+//! 2. Fold what the merge releases, earliest event time first; an idle
+//!    partition's clock is advanced from the wall clock, so timeouts fire
+//!    without traffic.
+//! 3. Produce decisions and dead letters in the open transaction; at the
+//!    commit, the changed changelog keys and each partition's record (clock
+//!    and input offsets), then the consumer offsets, then commit. A
+//!    transaction is committed at least every `commit-interval-ms`, and at
+//!    once when it holds a decision and no input is waiting.
+//!
+//! On an abortable error the transaction is aborted and every partition
+//! rewinds to its last committed state (restored from the changelog) and
+//! offsets. On assignment a partition's state is restored from the
+//! changelog before any of its input is read; on revocation the open
+//! transaction is committed first. A fenced producer is fatal: another
+//! instance with the same transactional id took over.
+
+mod engine;
+mod kafka;
+pub mod merge;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::error::KafkaError;
+
+pub use engine::run;
+
+/// What ends a processor, and whether it ends cleanly.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown(Arc<AtomicU8>);
+
+const RUNNING: u8 = 0;
+const DRAIN: u8 = 1;
+const ABANDON: u8 = 2;
+
+impl Shutdown {
+    /// A handle that has not been triggered.
+    pub fn new() -> Shutdown {
+        Shutdown::default()
+    }
+
+    /// Stop cleanly: commit what is done and leave the group.
+    pub fn drain(&self) {
+        let _ = self
+            .0
+            .compare_exchange(RUNNING, DRAIN, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Stop at once, committing nothing, as a crash would: the open
+    /// transaction is left for the broker to abort or for the next instance
+    /// with this transactional id to fence. For fault-injection tests.
+    pub fn abandon(&self) {
+        self.0.store(ABANDON, Ordering::Release);
+    }
+
+    fn state(&self) -> u8 {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What a processor has done so far, for readiness, tests and operators.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    /// Partitions assigned and restored.
+    pub partitions: Vec<i32>,
+    /// Input records read.
+    pub records_in: u64,
+    /// Records sent to the dead-letter topic.
+    pub dead_letters: u64,
+    /// Decisions produced (committed or not).
+    pub decisions: u64,
+    /// Decisions in committed transactions (at-least-once: acknowledged
+    /// before an offset commit).
+    pub committed_decisions: u64,
+    /// Transactions (or at-least-once offset commits) completed.
+    pub commits: u64,
+    /// Transactions aborted, each followed by a rewind.
+    pub aborts: u64,
+    /// Changelog records read by restores.
+    pub restored_records: u64,
+    /// Per `(topic, partition)`, the input offset included in the last
+    /// commit.
+    pub committed: Vec<((String, i32), i64)>,
+}
+
+impl Status {
+    /// The committed offset of one input topic partition.
+    pub fn committed_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.committed
+            .iter()
+            .find(|((t, p), _)| t == topic && *p == partition)
+            .map(|(_, o)| *o)
+    }
+}
+
+/// A processor's [`Status`], shared with whoever watches it.
+#[derive(Debug, Clone, Default)]
+pub struct StatusWatch(Arc<(Mutex<Status>, Condvar)>);
+
+impl StatusWatch {
+    /// A copy of the current status.
+    pub fn get(&self) -> Status {
+        self.0 .0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Waits until `done` holds for the status, up to `timeout`; returns
+    /// whether it does.
+    pub fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&Status) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let (lock, changed) = &*self.0;
+        let Ok(mut status) = lock.lock() else {
+            return false;
+        };
+        loop {
+            if done(&status) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            status = match changed.wait_timeout(status, left) {
+                Ok((s, _)) => s,
+                Err(_) => return false,
+            };
+        }
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Status)) {
+        if let Ok(mut status) = self.0 .0.lock() {
+            change(&mut status);
+        }
+        self.0 .1.notify_all();
+    }
+}
+
+/// Why the processor stopped, or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessorError {
+    /// A Kafka call failed in a way that retrying will not fix.
+    #[error("could not {action}: {source}")]
+    Kafka {
+        /// What the processor was doing.
+        action: &'static str,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+    /// Another producer with this transactional id has taken over, or the
+    /// group moved on without this instance.
+    #[error(
+        "this instance was fenced ({source}): another instance uses the transactional id \
+         {transactional_id:?}, or this one was too slow and lost its partitions. Give every \
+         instance its own --instance-id; a restart resumes from the last committed transaction"
+    )]
+    Fenced {
+        /// The transactional id.
+        transactional_id: String,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+    /// Topics the processor needs do not exist.
+    #[error(
+        "topics {topics:?} do not exist; create them (the inputs and the changelog with the same \
+         partition count, the changelog with cleanup.policy=compact) or set their names"
+    )]
+    MissingTopics {
+        /// The missing topics.
+        topics: Vec<String>,
+    },
+    /// The input topics and the changelog have different partition counts.
+    #[error(
+        "the input topics and the changelog must have the same partition count, so that \
+         partition N of each holds the same variants; found {counts:?}. Recreate the odd ones \
+         out (or add partitions) to match"
+    )]
+    NotCoPartitioned {
+        /// Each topic with its partition count.
+        counts: Vec<(String, i32)>,
+    },
+    /// The group assigned partition N of one input topic without the same
+    /// partition of the others.
+    #[error(
+        "the group assigned input partitions that are not aligned across topics: {assignment}; \
+         every member of group must run earlykill (which uses the range assignor)"
+    )]
+    MisalignedAssignment {
+        /// What was assigned.
+        assignment: String,
+    },
+    /// A changelog record cannot be decoded or restored.
+    #[error("changelog partition {partition} offset {offset} cannot be restored: {reason}")]
+    CorruptChangelog {
+        /// The partition.
+        partition: i32,
+        /// The offset (-1 when the whole partition failed to restore).
+        offset: i64,
+        /// Why.
+        reason: String,
+    },
+    /// The changelog could not be read to its end in time.
+    #[error(
+        "restoring changelog partitions {partitions:?} did not reach their end within \
+         {timeout:?}; check the brokers, or raise kafka-timeout-seconds"
+    )]
+    RestoreTimeout {
+        /// Partitions not restored.
+        partitions: Vec<i32>,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The crash injected by `crash_after_decisions` (tests only).
+    #[error("stopped by an injected crash after {decisions} decisions")]
+    InjectedCrash {
+        /// Decisions produced before the crash.
+        decisions: u64,
+    },
+    /// A decision, changelog record or dead letter could not be encoded.
+    #[error("could not encode a {what}: {reason}")]
+    Encode {
+        /// What.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+}

@@ -1,0 +1,336 @@
+//! An in-process Kafka (librdkafka's mock cluster) with earlykill's topics,
+//! and clients to feed it and read it back.
+
+use std::collections::BTreeMap;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use earlykill::config::{Guarantee, ProcessorConfig};
+use earlykill::event::codec::encode;
+use earlykill::event::{
+    Contract, Decoder, Interaction, MonitoringDecision, StopMonitoring, VariantPosted,
+};
+use earlykill::processor::{self, ProcessorError, Shutdown, StatusWatch};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// The safety net for every wait: generous, never a synchronisation.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub struct Kafka {
+    pub cluster: MockCluster<'static, DefaultProducerContext>,
+    pub partitions: i32,
+    pub config: ProcessorConfig,
+    producer: ThreadedProducer<DefaultProducerContext>,
+}
+
+/// One record as the test produced or read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Raw {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: BTreeMap<String, String>,
+}
+
+impl Kafka {
+    /// A one-broker cluster with every topic created, inputs and changelog
+    /// with `partitions` partitions.
+    pub fn new(partitions: i32) -> Kafka {
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
+            .try_init();
+        let cluster = MockCluster::new(1).expect("mock cluster");
+        let config = test_config(&cluster.bootstrap_servers());
+        let topics = &config.topics;
+        for topic in [
+            &topics.posted,
+            &topics.interactions,
+            &topics.commands,
+            &topics.changelog,
+        ] {
+            cluster.create_topic(topic, partitions, 1).expect("topic");
+        }
+        cluster
+            .create_topic(&topics.decisions, 1, 1)
+            .expect("topic");
+        cluster
+            .create_topic(&topics.dead_letters, 1, 1)
+            .expect("topic");
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", cluster.bootstrap_servers())
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "0")
+            .create()
+            .expect("producer");
+        Kafka {
+            cluster,
+            partitions,
+            config,
+            producer,
+        }
+    }
+
+    /// A processor configuration for this cluster, for instance `name`.
+    pub fn processor_config(&self, instance: &str) -> ProcessorConfig {
+        let mut config = self.config.clone();
+        config.instance_id = instance.to_owned();
+        config
+    }
+
+    pub fn send_raw(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, &str)],
+    ) {
+        let mut owned = OwnedHeaders::new();
+        for (k, v) in headers {
+            owned = owned.insert(Header {
+                key: k,
+                value: Some(*v),
+            });
+        }
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).headers(owned);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+
+    pub fn post(&self, event: &VariantPosted<'_>) {
+        let value = encode(Contract::VariantPosted, event).expect("encode");
+        self.send_raw(
+            &self.config.topics.posted,
+            Some(event.variant_id.as_bytes()),
+            Some(&value),
+            &[],
+        );
+    }
+
+    pub fn interact(&self, event: &Interaction<'_>) {
+        let value = encode(Contract::Interaction, event).expect("encode");
+        self.send_raw(
+            &self.config.topics.interactions,
+            Some(event.variant_id.as_bytes()),
+            Some(&value),
+            &[],
+        );
+    }
+
+    pub fn stop(&self, command: &StopMonitoring<'_>) {
+        let value = encode(Contract::StopMonitoring, command).expect("encode");
+        self.send_raw(
+            &self.config.topics.commands,
+            Some(command.variant_id.as_bytes()),
+            Some(&value),
+            &[],
+        );
+    }
+
+    pub fn flush(&self) {
+        self.producer.flush(PATIENCE).expect("flush");
+    }
+
+    /// The end offset of every input topic partition, after a flush.
+    pub fn input_ends(&self) -> Vec<(String, i32, i64)> {
+        self.flush();
+        let topics = &self.config.topics;
+        let consumer = self.reader("ends", false);
+        let mut ends = Vec::new();
+        for topic in [&topics.posted, &topics.interactions, &topics.commands] {
+            for p in 0..self.partitions {
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, p, PATIENCE)
+                    .expect("watermarks");
+                ends.push((topic.clone(), p, high));
+            }
+        }
+        ends
+    }
+
+    fn reader(&self, name: &str, eof: bool) -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", self.cluster.bootstrap_servers())
+            .set("group.id", format!("test-reader-{name}"))
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", if eof { "true" } else { "false" })
+            .create()
+            .expect("reader")
+    }
+
+    /// Reads `topic` from the beginning, read_committed, until `enough`
+    /// holds for what was read and every partition is at its end.
+    pub fn read_until(&self, topic: &str, enough: impl Fn(&[Raw]) -> bool) -> Vec<Raw> {
+        let consumer = self.reader(topic, true);
+        let metadata = consumer
+            .fetch_metadata(Some(topic), PATIENCE)
+            .expect("metadata");
+        let count = metadata.topics()[0].partitions().len() as i32;
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..count {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("tpl");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let mut records = Vec::new();
+        let mut at_end = vec![false; count as usize];
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            if at_end.iter().all(|e| *e) && enough(&records) {
+                return records;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{topic}: gave up waiting; read {} records: {records:#?}",
+                records.len()
+            );
+            match consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    at_end[m.partition() as usize] = false;
+                    let headers = m
+                        .headers()
+                        .map(|h| {
+                            use rdkafka::message::Headers;
+                            h.iter()
+                                .map(|h| {
+                                    (
+                                        h.key.to_owned(),
+                                        String::from_utf8_lossy(h.value.unwrap_or_default())
+                                            .into_owned(),
+                                    )
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    records.push(Raw {
+                        partition: m.partition(),
+                        offset: m.offset(),
+                        key: m.key().map(<[u8]>::to_vec),
+                        value: m.payload().map(<[u8]>::to_vec),
+                        headers,
+                    });
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => at_end[p as usize] = true,
+                Some(Err(e)) => panic!("reading {topic}: {e}"),
+                None => {}
+            }
+        }
+    }
+
+    /// The decisions topic (one partition, so in publishing order),
+    /// read_committed, once it holds at least `n` decisions and is read to
+    /// its end.
+    pub fn decisions(&self, n: usize) -> Vec<MonitoringDecision> {
+        let decoder = Decoder::new(Contract::MonitoringDecision);
+        self.read_until(&self.config.topics.decisions, |r| r.len() >= n)
+            .iter()
+            .map(|r| {
+                decoder
+                    .decode_reference(r.value.as_deref().expect("value"))
+                    .expect("decision decodes")
+            })
+            .collect()
+    }
+}
+
+fn test_config(bootstrap: &str) -> ProcessorConfig {
+    let mut config = ProcessorConfig::with_bootstrap(bootstrap);
+    config.group_id = "earlykill-test".into();
+    config.kafka_timeout = Duration::from_secs(30);
+    config.merge_wait = Duration::from_millis(50);
+    // The mock cluster's group coordinator rejects shorter sessions.
+    config
+        .kafka
+        .insert("session.timeout.ms".into(), "6000".into());
+    config
+}
+
+/// A processor running on its own thread.
+pub struct Running {
+    pub shutdown: Shutdown,
+    pub status: StatusWatch,
+    handle: Option<JoinHandle<Result<(), ProcessorError>>>,
+}
+
+impl Running {
+    pub fn start(config: ProcessorConfig) -> Running {
+        let shutdown = Shutdown::new();
+        let status = StatusWatch::default();
+        let handle = {
+            let (shutdown, status) = (shutdown.clone(), status.clone());
+            std::thread::spawn(move || processor::run(config, shutdown, status))
+        };
+        Running {
+            shutdown,
+            status,
+            handle: Some(handle),
+        }
+    }
+
+    /// Waits until this processor owns `n` partitions.
+    pub fn wait_for_partitions(&self, n: usize) {
+        assert!(
+            self.status
+                .wait_until(PATIENCE, |s| s.partitions.len() == n),
+            "expected {n} partitions, have {:?}",
+            self.status.get()
+        );
+    }
+
+    /// Waits until the processor has committed every input record up to
+    /// `ends` for the partitions it owns.
+    pub fn wait_committed(&self, ends: &[(String, i32, i64)]) {
+        let done = self.status.wait_until(PATIENCE, |s| {
+            ends.iter()
+                .filter(|(_, p, _)| s.partitions.contains(p))
+                .all(|(t, p, end)| *end == 0 || s.committed_offset(t, *p) == Some(*end))
+        });
+        assert!(
+            done,
+            "not committed up to {ends:?}: {:?}",
+            self.status.get()
+        );
+    }
+
+    /// Drains and waits for the processor to finish.
+    pub fn stop(mut self) -> Result<(), ProcessorError> {
+        self.shutdown.drain();
+        self.join()
+    }
+
+    pub fn join(&mut self) -> Result<(), ProcessorError> {
+        self.handle
+            .take()
+            .expect("joined once")
+            .join()
+            .expect("processor thread panicked")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if self.handle.is_some() {
+            self.shutdown.drain();
+            let _ = self.join();
+        }
+    }
+}
+
+pub fn exactly_once() -> Guarantee {
+    Guarantee::ExactlyOnce
+}
