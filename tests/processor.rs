@@ -291,12 +291,20 @@ fn at_least_once_works_against_a_broker_without_transactions() {
     ] {
         kafka.cluster.apiversion(api, None, None).expect("disable");
     }
-    let mut config = kafka.processor_config("alo");
-    config.guarantee = Guarantee::AtLeastOnce;
-    let processor = Running::start(config);
     let t = now() - MINUTE;
     feed(&kafka, "v-1", t, 0..10);
     kafka.flush();
+    let mut exactly_once = Running::start(kafka.processor_config("eos"));
+    match exactly_once.join() {
+        Err(e @ ProcessorError::TransactionsUnsupported { .. }) => {
+            assert!(e.to_string().contains("--guarantee at-least-once"), "{e}");
+        }
+        other => panic!("expected transactions to be unsupported, got {other:?}"),
+    }
+
+    let mut config = kafka.processor_config("alo");
+    config.guarantee = Guarantee::AtLeastOnce;
+    let processor = Running::start(config);
     let decisions = kafka.decisions(2);
     assert_each_once(&decisions, 2);
     processor.stop().expect("clean stop");

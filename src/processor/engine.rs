@@ -30,6 +30,12 @@ use crate::telemetry;
 const MAX_BATCH: usize = 2_000;
 /// Longest the loop sleeps in a poll when nothing is due.
 const MAX_POLL: Duration = Duration::from_millis(100);
+/// Failed transactions in a row before the processor gives up (and exits
+/// non-zero, for the orchestrator to restart it).
+const MAX_FAILURES_IN_A_ROW: u32 = 6;
+/// First backoff after a failed transaction, doubled on each failure in a
+/// row (100 ms to 3.2 s).
+const RETRY_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Runs a processor until `shutdown` is triggered or a fatal error. The
 /// status is published to `status` as it changes.
@@ -266,10 +272,17 @@ struct Output {
 
 impl Output {
     fn classify(&self, source: KafkaError) -> Failure {
+        let code = match &source {
+            KafkaError::Transaction(e) => Some(e.code()),
+            other => other.rdkafka_error_code(),
+        };
+        if code == Some(RDKafkaErrorCode::UnsupportedFeature) {
+            return Failure::Fatal(ProcessorError::TransactionsUnsupported { source });
+        }
         let fatal = match &source {
             KafkaError::Transaction(e) => e.is_fatal(),
-            other => matches!(
-                other.rdkafka_error_code(),
+            _ => matches!(
+                code,
                 Some(RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced)
             ),
         };
@@ -451,6 +464,8 @@ pub struct Core {
     fatal: Option<ProcessorError>,
     /// Stopping as a crash would: commit nothing more.
     abandoned: bool,
+    /// Transactions that failed since the last one that committed.
+    failed_in_a_row: u32,
 }
 
 impl Core {
@@ -489,6 +504,7 @@ impl Core {
             status,
             fatal: None,
             abandoned: false,
+            failed_in_a_row: 0,
         })
     }
 
@@ -779,6 +795,7 @@ impl Core {
         out.counters.committed_decisions += out.open_decisions as u64;
         out.open_decisions = 0;
         out.counters.commits += 1;
+        self.failed_in_a_row = 0;
         telemetry::commit();
         let committed: Vec<((String, i32), i64)> = offsets
             .elements()
@@ -821,8 +838,24 @@ impl Core {
             Failure::Fatal(e) => return Err(e),
             Failure::Abortable(e) => e,
         };
-        tracing::warn!(%error, "transaction failed; aborting and rewinding to the last commit");
+        self.failed_in_a_row += 1;
+        if self.failed_in_a_row > MAX_FAILURES_IN_A_ROW {
+            return Err(ProcessorError::Kafka {
+                action: "commit a transaction (gave up after repeated failures)",
+                source: error,
+            });
+        }
+        let backoff = RETRY_BACKOFF * 2u32.pow(self.failed_in_a_row - 1);
+        tracing::warn!(
+            %error,
+            attempt = self.failed_in_a_row,
+            backoff_ms = backoff.as_millis() as u64,
+            "transaction failed; aborting and rewinding to the last commit"
+        );
         self.abort()?;
+        // Backing off before the retry, not waiting for anything: the
+        // broker needs time to recover from whatever failed.
+        std::thread::sleep(backoff);
         let owned: BTreeSet<i32> = self.partitions.keys().copied().collect();
         self.partitions.clear();
         let restored = self.restore(&owned)?;

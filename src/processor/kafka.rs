@@ -62,6 +62,7 @@ pub fn restore_consumer(config: &ProcessorConfig) -> ClientConfig {
         )
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "10")
         .set("isolation.level", "read_committed");
     client
 }

@@ -173,6 +173,15 @@ pub enum ProcessorError {
         /// librdkafka's error.
         source: KafkaError,
     },
+    /// The brokers do not support transactions.
+    #[error(
+        "the brokers do not support transactions ({source}); run with --guarantee \
+         at-least-once, or upgrade to brokers with transactions (Kafka 2.5 or later)"
+    )]
+    TransactionsUnsupported {
+        /// librdkafka's error.
+        source: KafkaError,
+    },
     /// Topics the processor needs do not exist.
     #[error(
         "topics {topics:?} do not exist; create them (the inputs and the changelog with the same \
