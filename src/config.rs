@@ -308,7 +308,9 @@ impl Settings {
                 "set a timeout in seconds (the default is 30)",
             ));
         }
-        for property in self.kafka.keys() {
+        let mut kafka = self.kafka;
+        kafka.extend(self.kafka_property);
+        for property in kafka.keys() {
             if let Some(fix) = reserved(property) {
                 return Err(ConfigError::ReservedProperty {
                     property: property.clone(),
@@ -351,7 +353,7 @@ impl Settings {
             bootstrap_servers: self
                 .bootstrap_servers
                 .unwrap_or_else(|| "localhost:9092".into()),
-            kafka: self.kafka,
+            kafka,
             group_id,
             instance_id,
             guarantee: self.guarantee.unwrap_or(Guarantee::ExactlyOnce),

@@ -1,0 +1,140 @@
+//! Layered configuration: defaults, file, environment, flags, and errors
+//! that name the key.
+
+use std::io::Write;
+
+use clap::Parser;
+use earlykill::config::{ConfigError, Guarantee, Settings};
+
+/// The flags and environment layer, as `earlykill run` parses it.
+#[derive(Parser)]
+struct Flags {
+    #[command(flatten)]
+    settings: Settings,
+}
+
+fn flags(args: &[&str]) -> Settings {
+    Flags::try_parse_from(std::iter::once("earlykill").chain(args.iter().copied()))
+        .expect("flags parse")
+        .settings
+}
+
+fn file(text: &str) -> Settings {
+    let mut f = tempfile();
+    f.1.write_all(text.as_bytes()).expect("write");
+    Settings::from_file(&f.0).expect("file parses")
+}
+
+fn tempfile() -> (std::path::PathBuf, std::fs::File) {
+    let path = std::env::temp_dir().join(format!(
+        "earlykill-config-{}-{}.toml",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("time")
+            .as_nanos()
+    ));
+    let f = std::fs::File::create(&path).expect("create");
+    (path, f)
+}
+
+#[test]
+fn defaults_follow_the_rule_and_the_documented_topic_names() {
+    let config = Settings::default().resolve().expect("defaults are valid");
+    assert_eq!(config.monitor.defaults.kill_threshold, 0.5);
+    assert_eq!(config.monitor.defaults.min_interactions, 10);
+    assert_eq!(config.monitor.defaults.timeout_minutes, 10);
+    assert_eq!(config.guarantee, Guarantee::ExactlyOnce);
+    assert_eq!(config.commit_interval.as_millis(), 100);
+    assert_eq!(config.topics.posted, "earlykill.posted");
+    assert_eq!(config.topics.changelog, "earlykill.changelog");
+}
+
+#[test]
+fn flags_override_the_file_which_overrides_the_defaults() {
+    let from_file = file(
+        r#"
+kill-threshold = 0.4
+min-interactions = 20
+group-id = "from-file"
+
+[kafka]
+"security.protocol" = "SASL_SSL"
+"sasl.mechanism" = "SCRAM-SHA-512"
+"#,
+    );
+    let from_flags = flags(&[
+        "--kill-threshold",
+        "0.3",
+        "-X",
+        "sasl.mechanism=PLAIN",
+        "--guarantee",
+        "at-least-once",
+    ]);
+    let config = from_flags.or(from_file).resolve().expect("valid");
+    assert_eq!(config.monitor.defaults.kill_threshold, 0.3, "flag wins");
+    assert_eq!(config.monitor.defaults.min_interactions, 20, "file kept");
+    assert_eq!(config.monitor.defaults.timeout_minutes, 10, "default kept");
+    assert_eq!(config.group_id, "from-file");
+    assert_eq!(config.guarantee, Guarantee::AtLeastOnce);
+    assert_eq!(config.kafka["security.protocol"], "SASL_SSL");
+    assert_eq!(
+        config.kafka["sasl.mechanism"], "PLAIN",
+        "flag property wins"
+    );
+}
+
+#[test]
+fn rdkafka_environment_variables_become_properties() {
+    let env = Settings::from_env_properties([
+        (
+            "EARLYKILL_RDKAFKA_SASL_PASSWORD".to_owned(),
+            "secret".to_owned(),
+        ),
+        ("PATH".to_owned(), "/bin".to_owned()),
+    ]);
+    let config = env.resolve().expect("valid");
+    assert_eq!(config.kafka.len(), 1);
+    assert_eq!(config.kafka["sasl.password"], "secret");
+}
+
+#[test]
+fn an_out_of_range_value_names_its_key_and_the_fix() {
+    let error = flags(&["--kill-threshold", "1.5"])
+        .resolve()
+        .expect_err("1.5 is not a fraction");
+    let message = error.to_string();
+    assert!(message.contains("`kill-threshold`"), "{message}");
+    assert!(message.contains("0.5"), "says what to set: {message}");
+    for (args, key) in [
+        (&["--min-interactions", "0"][..], "`min-interactions`"),
+        (&["--timeout-minutes", "0"][..], "`timeout-minutes`"),
+        (&["--commit-interval-ms", "0"][..], "`commit-interval-ms`"),
+        (
+            &["--decisions-topic", "earlykill.posted"][..],
+            "`decisions-topic`",
+        ),
+    ] {
+        let message = flags(args).resolve().expect_err("invalid").to_string();
+        assert!(message.contains(key), "{args:?}: {message}");
+    }
+}
+
+#[test]
+fn a_property_earlykill_manages_is_refused_with_what_to_set_instead() {
+    let error = flags(&["-X", "transactional.id=mine"])
+        .resolve()
+        .expect_err("reserved");
+    assert!(matches!(error, ConfigError::ReservedProperty { .. }));
+    assert!(error.to_string().contains("instance-id"), "{error}");
+}
+
+#[test]
+fn an_unknown_file_key_is_an_error_naming_it() {
+    let (path, mut f) = tempfile();
+    f.write_all(b"kill-treshold = 0.4\n").expect("write");
+    let error = Settings::from_file(&path).expect_err("typo");
+    let message = error.to_string();
+    assert!(message.contains("kill-treshold"), "{message}");
+    assert!(message.contains(&path.display().to_string()), "{message}");
+}
