@@ -656,10 +656,18 @@ impl Core {
                     _ => false,
                 }
             };
+            // Nothing is fetched while folding, so whether a topic has more
+            // to give is asked once per step (a lookup inside librdkafka).
+            let caught = InputTopic::ALL.map(caught_up);
             let waited = blocked_since.is_some_and(|s| now - s >= config.merge_wait);
             let mut released = false;
-            while let Some((topic, entry)) = merge.pop(|t| waited || caught_up(t)) {
-                released = true;
+            while let Some((topic, entry)) = merge.pop(|t| waited || caught[rank(t)]) {
+                if !released {
+                    // Folding moves offsets and state even when it decides
+                    // nothing: that needs a commit too.
+                    out.begin()?;
+                    released = true;
+                }
                 *dirty = true;
                 match entry.item {
                     Record::Event { key, value } => {
@@ -698,7 +706,7 @@ impl Core {
             if !merge.is_empty() && blocked_since.is_none() {
                 *blocked_since = Some(now);
             }
-            if merge.is_empty() && InputTopic::ALL.into_iter().all(caught_up) {
+            if merge.is_empty() && caught.iter().all(|c| *c) {
                 // Idle: let the wall clock move event time, but only when
                 // that fires something, so an idle partition writes nothing.
                 let target = now_millis - config.idle_lag.as_millis() as Millis;
@@ -725,6 +733,7 @@ impl Core {
                     } else {
                         consumer.resume(&tpl)
                     };
+                    tracing::debug!(partition = p, ?topic, len, pause, "backpressure");
                     match result {
                         Ok(()) => paused[i] = pause,
                         Err(e) => tracing::warn!(error = %e, partition = p, "pause/resume failed"),
@@ -946,6 +955,7 @@ impl Core {
                 },
             );
         }
+        self.out.counters.restore_time += started.elapsed();
         tracing::info!(
             ?partitions,
             elapsed_ms = started.elapsed().as_millis() as u64,

@@ -93,6 +93,8 @@ pub struct Status {
     pub aborts: u64,
     /// Changelog records read by restores.
     pub restored_records: u64,
+    /// Time spent restoring, in total.
+    pub restore_time: Duration,
     /// Per `(topic, partition)`, the input offset included in the last
     /// commit.
     pub committed: Vec<((String, i32), i64)>,
