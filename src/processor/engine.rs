@@ -14,7 +14,7 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::kafka::{self, DeliveryContext};
+use super::kafka::{self, DeliveryContext, RestoreContext};
 use super::merge::{rank, Entry, Merge};
 use super::{ProcessorError, Shutdown, Status, StatusWatch, ABANDON, DRAIN};
 use crate::config::{Guarantee, ProcessorConfig};
@@ -49,8 +49,8 @@ pub fn run(
     let producer: ThreadedProducer<DeliveryContext> = kafka::producer(&config)
         .create_with_context(DeliveryContext::default())
         .map_err(kafka_error("create the producer"))?;
-    let restorer: BaseConsumer = kafka::restore_consumer(&config)
-        .create()
+    let restorer: BaseConsumer<RestoreContext> = kafka::restore_consumer(&config)
+        .create_with_context(RestoreContext)
         .map_err(kafka_error("create the changelog reader"))?;
     let core = Arc::new(Mutex::new(Core::new(
         config.clone(),
@@ -318,7 +318,7 @@ impl Output {
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     // The producer's queue is the backpressure: wait for
                     // deliveries to make room.
-                    let _ = self.producer.flush(Duration::from_millis(10));
+                    let _ = kafka::flush(&self.producer, Duration::from_millis(10));
                     record = back;
                 }
                 Err((e, _)) => return Err(self.classify(e)),
@@ -454,7 +454,7 @@ impl Output {
 pub struct Core {
     config: Arc<ProcessorConfig>,
     out: Output,
-    restorer: BaseConsumer,
+    restorer: BaseConsumer<RestoreContext>,
     decoders: InputDecoders,
     topic_names: [CString; 3],
     partitions: BTreeMap<i32, Partition>,
@@ -472,7 +472,7 @@ impl Core {
     fn new(
         config: Arc<ProcessorConfig>,
         producer: ThreadedProducer<DeliveryContext>,
-        restorer: BaseConsumer,
+        restorer: BaseConsumer<RestoreContext>,
         status: StatusWatch,
     ) -> Result<Core, ProcessorError> {
         let cstr = |s: &str| {
@@ -705,6 +705,14 @@ impl Core {
             }
             if !merge.is_empty() && blocked_since.is_none() {
                 *blocked_since = Some(now);
+                tracing::trace!(
+                    partition = p,
+                    buffered = ?InputTopic::ALL.map(|t| merge.len(t)),
+                    caught_up = ?caught,
+                    next = ?next,
+                    watermarks = ?InputTopic::ALL.map(|t| kafka::cached_watermarks(consumer, &topic_names[rank(t)], p)),
+                    "merge waits for a topic that is behind"
+                );
             }
             if merge.is_empty() && caught.iter().all(|c| *c) {
                 // Idle: let the wall clock move event time, but only when
@@ -772,6 +780,7 @@ impl Core {
         }
         let offsets = self.input_offsets();
         let timeout = self.config.kafka_timeout;
+        let started = Instant::now();
         let out = &mut self.out;
         match self.config.guarantee {
             Guarantee::ExactlyOnce => {
@@ -780,11 +789,12 @@ impl Core {
                 ))?;
                 out.producer
                     .send_offsets_to_transaction(&offsets, &metadata, timeout)
+                    .and_then(|()| kafka::flush(&out.producer, timeout))
                     .and_then(|()| out.producer.commit_transaction(timeout))
                     .map_err(|e| out.classify(e))?;
             }
             Guarantee::AtLeastOnce => {
-                out.producer.flush(timeout).map_err(|e| out.classify(e))?;
+                kafka::flush(&out.producer, timeout).map_err(|e| out.classify(e))?;
                 let (failed, last) = out.producer.context().failures();
                 if failed > out.failures_seen {
                     out.failures_seen = failed;
@@ -800,6 +810,12 @@ impl Core {
                 }
             }
         }
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            open_ms = out.open_since.map(|s| s.elapsed().as_millis() as u64),
+            decisions = out.open_decisions,
+            "committed"
+        );
         out.open_since = None;
         out.counters.committed_decisions += out.open_decisions as u64;
         out.open_decisions = 0;

@@ -9,9 +9,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::Message;
-use rdkafka::producer::{DeliveryResult, ProducerContext};
+use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
 use super::ProcessorError;
@@ -111,6 +111,46 @@ impl DeliveryContext {
 }
 
 impl ClientContext for DeliveryContext {}
+
+/// Waits until every message the producer holds is delivered or failed.
+///
+/// rust-rdkafka's own `flush` (and so its `commit_transaction`, which
+/// flushes first) polls in 100 ms slices and, with the delivery reports
+/// served by the `ThreadedProducer`'s thread, sleeps a whole slice whenever
+/// a message is in flight: 100 ms added to every commit. librdkafka's
+/// `rd_kafka_flush` waits on a condition variable instead, so it returns
+/// as soon as the last delivery is reported.
+pub fn flush<C: ProducerContext>(
+    producer: &ThreadedProducer<C>,
+    timeout: Duration,
+) -> KafkaResult<()> {
+    let millis = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the client pointer lives as long as `producer`; the call
+    // blocks until the message count is zero or the timeout passes.
+    let err = unsafe { rdkafka::bindings::rd_kafka_flush(producer.client().native_ptr(), millis) };
+    match err {
+        rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR => Ok(()),
+        other => Err(KafkaError::Flush(other.into())),
+    }
+}
+
+/// The restore consumer's context: reaching the end of a partition is how
+/// a restore knows it is done, not an error worth an error line (librdkafka
+/// reports it through the error callback too).
+#[derive(Default)]
+pub struct RestoreContext;
+
+impl ClientContext for RestoreContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::trace!(%reason, "changelog partition read to its end");
+        } else {
+            tracing::error!(error = %error, %reason, "changelog restore: librdkafka error");
+        }
+    }
+}
+
+impl ConsumerContext for RestoreContext {}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
@@ -214,6 +254,15 @@ pub fn read_changelog<C: ConsumerContext>(
     mut progress: impl FnMut(i32, u64),
 ) -> Result<RestoredState, ProcessorError> {
     let topic = &config.topics.changelog;
+    // A consumer learns the leaders of a newly assigned topic on its next
+    // periodic metadata scan, up to a second later; asking first lets the
+    // fetch start at once.
+    restorer
+        .fetch_metadata(Some(topic), config.kafka_timeout)
+        .map_err(|e| ProcessorError::Kafka {
+            action: "fetch the changelog's metadata for restore",
+            source: e,
+        })?;
     let mut assignment = TopicPartitionList::new();
     for &p in partitions {
         assignment

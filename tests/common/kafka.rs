@@ -273,7 +273,10 @@ impl Running {
         let status = StatusWatch::default();
         let handle = {
             let (shutdown, status) = (shutdown.clone(), status.clone());
-            std::thread::spawn(move || processor::run(config, shutdown, status))
+            std::thread::Builder::new()
+                .name("processor".into())
+                .spawn(move || processor::run(config, shutdown, status))
+                .expect("spawn the processor")
         };
         Running {
             shutdown,
