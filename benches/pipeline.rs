@@ -280,9 +280,7 @@ fn latency(guarantee: Guarantee, rate: u64) {
     // fetch.wait.max.ms (default 500 ms) even when records arrive in the
     // meantime; a real broker answers as soon as they arrive. 5 ms keeps
     // the mock's artefact out of the figures (the watcher uses the same).
-    config
-        .kafka
-        .insert("fetch.wait.max.ms".into(), "5".into());
+    config.kafka.insert("fetch.wait.max.ms".into(), "5".into());
     let running = Running::start(config);
     running.wait_for_partitions(PARTITIONS as usize);
     let watcher = watch_decisions(&kafka, DecisionKind::Killed);
