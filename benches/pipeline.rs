@@ -402,7 +402,10 @@ fn timeouts() {
 /// against a plain consumer reading the same records.
 fn restore() {
     let kafka = Kafka::new(PARTITIONS);
-    let variants = 1_000_000;
+    let variants: i32 = std::env::var("BENCH_VARIANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let p = producer(&kafka);
     let topic = kafka.config.topics.changelog.clone();
     let t = now();
