@@ -126,14 +126,19 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i]
 }
 
+/// The number of variants a bench uses: `BENCH_VARIANTS`, else `default`.
+fn bench_variants(default: i32) -> i32 {
+    std::env::var("BENCH_VARIANTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 /// A backlog of `variants` × (1 post + 20 interactions), then the time for
 /// a plain consumer to read it and for the processor to fold and commit it.
 fn throughput() {
     let kafka = Kafka::new(PARTITIONS);
-    let variants: i64 = std::env::var("BENCH_VARIANTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(25_000);
+    let variants = i64::from(bench_variants(25_000));
     let p = producer(&kafka);
     let t = now() - 60_000;
     let topics = kafka.config.topics.clone();
@@ -398,14 +403,11 @@ fn timeouts() {
     running.stop().expect("stop");
 }
 
-/// 1M active sessions in the changelog: the processor's restore time
+/// 1M (or `BENCH_VARIANTS`) active sessions in the changelog: the processor's restore time
 /// against a plain consumer reading the same records.
 fn restore() {
     let kafka = Kafka::new(PARTITIONS);
-    let variants: i32 = std::env::var("BENCH_VARIANTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
+    let variants = bench_variants(1_000_000);
     let p = producer(&kafka);
     let topic = kafka.config.topics.changelog.clone();
     let t = now();
