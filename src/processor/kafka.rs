@@ -32,11 +32,22 @@ fn base(config: &ProcessorConfig) -> ClientConfig {
 /// The input consumer: one group over the three input topics, the range
 /// assignor (partition N of every topic to the same member, given equal
 /// partition counts), offsets committed only with the decisions.
+///
+/// Two librdkafka defaults are lowered (both can be overridden):
+/// `fetch.wait.max.ms` to 100 ms from 500, because a partition resumed after
+/// backpressure joins the next fetch request only once the one in flight
+/// returns, and a broker holds a fetch whose partitions have no new data
+/// for the whole wait; `fetch.queue.backoff.ms` to 10 ms from 1000, because
+/// a partition whose prefetch queue was full is otherwise not fetched again
+/// for a second after the processor drains it (the queue limits still bound
+/// memory).
 pub fn input_consumer(config: &ProcessorConfig) -> ClientConfig {
     let mut client = ClientConfig::new();
     client
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "45000");
+        .set("session.timeout.ms", "45000")
+        .set("fetch.wait.max.ms", "100")
+        .set("fetch.queue.backoff.ms", "10");
     for (key, value) in base(config).config_map() {
         client.set(key, value);
     }
