@@ -32,3 +32,4 @@ pub mod monitor;
 pub mod processor;
 pub mod projector;
 pub mod telemetry;
+pub mod watch;

@@ -272,70 +272,13 @@ async fn an_end_whose_start_was_never_applied_still_writes_a_closed_row() {
     db.drop().await;
 }
 
-/// Many sessions ending every way, from the fold itself.
-fn workload() -> Vec<MonitoringDecision> {
-    let mut m = Monitor::new(MonitorConfig::default());
-    let mut out = Vec::new();
-    for i in 0..60 {
-        let v = format!("v{i:02}");
-        m.apply(Input::Posted(&posted(&v, T0 + i * SECOND, 0.1)), &mut out);
-        let views = interaction(
-            &format!("views-{i}"),
-            &v,
-            InteractionKind::View,
-            200,
-            T0 + i * SECOND,
-        );
-        m.apply(Input::Interaction(&views), &mut out);
-        match i % 3 {
-            0 => {
-                let likes = interaction(
-                    &format!("likes-{i}"),
-                    &v,
-                    InteractionKind::Like,
-                    10,
-                    T0 + MINUTE,
-                );
-                m.apply(Input::Interaction(&likes), &mut out);
-            }
-            1 => {
-                m.apply(Input::Stop(&stop(&v, T0 + 2 * MINUTE)), &mut out);
-            }
-            _ => {}
-        }
-    }
-    m.advance_to(T0 + 30 * MINUTE, &mut out);
-    out
-}
-
-/// Every column that a decision determines (not the generated id or the
-/// write times), in a stable order.
-async fn table(db: &TestDb) -> Vec<String> {
-    let pool = projector::connect(&db.url, 1).unwrap();
-    let client = pool.get().await.unwrap();
-    client
-        .query(
-            "SELECT row(session_id, variant_id, persona_id, post_id, expected_engagement_rate,
-                        kill_threshold, min_interactions, started_at, ended_at, timeout_minutes,
-                        is_active, was_killed, kill_reason, final_engagement_rate,
-                        final_interaction_count, final_view_count, monitoring_metadata)::text
-             FROM variant_monitoring ORDER BY session_id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
-}
-
 #[tokio::test]
 async fn the_table_does_not_depend_on_batching_or_redelivery() {
-    let all = positioned(&workload(), 0);
+    let all = positioned(&workload(60), 0);
     assert_eq!(all.len(), 120, "60 starts and 60 ends");
     let (once, store) = migrated("batching_once").await;
     store.apply(TOPIC, &all).await.unwrap();
-    let expected = table(&once).await;
+    let expected = once.table(None).await;
     assert_eq!(expected.len(), 60);
 
     let mut seed = 7u64;
@@ -359,7 +302,7 @@ async fn the_table_does_not_depend_on_batching_or_redelivery() {
             }
             at = end;
         }
-        assert_eq!(table(&live).await, expected, "attempt {attempt}");
+        assert_eq!(live.table(None).await, expected, "attempt {attempt}");
         live.drop().await;
     }
     once.drop().await;

@@ -33,8 +33,8 @@ mod kafka;
 pub mod merge;
 
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 
@@ -66,6 +66,16 @@ impl Shutdown {
     /// with this transactional id to fence. For fault-injection tests.
     pub fn abandon(&self) {
         self.0.store(ABANDON, Ordering::Release);
+    }
+
+    /// True once [`Shutdown::drain`] or [`Shutdown::abandon`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.state() != RUNNING
+    }
+
+    /// True once [`Shutdown::abandon`] was called.
+    pub fn is_abandoned(&self) -> bool {
+        self.state() == ABANDON
     }
 
     fn state(&self) -> u8 {
@@ -111,45 +121,7 @@ impl Status {
 }
 
 /// A processor's [`Status`], shared with whoever watches it.
-#[derive(Debug, Clone, Default)]
-pub struct StatusWatch(Arc<(Mutex<Status>, Condvar)>);
-
-impl StatusWatch {
-    /// A copy of the current status.
-    pub fn get(&self) -> Status {
-        self.0 .0.lock().map(|s| s.clone()).unwrap_or_default()
-    }
-
-    /// Waits until `done` holds for the status, up to `timeout`; returns
-    /// whether it does.
-    pub fn wait_until(&self, timeout: Duration, mut done: impl FnMut(&Status) -> bool) -> bool {
-        let deadline = Instant::now() + timeout;
-        let (lock, changed) = &*self.0;
-        let Ok(mut status) = lock.lock() else {
-            return false;
-        };
-        loop {
-            if done(&status) {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            status = match changed.wait_timeout(status, left) {
-                Ok((s, _)) => s,
-                Err(_) => return false,
-            };
-        }
-    }
-
-    fn update(&self, change: impl FnOnce(&mut Status)) {
-        if let Ok(mut status) = self.0 .0.lock() {
-            change(&mut status);
-        }
-        self.0 .1.notify_all();
-    }
-}
+pub type StatusWatch = crate::watch::Watch<Status>;
 
 /// Why the processor stopped, or could not start.
 #[derive(Debug, thiserror::Error)]

@@ -7,6 +7,14 @@
 //! once. Writes are idempotent as well (one row per session, keyed by
 //! `session_id`), so replaying the topic into an empty table rebuilds it.
 
+mod run;
 mod store;
 
-pub use store::{connect, migrate, Applied, Positioned, Store, StoreError};
+pub use run::{
+    replay, reserved_property, run, ProjectorConfig, ProjectorError, ProjectorStatus,
+    ReplayProgress, ReplaySummary, ReplayTarget,
+};
+
+pub use store::{
+    connect, connect_in, create_schema, migrate, Applied, Positioned, Store, StoreError,
+};

@@ -38,9 +38,19 @@ pub enum StoreError {
 
 /// A connection pool for `url` with at most `max_size` connections.
 pub fn connect(url: &str, max_size: usize) -> Result<Pool, StoreError> {
-    let config: tokio_postgres::Config = url
+    connect_in(url, max_size, None)
+}
+
+/// A connection pool whose sessions find tables in `schema` (their
+/// `search_path`) instead of the URL's default: how `earlykill replay`
+/// builds a copy of the table next to the live one.
+pub fn connect_in(url: &str, max_size: usize, schema: Option<&str>) -> Result<Pool, StoreError> {
+    let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e: tokio_postgres::Error| StoreError::Url(e.to_string()))?;
+    if let Some(schema) = schema {
+        config.options(format!("-c search_path={schema}"));
+    }
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -52,6 +62,15 @@ pub fn connect(url: &str, max_size: usize) -> Result<Pool, StoreError> {
         .max_size(max_size)
         .build()
         .map_err(|e| StoreError::Url(e.to_string()))
+}
+
+/// Creates `schema` if it does not exist (for a replay into a copy).
+pub async fn create_schema(pool: &Pool, schema: &str) -> Result<(), StoreError> {
+    let client = pool.get().await?;
+    client
+        .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))
+        .await?;
+    Ok(())
 }
 
 /// Applies every migration in `migrations/` not applied yet; returns the
@@ -193,6 +212,31 @@ impl Store {
             });
         }
         Ok(Self { pool })
+    }
+
+    /// Empties the table and forgets the stored offsets of `topic`, in one
+    /// transaction, so that a replay from offset 0 rebuilds it. Returns the
+    /// rows removed.
+    pub async fn reset(&self, topic: &str) -> Result<u64, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let removed = tx.execute("DELETE FROM variant_monitoring", &[]).await?;
+        tx.execute("DELETE FROM projector_offsets WHERE topic = $1", &[&topic])
+            .await?;
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    /// Rows in the table, and how many of them are active.
+    pub async fn counts(&self) -> Result<(i64, i64), StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_one(
+                "SELECT COUNT(*), COUNT(*) FILTER (WHERE is_active) FROM variant_monitoring",
+                &[],
+            )
+            .await?;
+        Ok((row.get(0), row.get(1)))
     }
 
     /// The next offset to apply for each partition of `topic`.

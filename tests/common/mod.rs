@@ -4,6 +4,7 @@
 
 pub mod kafka;
 pub mod postgres;
+pub mod proxy;
 
 use std::borrow::Cow;
 
@@ -76,4 +77,43 @@ pub fn proptest_cases(default: u32) -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// `n` sessions from the fold itself, ending every way: a third killed (10
+/// likes in 400 views, against 10% expected), a third stopped, a third timed
+/// out; a started and an end decision each.
+pub fn workload(n: i64) -> Vec<MonitoringDecision> {
+    use earlykill::monitor::MonitorConfig;
+    let mut m = Monitor::new(MonitorConfig::default());
+    let mut out = Vec::new();
+    for i in 0..n {
+        let v = format!("v{i:02}");
+        m.apply(Input::Posted(&posted(&v, T0 + i * SECOND, 0.1)), &mut out);
+        let views = interaction(
+            &format!("views-{i}"),
+            &v,
+            InteractionKind::View,
+            400,
+            T0 + i * SECOND,
+        );
+        m.apply(Input::Interaction(&views), &mut out);
+        match i % 3 {
+            0 => {
+                let likes = interaction(
+                    &format!("likes-{i}"),
+                    &v,
+                    InteractionKind::Like,
+                    10,
+                    T0 + MINUTE,
+                );
+                m.apply(Input::Interaction(&likes), &mut out);
+            }
+            1 => {
+                m.apply(Input::Stop(&stop(&v, T0 + 2 * MINUTE)), &mut out);
+            }
+            _ => {}
+        }
+    }
+    m.advance_to(T0 + 30 * MINUTE + n * SECOND, &mut out);
+    out
 }

@@ -45,6 +45,29 @@ impl TestDb {
         }
     }
 
+    /// Every column of `variant_monitoring` (in `schema`, or the default
+    /// one) that a decision determines (not the generated id or the write
+    /// times), one text row per session, in a stable order.
+    #[allow(dead_code)]
+    pub async fn table(&self, schema: Option<&str>) -> Vec<String> {
+        let pool = projector::connect_in(&self.url, 1, schema).unwrap();
+        let client = pool.get().await.unwrap();
+        client
+            .query(
+                "SELECT row(session_id, variant_id, persona_id, post_id, expected_engagement_rate,
+                            kill_threshold, min_interactions, started_at, ended_at, timeout_minutes,
+                            is_active, was_killed, kill_reason, final_engagement_rate,
+                            final_interaction_count, final_view_count, monitoring_metadata)::text
+                 FROM variant_monitoring ORDER BY session_id",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
     /// Drops the database (call at the end of a test).
     pub async fn drop(self) {
         let pool = projector::connect(&self.admin_url, 1).unwrap();

@@ -1,0 +1,770 @@
+//! `earlykill project` and `earlykill replay`: the Kafka side of the
+//! projector.
+//!
+//! `project` is a consumer group over the decisions topic (read_committed).
+//! On assignment it seeks each partition to the next offset stored in the
+//! database, not to Kafka's committed offset; it then applies decisions in
+//! batches, each batch's rows and next offsets in one database transaction
+//! ([`Store::apply`]). Kafka's committed offsets are written after each
+//! batch only so that lag tools see the group's progress.
+//!
+//! When the database is unavailable the projector keeps the batch, pauses
+//! its partitions, reports not ready, and retries with exponential backoff,
+//! logging each attempt and its cause; when the database returns it writes
+//! the batch and catches up. Nothing is acknowledged anywhere before the
+//! database commit, so nothing is lost or written twice.
+//!
+//! `replay` reads the decisions topic from offset 0 to its end outside any
+//! group and rebuilds the table, into the live schema (only when asked
+//! explicitly) or into another schema, next to the live table.
+//!
+//! Both run on one thread: librdkafka's calls block, and the database calls
+//! are driven by a one-worker tokio runtime from that thread.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::types::RDKafkaRespErr as RespErr;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tokio::runtime::{Handle, Runtime};
+
+use super::store::{connect, connect_in, create_schema, migrate, Applied, Positioned, Store};
+use super::StoreError;
+use crate::event::codec::Decoder;
+use crate::event::{Contract, MonitoringDecision};
+use crate::processor::Shutdown;
+use crate::watch::Watch;
+
+/// Longest single poll, so that shutdown is noticed.
+const MAX_POLL: Duration = Duration::from_millis(100);
+/// First wait after a failed database call; doubled per attempt.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+
+/// Everything `earlykill project` needs.
+#[derive(Debug, Clone)]
+pub struct ProjectorConfig {
+    /// Kafka bootstrap servers.
+    pub bootstrap_servers: String,
+    /// librdkafka properties passed to the consumer.
+    pub kafka: BTreeMap<String, String>,
+    /// Consumer group of the projector instances.
+    pub group_id: String,
+    /// The decisions topic.
+    pub decisions_topic: String,
+    /// PostgreSQL URL.
+    pub database_url: String,
+    /// Database connections in the pool.
+    pub pool_size: usize,
+    /// Most decisions per database transaction.
+    pub batch_size: usize,
+    /// Longest a decision waits for its batch to fill.
+    pub batch_wait: Duration,
+    /// Longest wait between two attempts while the database is down.
+    pub retry_max: Duration,
+    /// Fault injection for tests: stop as a crash would right after this
+    /// many batches are committed to the database, before anything is
+    /// committed to Kafka. Not settable from the command line.
+    pub crash_after_batches: Option<u64>,
+}
+
+impl ProjectorConfig {
+    /// The defaults, for a broker at `bootstrap_servers` and a database at
+    /// `database_url`.
+    pub fn new(bootstrap_servers: &str, database_url: &str) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.to_owned(),
+            kafka: BTreeMap::new(),
+            group_id: "earlykill-projector".to_owned(),
+            decisions_topic: "earlykill.decisions".to_owned(),
+            database_url: database_url.to_owned(),
+            pool_size: 2,
+            batch_size: 5_000,
+            batch_wait: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+            crash_after_batches: None,
+        }
+    }
+
+    fn consumer(&self, group_id: &str) -> ClientConfig {
+        let mut client = ClientConfig::new();
+        client.set("auto.offset.reset", "earliest");
+        for (key, value) in &self.kafka {
+            client.set(key, value);
+        }
+        client
+            .set("bootstrap.servers", &self.bootstrap_servers)
+            .set("group.id", group_id)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("isolation.level", "read_committed");
+        client
+    }
+}
+
+/// Properties the projector sets itself, with what to use instead.
+pub fn reserved_property(property: &str) -> Option<&'static str> {
+    Some(match property {
+        "group.id" => "use `--group-id`",
+        "bootstrap.servers" | "metadata.broker.list" => "use `--bootstrap-servers`",
+        "enable.auto.commit" | "enable.auto.offset.store" => {
+            "offsets are stored in the database with the rows; remove it"
+        }
+        "isolation.level" => "the projector reads committed decisions only; remove it",
+        _ => return None,
+    })
+}
+
+/// What the projector has done, for readiness, tests and operators.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProjectorStatus {
+    /// The database is reachable and the last write succeeded.
+    pub ready: bool,
+    /// Partitions of the decisions topic assigned to this instance.
+    pub partitions: Vec<i32>,
+    /// Decisions read from Kafka.
+    pub read: u64,
+    /// What the committed batches did.
+    pub applied: Applied,
+    /// Batches committed to the database.
+    pub batches: u64,
+    /// Failed database attempts.
+    pub failed_attempts: u64,
+    /// Records of the decisions topic that did not decode (logged, skipped).
+    pub undecodable: u64,
+    /// Per partition, the next offset to apply: as stored in the database
+    /// at assignment, then after each committed batch.
+    pub next_offsets: BTreeMap<i32, i64>,
+    /// The last database error, while it lasts.
+    pub last_error: Option<String>,
+}
+
+/// Why the projector stopped, or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    /// The database refused in a way retrying will not fix.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A Kafka call failed.
+    #[error("could not {action}: {source}")]
+    Kafka {
+        /// What the projector was doing.
+        action: &'static str,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+    /// Asked to stop while the database was unavailable.
+    #[error(
+        "stopped while the database was unavailable ({cause}); {pending} decisions read but not \
+         applied are read again from the database's offsets on the next start"
+    )]
+    StoppedDuringOutage {
+        /// Decisions not applied.
+        pending: usize,
+        /// The last database error.
+        cause: String,
+    },
+    /// A replay into the live table was not confirmed.
+    #[error(
+        "replaying into the live table deletes its rows first; pass --confirm-live (stop the \
+         projectors first), or replay into another schema with --into-schema"
+    )]
+    LiveNotConfirmed,
+    /// The schema name is not a plain identifier.
+    #[error("schema name {0:?} is not a plain identifier: use lower-case letters, digits and _")]
+    BadSchema(String),
+}
+
+fn kafka(action: &'static str) -> impl FnOnce(KafkaError) -> ProjectorError {
+    move |source| ProjectorError::Kafka { action, source }
+}
+
+/// Whether retrying a failed database call can help.
+fn retryable(error: &StoreError) -> bool {
+    matches!(error, StoreError::Database(_) | StoreError::Pool(_))
+}
+
+/// A runtime for the database calls of one projector thread.
+fn runtime() -> std::io::Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("projector-db")
+        .enable_all()
+        .build()
+}
+
+/// State the main loop and the rebalance callback share. The callback runs
+/// inside `poll`, on the same thread, so the lock is never contended.
+struct Shared {
+    store: Store,
+    handle: Handle,
+    topic: String,
+    retry_max: Duration,
+    shutdown: Shutdown,
+    status: Watch<ProjectorStatus>,
+    batch: Vec<Positioned>,
+    fatal: Option<ProjectorError>,
+}
+
+struct Context {
+    shared: Arc<Mutex<Shared>>,
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ClientContext for Context {}
+
+impl ConsumerContext for Context {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        let mut shared = lock(&self.shared);
+        match err {
+            RespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => shared.on_assign(consumer, partitions),
+            RespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                // Decisions read but not applied are read again by the next
+                // owner, from the offsets in the database.
+                let gone: BTreeSet<i32> = partitions
+                    .elements()
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                shared.batch.retain(|p| !gone.contains(&p.partition));
+                let _ = consumer.unassign();
+                shared.status.update(|s| {
+                    s.partitions.retain(|p| !gone.contains(p));
+                    s.next_offsets.retain(|p, _| !gone.contains(p));
+                });
+                tracing::info!(partitions = ?gone, "decisions partitions revoked");
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance failed");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Seeks the assigned partitions to the offsets stored in the database,
+    /// waiting for the database if it is down.
+    fn on_assign(&mut self, consumer: &BaseConsumer<Context>, assigned: &TopicPartitionList) {
+        let stored = match self.with_retry("read the stored offsets", |store, topic| {
+            let store = store.clone();
+            let topic = topic.to_owned();
+            async move { store.offsets(&topic).await }
+        }) {
+            Ok(stored) => stored,
+            Err(e) => {
+                self.fatal.get_or_insert(e);
+                let _ = consumer.assign(assigned);
+                return;
+            }
+        };
+        let mut start = TopicPartitionList::new();
+        let mut partitions = Vec::new();
+        for element in assigned.elements() {
+            let p = element.partition();
+            let offset = stored
+                .get(&p)
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            let _ = start.add_partition_offset(element.topic(), p, offset);
+            partitions.push(p);
+        }
+        if let Err(e) = consumer.assign(&start) {
+            self.fatal.get_or_insert(ProjectorError::Kafka {
+                action: "take the assigned partitions",
+                source: e,
+            });
+        }
+        tracing::info!(partitions = ?partitions, stored_offsets = ?stored, "decisions partitions assigned");
+        self.status.update(|s| {
+            s.partitions.extend(&partitions);
+            s.partitions.sort_unstable();
+            s.partitions.dedup();
+            for p in &partitions {
+                if let Some(o) = stored.get(p) {
+                    s.next_offsets.insert(*p, *o);
+                }
+            }
+        });
+    }
+
+    /// Runs `call` until it succeeds, waiting between attempts (sleeping:
+    /// only for the rebalance callback, which must not poll).
+    fn with_retry<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, ProjectorError>
+    where
+        F: FnMut(&Store, &str) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut backoff = FIRST_RETRY;
+        for attempt in 1.. {
+            match self.handle.block_on(call(&self.store, &self.topic)) {
+                Ok(value) => return Ok(value),
+                Err(e) if retryable(&e) && !self.shutdown.is_stopping() => {
+                    self.failed(attempt, backoff, what, &e);
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(self.retry_max);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unreachable!("the loop returns")
+    }
+
+    fn failed(&self, attempt: u64, backoff: Duration, what: &str, error: &StoreError) {
+        tracing::warn!(
+            attempt,
+            retry_in_ms = backoff.as_millis() as u64,
+            error = %error,
+            "database unavailable: could not {what}; retrying"
+        );
+        let message = error.to_string();
+        self.status.update(|s| {
+            s.ready = false;
+            s.failed_attempts += 1;
+            s.last_error = Some(message);
+        });
+    }
+
+    /// Takes one record of the decisions topic into the batch.
+    fn accept(&mut self, decoder: &Decoder, message: &BorrowedMessage<'_>) {
+        let (partition, offset) = (message.partition(), message.offset());
+        match message
+            .payload()
+            .map(|bytes| decoder.decode::<MonitoringDecision>(bytes))
+        {
+            Some(Ok(decision)) => {
+                self.batch.push(Positioned {
+                    partition,
+                    offset,
+                    decision,
+                });
+                self.status.update(|s| s.read += 1);
+            }
+            Some(Err(e)) => {
+                tracing::error!(partition, offset, error = %e, "decision does not decode; skipped");
+                self.status.update(|s| s.undecodable += 1);
+            }
+            None => {
+                tracing::error!(partition, offset, "decision record has no value; skipped");
+                self.status.update(|s| s.undecodable += 1);
+            }
+        }
+    }
+}
+
+/// Opens the store, waiting for the database while it is unreachable;
+/// an un-migrated database is refused at once.
+fn open_store(
+    runtime: &Runtime,
+    url: &str,
+    pool_size: usize,
+    schema: Option<&str>,
+    shutdown: &Shutdown,
+    retry_max: Duration,
+) -> Result<Store, ProjectorError> {
+    let pool = connect_in(url, pool_size, schema)?;
+    let mut backoff = FIRST_RETRY;
+    for attempt in 1u64.. {
+        match runtime.block_on(Store::open(pool.clone())) {
+            Ok(store) => return Ok(store),
+            Err(e) if retryable(&e) && !shutdown.is_stopping() => {
+                tracing::warn!(
+                    attempt,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    error = %e,
+                    "database unavailable at start; retrying"
+                );
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(retry_max);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// Runs the projector until `shutdown` asks it to stop.
+pub fn run(
+    config: ProjectorConfig,
+    shutdown: Shutdown,
+    status: Watch<ProjectorStatus>,
+) -> Result<(), ProjectorError> {
+    let runtime = runtime().map_err(|e| StoreError::Url(format!("cannot start a runtime: {e}")))?;
+    let store = open_store(
+        &runtime,
+        &config.database_url,
+        config.pool_size,
+        None,
+        &shutdown,
+        config.retry_max,
+    )?;
+    let shared = Arc::new(Mutex::new(Shared {
+        store,
+        handle: runtime.handle().clone(),
+        topic: config.decisions_topic.clone(),
+        retry_max: config.retry_max,
+        shutdown: shutdown.clone(),
+        status: status.clone(),
+        batch: Vec::with_capacity(config.batch_size),
+        fatal: None,
+    }));
+    let consumer: BaseConsumer<Context> = config
+        .consumer(&config.group_id)
+        .create_with_context(Context {
+            shared: Arc::clone(&shared),
+        })
+        .map_err(kafka("create the decisions consumer"))?;
+    consumer
+        .subscribe(&[&config.decisions_topic])
+        .map_err(kafka("subscribe to the decisions topic"))?;
+    status.update(|s| s.ready = true);
+    tracing::info!(
+        group = %config.group_id,
+        topic = %config.decisions_topic,
+        batch_size = config.batch_size,
+        "projector started"
+    );
+    let decoder = Decoder::new(Contract::MonitoringDecision);
+    let mut oldest: Option<Instant> = None;
+    let mut batches = 0u64;
+    loop {
+        if shutdown.is_stopping() {
+            if !shutdown.is_abandoned() {
+                apply(&config, &consumer, &shared)?;
+            }
+            break;
+        }
+        let timeout = oldest.map_or(MAX_POLL, |t| {
+            config.batch_wait.saturating_sub(t.elapsed()).min(MAX_POLL)
+        });
+        let mut next = consumer.poll(timeout);
+        while let Some(result) = next {
+            let mut guard = lock(&shared);
+            match result {
+                Ok(message) => {
+                    guard.accept(&decoder, &message);
+                    oldest.get_or_insert_with(Instant::now);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "decisions consumer error; librdkafka retries")
+                }
+            }
+            if guard.batch.len() >= config.batch_size {
+                break;
+            }
+            drop(guard);
+            next = consumer.poll(Duration::ZERO);
+        }
+        if let Some(fatal) = lock(&shared).fatal.take() {
+            return Err(fatal);
+        }
+        let due = {
+            let guard = lock(&shared);
+            !guard.batch.is_empty()
+                && (guard.batch.len() >= config.batch_size
+                    || oldest.is_some_and(|t| t.elapsed() >= config.batch_wait))
+        };
+        if due {
+            apply(&config, &consumer, &shared)?;
+            oldest = None;
+            batches += 1;
+            if config.crash_after_batches == Some(batches) {
+                tracing::warn!("fault injection: stopping as a crash would");
+                return Ok(());
+            }
+            commit_to_kafka(&consumer, &config.decisions_topic, &status);
+        }
+    }
+    tracing::info!("projector stopped");
+    Ok(())
+}
+
+/// Writes the batch, retrying while the database is unavailable. While it
+/// retries, the partitions are paused and the consumer keeps serving the
+/// group (a rebalance drops revoked partitions' decisions from the batch).
+fn apply(
+    config: &ProjectorConfig,
+    consumer: &BaseConsumer<Context>,
+    shared: &Mutex<Shared>,
+) -> Result<(), ProjectorError> {
+    let mut backoff = FIRST_RETRY;
+    let mut paused: Option<TopicPartitionList> = None;
+    for attempt in 1u64.. {
+        let mut guard = lock(shared);
+        if guard.batch.is_empty() {
+            break;
+        }
+        let result = guard
+            .handle
+            .block_on(guard.store.apply(&config.decisions_topic, &guard.batch));
+        match result {
+            Ok(applied) => {
+                let mut next = BTreeMap::new();
+                for p in &guard.batch {
+                    let o = next.entry(p.partition).or_insert(p.offset + 1);
+                    *o = (*o).max(p.offset + 1);
+                }
+                guard.batch.clear();
+                guard.status.update(|s| {
+                    s.ready = true;
+                    s.last_error = None;
+                    s.batches += 1;
+                    s.applied.started += applied.started;
+                    s.applied.ended += applied.ended;
+                    s.applied.skipped += applied.skipped;
+                    s.next_offsets.extend(next);
+                });
+                if attempt > 1 {
+                    tracing::info!(attempt, "database available again; batch written");
+                }
+                break;
+            }
+            Err(e) if retryable(&e) => {
+                guard.failed(attempt, backoff, "write a batch", &e);
+                let shutdown = guard.shutdown.clone();
+                let pending = guard.batch.len();
+                drop(guard);
+                if paused.is_none() {
+                    let assignment = consumer
+                        .assignment()
+                        .map_err(kafka("read the assignment"))?;
+                    consumer
+                        .pause(&assignment)
+                        .map_err(kafka("pause the decisions partitions"))?;
+                    paused = Some(assignment);
+                }
+                // Wait for the backoff while serving the group.
+                let until = Instant::now() + backoff;
+                while let Some(left) = until.checked_duration_since(Instant::now()) {
+                    if shutdown.is_stopping() {
+                        return Err(ProjectorError::StoppedDuringOutage {
+                            pending,
+                            cause: e.to_string(),
+                        });
+                    }
+                    if let Some(Ok(message)) = consumer.poll(left.min(MAX_POLL)) {
+                        // Fetched before the pause took effect.
+                        lock(shared).accept(&Decoder::new(Contract::MonitoringDecision), &message);
+                    }
+                }
+                backoff = (backoff * 2).min(config.retry_max);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if paused.is_some() {
+        let assignment = consumer
+            .assignment()
+            .map_err(kafka("read the assignment"))?;
+        consumer
+            .resume(&assignment)
+            .map_err(kafka("resume the decisions partitions"))?;
+    }
+    Ok(())
+}
+
+/// Tells Kafka how far the group got, for lag tools only: on assignment
+/// the projector seeks to the offsets in the database.
+fn commit_to_kafka(consumer: &BaseConsumer<Context>, topic: &str, status: &Watch<ProjectorStatus>) {
+    let mut tpl = TopicPartitionList::new();
+    for (p, o) in status.get().next_offsets {
+        let _ = tpl.add_partition_offset(topic, p, Offset::Offset(o));
+    }
+    if tpl.count() > 0 {
+        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            tracing::debug!(error = %e, "could not commit offsets to Kafka (informational only)");
+        }
+    }
+}
+
+/// Where `earlykill replay` writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplayTarget {
+    /// The live table (the URL's schema); its rows are deleted first.
+    Live {
+        /// The operator confirmed.
+        confirmed: bool,
+    },
+    /// Another schema, created and migrated if needed; its copy of the
+    /// table is emptied first.
+    Schema(String),
+}
+
+/// Progress of a replay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplayProgress {
+    /// Records read so far.
+    pub read: u64,
+    /// Records to read (from the partitions' offsets at the start).
+    pub total: u64,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReplaySummary {
+    /// Rows deleted before the replay.
+    pub removed: u64,
+    /// Decisions read.
+    pub read: u64,
+    /// What the batches did.
+    pub applied: Applied,
+    /// Records that did not decode.
+    pub undecodable: u64,
+    /// Rows in the table after the replay, and how many are active.
+    pub rows: (i64, i64),
+    /// How long it took.
+    pub elapsed: Duration,
+}
+
+fn plain_identifier(name: &str) -> bool {
+    name.chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 63
+}
+
+/// Rebuilds the table from the decisions topic, from offset 0 to the end
+/// it has when the replay starts, calling `progress` after each batch.
+pub fn replay(
+    config: &ProjectorConfig,
+    target: &ReplayTarget,
+    mut progress: impl FnMut(ReplayProgress),
+) -> Result<ReplaySummary, ProjectorError> {
+    let started = Instant::now();
+    let runtime = runtime().map_err(|e| StoreError::Url(format!("cannot start a runtime: {e}")))?;
+    let schema = match target {
+        ReplayTarget::Live { confirmed: false } => return Err(ProjectorError::LiveNotConfirmed),
+        ReplayTarget::Live { confirmed: true } => None,
+        ReplayTarget::Schema(name) if !plain_identifier(name) => {
+            return Err(ProjectorError::BadSchema(name.clone()))
+        }
+        ReplayTarget::Schema(name) => {
+            let pool = connect(&config.database_url, 1)?;
+            runtime.block_on(create_schema(&pool, name))?;
+            let pool = connect_in(&config.database_url, 1, Some(name))?;
+            runtime.block_on(migrate(&pool))?;
+            Some(name.as_str())
+        }
+    };
+    let shutdown = Shutdown::new();
+    let store = open_store(
+        &runtime,
+        &config.database_url,
+        config.pool_size,
+        schema,
+        &shutdown,
+        config.retry_max,
+    )?;
+    let removed = runtime.block_on(store.reset(&config.decisions_topic))?;
+    tracing::info!(removed, schema = ?schema, "table emptied; replaying from offset 0");
+
+    let consumer: BaseConsumer = config
+        .consumer(&format!("{}-replay", config.group_id))
+        .set("enable.partition.eof", "true")
+        .create()
+        .map_err(kafka("create the replay consumer"))?;
+    let topic = &config.decisions_topic;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .map_err(kafka("read the decisions topic's metadata"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    let mut tpl = TopicPartitionList::new();
+    let mut total = 0u64;
+    let mut open: BTreeSet<i32> = BTreeSet::new();
+    for &p in &partitions {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, Duration::from_secs(30))
+            .map_err(kafka("read the decisions topic's offsets"))?;
+        total += u64::try_from(high - low).unwrap_or(0);
+        if high > low {
+            open.insert(p);
+            let _ = tpl.add_partition_offset(topic, p, Offset::Beginning);
+        }
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(kafka("assign the decisions partitions"))?;
+    let decoder = Decoder::new(Contract::MonitoringDecision);
+    let mut summary = ReplaySummary {
+        removed,
+        ..ReplaySummary::default()
+    };
+    let mut batch: Vec<Positioned> = Vec::with_capacity(config.batch_size);
+    let write = |batch: &mut Vec<Positioned>, summary: &mut ReplaySummary| {
+        if batch.is_empty() {
+            return Ok::<_, ProjectorError>(());
+        }
+        let applied = runtime.block_on(store.apply(topic, batch))?;
+        summary.applied.started += applied.started;
+        summary.applied.ended += applied.ended;
+        summary.applied.skipped += applied.skipped;
+        batch.clear();
+        Ok(())
+    };
+    let mut seen = 0u64;
+    while !open.is_empty() {
+        match consumer.poll(MAX_POLL) {
+            Some(Ok(message)) => {
+                seen += 1;
+                match message
+                    .payload()
+                    .map(|b| decoder.decode::<MonitoringDecision>(b))
+                {
+                    Some(Ok(decision)) => {
+                        summary.read += 1;
+                        batch.push(Positioned {
+                            partition: message.partition(),
+                            offset: message.offset(),
+                            decision,
+                        });
+                    }
+                    _ => {
+                        tracing::error!(
+                            partition = message.partition(),
+                            offset = message.offset(),
+                            "decision does not decode; skipped"
+                        );
+                        summary.undecodable += 1;
+                    }
+                }
+                if batch.len() >= config.batch_size {
+                    write(&mut batch, &mut summary)?;
+                    progress(ReplayProgress { read: seen, total });
+                }
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                open.remove(&p);
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "replay consumer error; librdkafka retries"),
+            None => {}
+        }
+    }
+    write(&mut batch, &mut summary)?;
+    progress(ReplayProgress {
+        read: seen.max(total),
+        total,
+    });
+    summary.rows = runtime.block_on(store.counts())?;
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
