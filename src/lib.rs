@@ -4,17 +4,18 @@
 //! The data flow, in order:
 //!
 //! - [`event`] — the contract: one Rust type per Avro schema in `schemas/`,
-//!   the single-object wire codec (a fast serde decoder for the hot path,
-//!   apache-avro for writing and as the reference), input validation, and
+//!   the single-object wire codec (serde_avro_fast on the hot path,
+//!   apache-avro as the reference it is checked against), input validation, and
 //!   the classification of each input record into a fold input or a
 //!   dead-letter reason.
 //! - [`monitor`] — the pure fold: `(state, event) -> (state, decisions)` for
 //!   one partition, with its event-time clock, deadline index, held
 //!   interactions and changelog snapshot/restore. No clock, I/O or randomness.
 //!
-//! - [`projector`] — the PostgreSQL side of the decisions topic: migrations,
-//!   the `variant_monitoring` table written in idempotent batches, with each
-//!   partition's next offset stored in the same transaction.
+//! - [`projector`] — `earlykill project` and `replay`: the decisions topic
+//!   into PostgreSQL. Migrations, the `variant_monitoring` table written in
+//!   idempotent batches with each partition's next offset in the same
+//!   transaction, outage handling, and the rebuild from offset 0.
 //!
 //! - [`processor`] — `earlykill run`: the Kafka shell around the fold. One
 //!   consumer group over the co-partitioned inputs, an event-time merge per
@@ -23,6 +24,7 @@
 //! - [`config`] — layered configuration (defaults, file, environment,
 //!   flags) with errors that name the key.
 //! - [`telemetry`] — metric names and the audit log line per decision.
+//! - [`watch`] — status shared between a worker thread and its watchers.
 
 #![warn(missing_docs)]
 

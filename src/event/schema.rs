@@ -1,7 +1,7 @@
 //! The schema table: every `.avsc` file in `schemas/`, compiled into the
 //! binary with `include_str!`, parsed once, in both the reference
-//! implementation (apache-avro, used for writing and as the oracle) and the
-//! fast decoder (serde_avro_fast, used on the hot path).
+//! implementation (apache-avro, the oracle) and the fast codec
+//! (serde_avro_fast, which encodes and decodes on the hot path).
 
 use std::sync::LazyLock;
 
