@@ -208,16 +208,16 @@ async fn main() {
     let (mut fast, mut slow, mut slowest) = (Vec::new(), Vec::new(), Vec::new());
     // Alternate the modes so all see the same machine conditions.
     for run in 0..RUNS {
-        let pool = fresh_database("bench_batched", &mut databases).await;
+        let pool = fresh_database(&format!("bench_replay_{run}"), &mut databases).await;
         let t = batched(pool, &all).await;
         fast.push(all.len() as f64 / t.as_secs_f64());
-        let pool = fresh_database("bench_batched", &mut databases).await;
+        let pool = fresh_database(&format!("bench_live_{run}"), &mut databases).await;
         let t = batched(pool, &live).await;
         separate.push(live.len() as f64 / t.as_secs_f64());
-        let pool = fresh_database("bench_rows", &mut databases).await;
+        let pool = fresh_database(&format!("bench_rows_{run}"), &mut databases).await;
         let t = row_by_row(pool, &all, BATCH).await;
         slow.push(all.len() as f64 / t.as_secs_f64());
-        let pool = fresh_database("bench_rows", &mut databases).await;
+        let pool = fresh_database(&format!("bench_each_{run}"), &mut databases).await;
         let t = row_by_row(pool, per_event, 1).await;
         slowest.push(per_event.len() as f64 / t.as_secs_f64());
         println!(

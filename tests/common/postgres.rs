@@ -27,11 +27,8 @@ impl TestDb {
         let admin_url = admin_url();
         let name = format!("ek_{test}_{}", std::process::id());
         let pool = projector::connect(&admin_url, 1).unwrap();
+        drop_database(&pool, &name).await;
         let client = pool.get().await.unwrap();
-        client
-            .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
-            .await
-            .unwrap();
         client
             .execute(&format!("CREATE DATABASE {name}"), &[])
             .await
@@ -71,13 +68,27 @@ impl TestDb {
     /// Drops the database (call at the end of a test).
     pub async fn drop(self) {
         let pool = projector::connect(&self.admin_url, 1).unwrap();
-        let client = pool.get().await.unwrap();
-        client
-            .execute(
-                &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-                &[],
-            )
-            .await
-            .unwrap();
+        drop_database(&pool, &self.name).await;
+    }
+}
+
+/// Drops a database, ending its sessions. An autovacuum worker belongs to
+/// the superuser, and `WITH (FORCE)` may not end it for our role: it
+/// finishes within moments, so that one error is retried (for up to 30 s).
+async fn drop_database(pool: &deadpool_postgres::Pool, name: &str) {
+    let client = pool.get().await.unwrap();
+    let statement = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    for attempt in 0.. {
+        match client.execute(&statement, &[]).await {
+            Ok(_) => return,
+            Err(e)
+                if attempt < 300
+                    && e.code()
+                        == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("cannot drop database {name}: {e}"),
+        }
     }
 }
