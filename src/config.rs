@@ -194,7 +194,8 @@ settings! {
     log_level: String,
 }
 
-fn parse_property(s: &str) -> Result<(String, String), String> {
+/// Parses a `-X key=value` librdkafka property.
+pub fn parse_property(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
         _ => Err(format!("expected KEY=VALUE, got {s:?}")),

@@ -51,16 +51,13 @@ enum Command {
     /// Rebuild the variant_monitoring table from the decisions topic, from
     /// offset 0: into another schema for analysis (`--into-schema`), or
     /// into the live table (`--confirm-live`; stop the projectors first).
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["into_schema", "confirm_live"])))]
     Replay {
         #[command(flatten)]
         args: ProjectorArgs,
         /// Schema to rebuild the table in (created and migrated if needed;
         /// its copy of the table is emptied first).
-        #[arg(
-            long,
-            conflicts_with = "confirm_live",
-            required_unless_present = "confirm_live"
-        )]
+        #[arg(long)]
         into_schema: Option<String>,
         /// Rebuild the live table: its rows are deleted first.
         #[arg(long)]
@@ -119,18 +116,11 @@ struct ProjectorArgs {
     retry_max_ms: u64,
     /// librdkafka property for the consumer, `-X key=value` (repeatable;
     /// also `EARLYKILL_RDKAFKA_*` variables, `_` for `.`).
-    #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
+    #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE", value_parser = earlykill::config::parse_property)]
     kafka_property: Vec<(String, String)>,
     /// Log filter, e.g. `info` or `earlykill=debug,rdkafka=warn`.
     #[arg(long, env = "PERFORMANCE_MONITOR_LOG_LEVEL", default_value = "info")]
     log_level: String,
-}
-
-fn parse_property(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
-        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
-    }
 }
 
 impl ProjectorArgs {
@@ -223,40 +213,35 @@ fn run(file: Option<PathBuf>, settings: Settings) -> Result<()> {
         .or(Settings::from_env_properties(std::env::vars()).or(file))
         .resolve()?;
     init_logging(&config.log_level)?;
-    let shutdown = Shutdown::new();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (done, finished) = tokio::sync::oneshot::channel();
-    {
-        let shutdown = shutdown.clone();
-        std::thread::Builder::new()
-            .name("processor".into())
-            .spawn(move || {
-                let _ = done.send(processor::run(config, shutdown, StatusWatch::default()));
-            })?;
-    }
-    let result = runtime.block_on(async {
-        tokio::pin!(finished);
-        tokio::select! {
-            result = &mut finished => result,
-            _ = terminate() => {
-                tracing::info!("signal received; committing and leaving the group");
-                shutdown.drain();
-                finished.await
-            }
-        }
-    });
-    result
-        .map_err(|_| anyhow::anyhow!("the processor thread panicked"))?
-        .context("processor stopped")?;
-    Ok(())
+    until_signal(
+        "processor",
+        "committing and leaving the group",
+        move |shutdown| processor::run(config, shutdown, StatusWatch::default()),
+    )
 }
 
 /// Runs the projector on its own thread until a signal asks it to stop.
 fn project(args: ProjectorArgs) -> Result<()> {
     init_logging(&args.log_level)?;
     let config = args.resolve()?;
+    until_signal(
+        "projector",
+        "writing the open batch and leaving the group",
+        move |shutdown| projector::run(config, shutdown, Watch::default()),
+    )
+}
+
+/// Runs `work` on a thread named `name` until it returns, or until SIGTERM
+/// or Ctrl-C, which asks it to drain (saying `draining` in the log) and
+/// waits for it.
+fn until_signal<E>(
+    name: &'static str,
+    draining: &'static str,
+    work: impl FnOnce(Shutdown) -> Result<(), E> + Send + 'static,
+) -> Result<()>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
     let shutdown = Shutdown::new();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -265,9 +250,9 @@ fn project(args: ProjectorArgs) -> Result<()> {
     {
         let shutdown = shutdown.clone();
         std::thread::Builder::new()
-            .name("projector".into())
+            .name(name.into())
             .spawn(move || {
-                let _ = done.send(projector::run(config, shutdown, Watch::default()));
+                let _ = done.send(work(shutdown));
             })?;
     }
     let result = runtime.block_on(async {
@@ -275,15 +260,15 @@ fn project(args: ProjectorArgs) -> Result<()> {
         tokio::select! {
             result = &mut finished => result,
             _ = terminate() => {
-                tracing::info!("signal received; writing the open batch and leaving the group");
+                tracing::info!("signal received; {draining}");
                 shutdown.drain();
                 finished.await
             }
         }
     });
     result
-        .map_err(|_| anyhow::anyhow!("the projector thread panicked"))?
-        .context("projector stopped")?;
+        .map_err(|_| anyhow::anyhow!("the {name} thread panicked"))?
+        .with_context(|| format!("{name} stopped"))?;
     Ok(())
 }
 
