@@ -78,7 +78,14 @@ fn producer(kafka: &Kafka) -> ThreadedProducer<DefaultProducerContext> {
 }
 
 fn send(p: &ThreadedProducer<DefaultProducerContext>, topic: &str, key: &str, value: &[u8]) {
-    let mut record = BaseRecord::<str, [u8]>::to(topic).key(key).payload(value);
+    send_record(p, BaseRecord::to(topic).key(key).payload(value));
+}
+
+/// Sends `record`, waiting while the producer's queue is full.
+fn send_record(
+    p: &ThreadedProducer<DefaultProducerContext>,
+    mut record: BaseRecord<'_, str, [u8]>,
+) {
     loop {
         match p.send(record) {
             Ok(()) => return,
@@ -457,19 +464,13 @@ fn restore() {
             held: Vec::new(),
         };
         let value = encode(Contract::ChangelogRecord, &record).expect("encode");
-        let mut r = BaseRecord::<str, [u8]>::to(&topic)
-            .key(&id)
-            .payload(&value)
-            .partition(v % PARTITIONS);
-        loop {
-            match p.send(r) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    r = back;
-                    let _ = p.flush(Duration::from_millis(10));
-                }
-            }
-        }
+        send_record(
+            &p,
+            BaseRecord::to(topic.as_str())
+                .key(id.as_str())
+                .payload(value.as_slice())
+                .partition(v % PARTITIONS),
+        );
     }
     p.flush(PATIENCE).expect("flush");
     println!(

@@ -205,6 +205,7 @@ struct Shared {
     retry_max: Duration,
     shutdown: Shutdown,
     status: Watch<ProjectorStatus>,
+    decoder: Decoder,
     batch: Vec<Positioned>,
     fatal: Option<ProjectorError>,
 }
@@ -338,11 +339,11 @@ impl Shared {
     }
 
     /// Takes one record of the decisions topic into the batch.
-    fn accept(&mut self, decoder: &Decoder, message: &BorrowedMessage<'_>) {
+    fn accept(&mut self, message: &BorrowedMessage<'_>) {
         let (partition, offset) = (message.partition(), message.offset());
         match message
             .payload()
-            .map(|bytes| decoder.decode::<MonitoringDecision>(bytes))
+            .map(|bytes| self.decoder.decode::<MonitoringDecision>(bytes))
         {
             Some(Ok(decision)) => {
                 self.batch.push(Positioned {
@@ -417,6 +418,7 @@ pub fn run(
         retry_max: config.retry_max,
         shutdown: shutdown.clone(),
         status: status.clone(),
+        decoder: Decoder::new(Contract::MonitoringDecision),
         batch: Vec::with_capacity(config.batch_size),
         fatal: None,
     }));
@@ -436,7 +438,6 @@ pub fn run(
         batch_size = config.batch_size,
         "projector started"
     );
-    let decoder = Decoder::new(Contract::MonitoringDecision);
     let mut oldest: Option<Instant> = None;
     let mut batches = 0u64;
     loop {
@@ -454,7 +455,7 @@ pub fn run(
             let mut guard = lock(&shared);
             match result {
                 Ok(message) => {
-                    guard.accept(&decoder, &message);
+                    guard.accept(&message);
                     oldest.get_or_insert_with(Instant::now);
                 }
                 Err(e) => {
@@ -556,7 +557,7 @@ fn apply(
                     }
                     if let Some(Ok(message)) = consumer.poll(left.min(MAX_POLL)) {
                         // Fetched before the pause took effect.
-                        lock(shared).accept(&Decoder::new(Contract::MonitoringDecision), &message);
+                        lock(shared).accept(&message);
                     }
                 }
                 backoff = (backoff * 2).min(config.retry_max);
