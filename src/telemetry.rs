@@ -2,28 +2,243 @@
 //! function here, so its log line and its counter never drift apart.
 //!
 //! Metrics go through the `metrics` facade; with no recorder installed
-//! (tests, benches) they cost next to nothing.
+//! (tests, benches) they cost next to nothing. [`prometheus`] installs the
+//! Prometheus recorder, with histogram buckets suited to each value, and
+//! registers every series the processor and the projector can know of in
+//! advance at zero, so dashboards and alerts see them before the first event.
+//!
+//! Hot-path counts (records in and out) are not counted per record: the
+//! processor keeps them in plain integers and [`flush_records`] copies the
+//! totals about once a second.
 
-use crate::event::MonitoringDecision;
+use std::sync::OnceLock;
+use std::time::Duration;
 
-/// Decisions published, by kind.
+use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
+
+use crate::event::{DecisionKind, MonitoringDecision};
+
+/// Sessions started by a VariantPosted (the seeds' name).
+pub const SESSIONS_STARTED: &str = "performance_monitor_sessions_started_total";
+/// Active sessions on this instance's partitions.
+pub const SESSIONS_ACTIVE: &str = "performance_monitor_sessions_active";
+/// Sessions ended by the kill rule.
+pub const VARIANTS_KILLED: &str = "performance_monitor_variants_killed_total";
+/// Event time from posted_at to the end of a session, by decision kind.
+pub const SESSION_DURATION: &str = "performance_monitor_session_duration_seconds";
+/// interactions / views at the moment of a kill.
+pub const ENGAGEMENT_AT_KILL: &str = "performance_monitor_engagement_rate_at_kill";
+/// From the moment a decision was due (its triggering record's append to
+/// the broker; a timeout's deadline) to the commit that published it.
+pub const EVALUATION_LATENCY: &str = "performance_monitor_evaluation_latency_seconds";
+/// Decisions committed, by kind (started, killed, timed_out, stopped).
 pub const DECISIONS_TOTAL: &str = "earlykill_decisions_total";
+/// Input records read, by topic.
+pub const RECORDS_IN: &str = "earlykill_records_in_total";
+/// Records produced, by topic (decisions, changelog, dead letters).
+pub const RECORDS_OUT: &str = "earlykill_records_out_total";
 /// Records sent to the dead-letter topic, by source topic and reason kind.
 pub const DEAD_LETTERS_TOTAL: &str = "earlykill_dead_letters_total";
 /// Transactions (or at-least-once offset commits) completed.
 pub const COMMITS_TOTAL: &str = "earlykill_transaction_commits_total";
 /// Transactions aborted.
 pub const ABORTS_TOTAL: &str = "earlykill_transaction_aborts_total";
+/// Records between the processor's position and the end of an input
+/// partition.
+pub const CONSUMER_LAG: &str = "earlykill_consumer_lag_records";
 /// Changelog records read so far by the restore of a partition.
 pub const RESTORE_RECORDS: &str = "earlykill_restore_records";
+/// Partitions being restored right now.
+pub const PARTITIONS_RESTORING: &str = "earlykill_partitions_restoring";
+/// Partitions assigned to this instance and restored.
+pub const PARTITIONS_ASSIGNED: &str = "earlykill_partitions_assigned";
+/// Decisions between the projector's stored offset and the end of a
+/// partition of the decisions topic.
+pub const PROJECTOR_LAG: &str = "earlykill_projector_lag_records";
+/// Decisions the projector wrote, by what they did (started, ended,
+/// skipped).
+pub const PROJECTOR_DECISIONS: &str = "earlykill_projector_decisions_total";
+/// Failed database attempts by the projector.
+pub const PROJECTOR_DB_FAILURES: &str = "earlykill_projector_database_failures_total";
 
-/// A decision was published: the audit line, with every figure behind it.
-pub fn decision(d: &MonitoringDecision) {
-    metrics::counter!(DECISIONS_TOTAL, "kind" => d.kind.as_str()).increment(1);
+/// Every metric name, for the tests and the deployment checks.
+pub const ALL: [&str; 20] = [
+    SESSIONS_STARTED,
+    SESSIONS_ACTIVE,
+    VARIANTS_KILLED,
+    SESSION_DURATION,
+    ENGAGEMENT_AT_KILL,
+    EVALUATION_LATENCY,
+    DECISIONS_TOTAL,
+    RECORDS_IN,
+    RECORDS_OUT,
+    DEAD_LETTERS_TOTAL,
+    COMMITS_TOTAL,
+    ABORTS_TOTAL,
+    CONSUMER_LAG,
+    RESTORE_RECORDS,
+    PARTITIONS_RESTORING,
+    PARTITIONS_ASSIGNED,
+    PROJECTOR_LAG,
+    PROJECTOR_DECISIONS,
+    PROJECTOR_DB_FAILURES,
+    "earlykill_build_info",
+];
+
+/// Decision latency, 1 ms to 10 s.
+const LATENCY_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Session duration: seconds to an hour (the default window is 10 minutes).
+const DURATION_BUCKETS: [f64; 13] = [
+    5.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 420.0, 540.0, 600.0, 900.0, 1800.0, 3600.0,
+];
+/// Engagement rates: a tenth of a percent to all.
+const RATE_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0,
+];
+
+/// The process's Prometheus recorder, installed on first use.
+///
+/// Gauges not updated for a minute are dropped, so a partition that moved
+/// to another instance stops reporting its lag here.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .idle_timeout(MetricKindMask::GAUGE, Some(Duration::from_secs(60)))
+            .set_buckets_for_metric(Matcher::Full(EVALUATION_LATENCY.into()), &LATENCY_BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(SESSION_DURATION.into()), &DURATION_BUCKETS)
+            })
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(ENGAGEMENT_AT_KILL.into()), &RATE_BUCKETS)
+            })
+            .expect("the bucket lists are not empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may be installed already (an embedding
+        // application's); then this handle renders nothing of ours, which
+        // is the embedder's choice.
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        metrics::gauge!("earlykill_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        handle
+    })
+}
+
+fn describe() {
+    describe_counter!(SESSIONS_STARTED, "Sessions started by a VariantPosted.");
+    describe_gauge!(
+        SESSIONS_ACTIVE,
+        "Active sessions on this instance's partitions."
+    );
+    describe_counter!(VARIANTS_KILLED, "Sessions ended by the kill rule.");
+    describe_histogram!(
+        SESSION_DURATION,
+        Unit::Seconds,
+        "Event time from posted_at to the end of a session, by decision kind."
+    );
+    describe_histogram!(
+        ENGAGEMENT_AT_KILL,
+        "Engagement rate (interactions / views) when a variant was killed."
+    );
+    describe_histogram!(
+        EVALUATION_LATENCY,
+        Unit::Seconds,
+        "From when a decision was due (its trigger's append to the broker, or a timeout's \
+         deadline) to the commit that published it, by kind."
+    );
+    describe_counter!(DECISIONS_TOTAL, "Decisions committed, by kind.");
+    describe_counter!(RECORDS_IN, "Input records read, by topic.");
+    describe_counter!(RECORDS_OUT, "Records produced, by topic.");
+    describe_counter!(
+        DEAD_LETTERS_TOTAL,
+        "Records sent to the dead-letter topic, by source topic and reason kind."
+    );
+    describe_counter!(
+        COMMITS_TOTAL,
+        "Transactions (at-least-once: offset commits) completed."
+    );
+    describe_counter!(ABORTS_TOTAL, "Transactions aborted and rewound.");
+    describe_gauge!(
+        CONSUMER_LAG,
+        "Records between the processor's position and the end of an input partition."
+    );
+    describe_gauge!(
+        RESTORE_RECORDS,
+        "Changelog records read by the last restore of a partition."
+    );
+    describe_gauge!(PARTITIONS_RESTORING, "Partitions being restored.");
+    describe_gauge!(PARTITIONS_ASSIGNED, "Partitions assigned and restored.");
+    describe_gauge!(
+        PROJECTOR_LAG,
+        "Decisions between the projector's stored offset and the end of a partition."
+    );
+    describe_counter!(
+        PROJECTOR_DECISIONS,
+        "Decisions the projector wrote, by result (started, ended, skipped)."
+    );
+    describe_counter!(
+        PROJECTOR_DB_FAILURES,
+        "Failed database attempts by the projector."
+    );
+}
+
+/// Registers at zero the processor's series whose labels are known at
+/// start, so that rates and alerts work before the first occurrence.
+pub fn processor_started(input_topics: [&str; 3], rejection_kinds: &[&'static str]) {
+    metrics::counter!(SESSIONS_STARTED).absolute(0);
+    metrics::counter!(VARIANTS_KILLED).absolute(0);
+    metrics::counter!(COMMITS_TOTAL).absolute(0);
+    metrics::counter!(ABORTS_TOTAL).absolute(0);
+    metrics::gauge!(SESSIONS_ACTIVE).set(0.0);
+    metrics::gauge!(PARTITIONS_RESTORING).set(0.0);
+    metrics::gauge!(PARTITIONS_ASSIGNED).set(0.0);
+    for kind in ["started", "killed", "timed_out", "stopped"] {
+        metrics::counter!(DECISIONS_TOTAL, "kind" => kind).absolute(0);
+    }
+    for topic in input_topics {
+        for kind in rejection_kinds {
+            metrics::counter!(DEAD_LETTERS_TOTAL, "topic" => topic.to_owned(), "kind" => *kind)
+                .absolute(0);
+        }
+    }
+}
+
+/// Registers the projector's series at zero.
+pub fn projector_started() {
+    for result in ["started", "ended", "skipped"] {
+        metrics::counter!(PROJECTOR_DECISIONS, "result" => result).absolute(0);
+    }
+    metrics::counter!(PROJECTOR_DB_FAILURES).absolute(0);
+}
+
+/// A decision was committed: the audit line, with every figure behind it,
+/// and its metrics. `latency` runs from when it was due to its commit.
+pub fn decision(d: &MonitoringDecision, latency: Duration) {
+    let kind = d.kind.as_str();
+    metrics::counter!(DECISIONS_TOTAL, "kind" => kind).increment(1);
+    metrics::histogram!(EVALUATION_LATENCY, "kind" => kind).record(latency.as_secs_f64());
+    match d.kind {
+        DecisionKind::Started => metrics::counter!(SESSIONS_STARTED).increment(1),
+        end => {
+            let duration = (d.decided_at - d.posted_at).max(0) as f64 / 1000.0;
+            metrics::histogram!(SESSION_DURATION, "kind" => kind).record(duration);
+            if end == DecisionKind::Killed {
+                metrics::counter!(VARIANTS_KILLED).increment(1);
+                if let Some(rate) = d.engagement_rate {
+                    metrics::histogram!(ENGAGEMENT_AT_KILL).record(rate);
+                }
+            }
+        }
+    }
     tracing::info!(
         target: "earlykill::audit",
         decision_id = %d.decision_id,
-        kind = d.kind.as_str(),
+        kind,
         variant_id = %d.variant_id,
         persona_id = %d.persona_id,
         post_id = %d.post_id,
@@ -40,6 +255,7 @@ pub fn decision(d: &MonitoringDecision) {
         reason = %d.reason,
         trigger_event_id = d.trigger_event_id.as_deref(),
         requested_by = d.requested_by.as_deref(),
+        latency_ms = latency.as_secs_f64() * 1000.0,
         "decision"
     );
 }
@@ -62,4 +278,49 @@ pub fn abort() {
 /// Restore of `partition` has read `records` changelog records.
 pub fn restore_progress(partition: i32, records: u64) {
     metrics::gauge!(RESTORE_RECORDS, "partition" => partition.to_string()).set(records as f64);
+}
+
+/// Partitions being restored, and assigned and restored.
+pub fn partitions(restoring: usize, assigned: usize) {
+    metrics::gauge!(PARTITIONS_RESTORING).set(restoring as f64);
+    metrics::gauge!(PARTITIONS_ASSIGNED).set(assigned as f64);
+}
+
+/// Totals of records in and out per topic, copied from the processor's
+/// own counts.
+pub fn flush_records(records_in: &[(&str, u64)], records_out: &[(&str, u64)]) {
+    for (topic, total) in records_in {
+        metrics::counter!(RECORDS_IN, "topic" => topic.to_string()).absolute(*total);
+    }
+    for (topic, total) in records_out {
+        metrics::counter!(RECORDS_OUT, "topic" => topic.to_string()).absolute(*total);
+    }
+}
+
+/// Active sessions on this instance.
+pub fn sessions_active(active: usize) {
+    metrics::gauge!(SESSIONS_ACTIVE).set(active as f64);
+}
+
+/// Consumer lag of one input partition.
+pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
+    metrics::gauge!(CONSUMER_LAG, "topic" => topic.to_owned(), "partition" => partition.to_string())
+        .set(lag.max(0) as f64);
+}
+
+/// Projector lag of one partition of the decisions topic.
+pub fn projector_lag(partition: i32, lag: i64) {
+    metrics::gauge!(PROJECTOR_LAG, "partition" => partition.to_string()).set(lag.max(0) as f64);
+}
+
+/// A projector batch committed.
+pub fn projector_batch(started: u64, ended: u64, skipped: u64) {
+    metrics::counter!(PROJECTOR_DECISIONS, "result" => "started").increment(started);
+    metrics::counter!(PROJECTOR_DECISIONS, "result" => "ended").increment(ended);
+    metrics::counter!(PROJECTOR_DECISIONS, "result" => "skipped").increment(skipped);
+}
+
+/// A projector database attempt failed.
+pub fn projector_db_failure() {
+    metrics::counter!(PROJECTOR_DB_FAILURES).increment(1);
 }

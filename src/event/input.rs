@@ -65,6 +65,23 @@ pub struct Rejection {
     pub message: String,
 }
 
+impl Rejection {
+    /// Every kind a rejection of input can have (the README lists them).
+    pub const KINDS: [&'static str; 11] = [
+        "empty_value",
+        "truncated",
+        "bad_marker",
+        "unknown_schema",
+        "malformed",
+        "empty_field",
+        "oversized_field",
+        "out_of_range",
+        "future_timestamp",
+        "key_mismatch",
+        "missing_key",
+    ];
+}
+
 impl From<CodecError> for Rejection {
     fn from(e: CodecError) -> Self {
         Self {

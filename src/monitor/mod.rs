@@ -282,6 +282,14 @@ impl Monitor {
             })
     }
 
+    /// The variant ids of every active session, in no particular order.
+    pub fn active_ids(&self) -> impl Iterator<Item = &str> + '_ {
+        self.sessions
+            .iter()
+            .filter(|(_, s)| s.is_active())
+            .map(|(_, s)| s.variant_id())
+    }
+
     /// Applies one event, appending what it decided to `decisions`.
     pub fn apply(
         &mut self,

@@ -1,9 +1,9 @@
 //! The processor's loop and the state it keeps per partition. See the
 //! module documentation of [`crate::processor`] for the flow.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::ffi::CString;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use rdkafka::bindings::rd_kafka_resp_err_t as RespErr;
@@ -20,10 +20,10 @@ use super::{ProcessorError, Shutdown, Status, StatusWatch, ABANDON, DRAIN};
 use crate::config::{Guarantee, ProcessorConfig};
 use crate::event::codec::encode_into;
 use crate::event::{
-    ChangelogRecord, Contract, InputDecoders, InputOffsets, InputTopic, Millis, MonitoringDecision,
+    ChangelogRecord, Contract, DecisionKind, InputDecoders, InputOffsets, InputTopic, Millis, MonitoringDecision,
     Rejection,
 };
-use crate::monitor::{Input, Monitor};
+use crate::monitor::{Input, Monitor, SessionView};
 use crate::telemetry;
 
 /// Most records taken from one poll before folding them.
@@ -36,6 +36,8 @@ const MAX_FAILURES_IN_A_ROW: u32 = 6;
 /// First backoff after a failed transaction, doubled on each failure in a
 /// row (100 ms to 3.2 s).
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// How often the metrics kept as plain counters are copied out.
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs a processor until `shutdown` is triggered or a fatal error. The
 /// status is published to `status` as it changes.
@@ -43,6 +45,7 @@ pub fn run(
     config: ProcessorConfig,
     shutdown: Shutdown,
     status: StatusWatch,
+    sessions: Sessions,
 ) -> Result<(), ProcessorError> {
     let config = Arc::new(config);
     let kafka_error = |action| move |source| ProcessorError::Kafka { action, source };
@@ -58,6 +61,7 @@ pub fn run(
         restorer,
         status,
     )?));
+    sessions.attach(&core);
     let consumer: BaseConsumer<Context> = kafka::input_consumer(&config)
         .create_with_context(Context { core: core.clone() })
         .map_err(kafka_error("create the input consumer"))?;
@@ -77,6 +81,15 @@ pub fn run(
     consumer
         .subscribe(&[&topics.posted, &topics.interactions, &topics.commands])
         .map_err(kafka_error("subscribe to the input topics"))?;
+    telemetry::processor_started(
+        InputTopic::ALL.map(|t| config.topics.input(t)),
+        &Rejection::KINDS,
+    );
+    {
+        let mut core = lock(&core);
+        core.out.counters.running = true;
+        core.publish();
+    }
     tracing::info!(
         group = %config.group_id,
         transactional_id = %config.transactional_id(),
@@ -91,6 +104,9 @@ pub fn run(
         (Err(_), _) => lock(&core).abandoned = true,
     }
     drop(consumer);
+    let mut core = lock(&core);
+    core.out.counters.running = false;
+    core.publish();
     result
 }
 
@@ -148,6 +164,99 @@ fn leave(consumer: &BaseConsumer<Context>, core: &Mutex<Core>, timeout: Duration
     tracing::info!("processor left the group");
 }
 
+/// Read access to a running processor's sessions, for the HTTP API: a
+/// query locks the processor's state for as long as it reads, so answers
+/// are live (including the open transaction's effects).
+#[derive(Clone, Default)]
+pub struct Sessions(Arc<Mutex<Weak<Mutex<Core>>>>);
+
+/// The processor behind a [`Sessions`] is not running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the processor is not running")]
+pub struct NotRunning;
+
+/// One page of active sessions, in `variant_id` order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ActivePage {
+    /// The sessions, at most the limit asked for.
+    pub sessions: Vec<SessionView>,
+    /// Active sessions on this instance, in all.
+    pub total: usize,
+    /// The cursor for the next page, when there is one.
+    pub next: Option<String>,
+}
+
+impl std::fmt::Debug for Sessions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Sessions")
+    }
+}
+
+impl Sessions {
+    fn attach(&self, core: &Arc<Mutex<Core>>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(core);
+    }
+
+    fn core(&self) -> Result<Arc<Mutex<Core>>, NotRunning> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .upgrade()
+            .ok_or(NotRunning)
+    }
+
+    /// The session of `variant_id` on this instance, active or recently
+    /// ended; `None` if this instance's partitions do not know it.
+    pub fn get(&self, variant_id: &str) -> Result<Option<SessionView>, NotRunning> {
+        let core = self.core()?;
+        let core = lock(&core);
+        Ok(core
+            .partitions
+            .values()
+            .find_map(|part| part.monitor.session(variant_id)))
+    }
+
+    /// Up to `limit` active sessions whose `variant_id` comes after
+    /// `after`, in `variant_id` order.
+    pub fn active(&self, after: Option<&str>, limit: usize) -> Result<ActivePage, NotRunning> {
+        let core = self.core()?;
+        let core = lock(&core);
+        // The `limit + 1` smallest ids after the cursor: one more than
+        // asked tells whether there is a next page.
+        let mut smallest: BinaryHeap<(&str, i32)> = BinaryHeap::with_capacity(limit + 2);
+        let mut total = 0;
+        for (&p, part) in &core.partitions {
+            total += part.monitor.active_sessions();
+            for id in part.monitor.active_ids() {
+                if after.is_some_and(|after| id <= after) {
+                    continue;
+                }
+                if smallest.len() <= limit {
+                    smallest.push((id, p));
+                } else if smallest.peek().is_some_and(|(top, _)| id < *top) {
+                    smallest.pop();
+                    smallest.push((id, p));
+                }
+            }
+        }
+        let more = smallest.len() > limit;
+        let mut page = smallest.into_sorted_vec();
+        page.truncate(limit);
+        let sessions: Vec<SessionView> = page
+            .iter()
+            .filter_map(|(id, p)| core.partitions.get(p)?.monitor.session(id))
+            .collect();
+        let next = more
+            .then(|| sessions.last().map(|s| s.variant_id.clone()))
+            .flatten();
+        Ok(ActivePage {
+            sessions,
+            total,
+            next,
+        })
+    }
+}
+
 fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
     // The core is only ever used from the processor's thread (the
     // rebalance callback runs inside its poll), so a poisoned lock means a
@@ -186,7 +295,12 @@ impl ConsumerContext for Context {
 enum Record {
     /// A record that decoded and validated; decoded again when folded (a
     /// decode costs less than keeping an owned copy of the event).
-    Event { key: Vec<u8>, value: Vec<u8> },
+    /// `appended` is its broker timestamp: when its decisions were due.
+    Event {
+        key: Vec<u8>,
+        value: Vec<u8>,
+        appended: Millis,
+    },
     /// A record for the dead-letter topic.
     Dead(Box<DeadLetter>),
 }
@@ -262,8 +376,13 @@ struct Output {
     /// When the open transaction (or, at-least-once, the uncommitted work)
     /// began.
     open_since: Option<Instant>,
-    /// Decisions in the open transaction.
-    open_decisions: usize,
+    /// Decisions in the open transaction, with when each was due: logged
+    /// and counted once their transaction commits.
+    open_decisions: Vec<(MonitoringDecision, Millis)>,
+    /// Input records read, per input topic (in `rank` order).
+    records_in: [u64; 3],
+    /// Changelog records produced.
+    changelog_out: u64,
     /// Delivery failures already handled (at-least-once).
     failures_seen: u64,
     buf: Vec<u8>,
@@ -326,10 +445,10 @@ impl Output {
         }
     }
 
-    fn decision(&mut self, decision: &MonitoringDecision) -> Result<(), Failure> {
+    fn decision(&mut self, decision: MonitoringDecision, due: Millis) -> Result<(), Failure> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        encode_into(Contract::MonitoringDecision, decision, &mut buf).map_err(|e| {
+        encode_into(Contract::MonitoringDecision, &decision, &mut buf).map_err(|e| {
             ProcessorError::Encode {
                 what: "decision",
                 reason: e.to_string(),
@@ -354,9 +473,8 @@ impl Output {
         );
         self.buf = buf;
         result?;
-        self.open_decisions += 1;
+        self.open_decisions.push((decision, due));
         self.counters.decisions += 1;
-        telemetry::decision(decision);
         match self.config.crash_after_decisions {
             Some(n) if self.counters.decisions >= n => {
                 Err(Failure::Fatal(ProcessorError::InjectedCrash {
@@ -446,6 +564,7 @@ impl Output {
             None => base,
         });
         self.buf = buf;
+        self.changelog_out += 1;
         result
     }
 }
@@ -466,6 +585,9 @@ pub struct Core {
     abandoned: bool,
     /// Transactions that failed since the last one that committed.
     failed_in_a_row: u32,
+    /// When the metrics that are not counted as they happen were last
+    /// copied out.
+    last_flush: Instant,
 }
 
 impl Core {
@@ -491,7 +613,9 @@ impl Core {
                 config: config.clone(),
                 producer,
                 open_since: None,
-                open_decisions: 0,
+                open_decisions: Vec::new(),
+                records_in: [0; 3],
+                changelog_out: 0,
                 failures_seen: 0,
                 buf: Vec::with_capacity(512),
                 counters: Status::default(),
@@ -505,6 +629,7 @@ impl Core {
             fatal: None,
             abandoned: false,
             failed_in_a_row: 0,
+            last_flush: Instant::now(),
         })
     }
 
@@ -534,6 +659,7 @@ impl Core {
         let offset = message.offset();
         part.next[rank(topic)] = Some(offset + 1);
         self.out.counters.records_in += 1;
+        self.out.records_in[rank(topic)] += 1;
         let (key, value) = (message.key(), message.payload());
         let now = wall_millis();
         let entry = match self
@@ -546,6 +672,7 @@ impl Core {
                 item: Record::Event {
                     key: key.unwrap_or_default().to_vec(),
                     value: value.unwrap_or_default().to_vec(),
+                    appended: message.timestamp().to_millis().unwrap_or(now),
                 },
             },
             Err(rejection) => Entry {
@@ -617,14 +744,46 @@ impl Core {
         }
         let due = self.out.open_since.is_some_and(|since| {
             since.elapsed() >= self.config.commit_interval
-                || (input_idle && self.out.open_decisions > 0)
+                || (input_idle && !self.out.open_decisions.is_empty())
         });
         if due {
             if let Err(failure) = self.commit(consumer) {
                 return self.recover(consumer, failure);
             }
         }
+        if self.last_flush.elapsed() >= FLUSH_EVERY {
+            self.flush_metrics(consumer);
+        }
         Ok(())
+    }
+
+    /// Copies out the totals kept in plain counters, the active sessions
+    /// and the consumer lag.
+    fn flush_metrics(&mut self, consumer: &BaseConsumer<Context>) {
+        self.last_flush = Instant::now();
+        let topics = &self.config.topics;
+        let records_in = InputTopic::ALL.map(|t| (topics.input(t), self.out.records_in[rank(t)]));
+        let counters = &self.out.counters;
+        telemetry::flush_records(
+            &records_in,
+            &[
+                (&topics.decisions, counters.decisions),
+                (&topics.changelog, self.out.changelog_out),
+                (&topics.dead_letters, counters.dead_letters),
+            ],
+        );
+        let mut active = 0;
+        for (&p, part) in &self.partitions {
+            active += part.monitor.active_sessions();
+            for topic in InputTopic::ALL {
+                let name = &self.topic_names[rank(topic)];
+                if let Some((low, high)) = kafka::cached_watermarks(consumer, name, p) {
+                    let position = part.position(topic).unwrap_or(low);
+                    telemetry::consumer_lag(topics.input(topic), p, high - position);
+                }
+            }
+        }
+        telemetry::sessions_active(active);
     }
 
     fn fold(&mut self, consumer: &BaseConsumer<Context>) -> Result<(), Failure> {
@@ -669,8 +828,12 @@ impl Core {
                     released = true;
                 }
                 *dirty = true;
+                let appended = match &entry.item {
+                    Record::Event { appended, .. } => Some(*appended),
+                    Record::Dead(_) => None,
+                };
                 match entry.item {
-                    Record::Event { key, value } => {
+                    Record::Event { key, value, .. } => {
                         match decoders.decode(
                             topic,
                             Some(&key),
@@ -697,7 +860,8 @@ impl Core {
                     Record::Dead(dead) => out.dead_letter(topic, &dead)?,
                 }
                 for decision in decisions.drain(..) {
-                    out.decision(&decision)?;
+                    let due = due(&decision, appended);
+                    out.decision(decision, due)?;
                 }
             }
             if released || merge.is_empty() {
@@ -718,13 +882,14 @@ impl Core {
                 // Idle: let the wall clock move event time, but only when
                 // that fires something, so an idle partition writes nothing.
                 let target = now_millis - config.idle_lag.as_millis() as Millis;
-                let due = monitor.next_due().is_some_and(|d| d <= target);
-                if (due || monitor.held_interactions() > 0) && target > monitor.clock() {
+                let timeout_due = monitor.next_due().is_some_and(|d| d <= target);
+                if (timeout_due || monitor.held_interactions() > 0) && target > monitor.clock() {
                     monitor.advance_to(target, decisions);
                     *dirty = true;
                     out.begin()?;
                     for decision in decisions.drain(..) {
-                        out.decision(&decision)?;
+                        let due = due(&decision, None);
+                        out.decision(decision, due)?;
                     }
                 }
             }
@@ -813,12 +978,16 @@ impl Core {
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             open_ms = out.open_since.map(|s| s.elapsed().as_millis() as u64),
-            decisions = out.open_decisions,
+            decisions = out.open_decisions.len(),
             "committed"
         );
         out.open_since = None;
-        out.counters.committed_decisions += out.open_decisions as u64;
-        out.open_decisions = 0;
+        out.counters.committed_decisions += out.open_decisions.len() as u64;
+        let now = wall_millis();
+        for (decision, due) in out.open_decisions.drain(..) {
+            let latency = Duration::from_millis((now - due).max(0) as u64);
+            telemetry::decision(&decision, latency);
+        }
         out.counters.commits += 1;
         self.failed_in_a_row = 0;
         telemetry::commit();
@@ -916,7 +1085,7 @@ impl Core {
                     },
                 })?;
         }
-        out.open_decisions = 0;
+        out.open_decisions.clear();
         out.counters.aborts += 1;
         telemetry::abort();
         Ok(())
@@ -994,7 +1163,12 @@ impl Core {
             let _ = consumer.assign(assigned);
             return;
         }
-        match self.restore(&by_topic[0]) {
+        self.out.counters.joined = true;
+        self.out.counters.restoring = by_topic[0].iter().copied().collect();
+        self.publish();
+        let restore = self.restore(&by_topic[0]);
+        self.out.counters.restoring.clear();
+        match restore {
             Ok(restored) => {
                 let mut start = TopicPartitionList::new();
                 for (&p, part) in &restored {
@@ -1045,12 +1219,22 @@ impl Core {
     fn publish(&self) {
         let partitions: Vec<i32> = self.partitions.keys().copied().collect();
         let counters = &self.out.counters;
+        telemetry::partitions(counters.restoring.len(), partitions.len());
         self.status.update(|status| {
             *status = Status {
                 partitions,
                 ..counters.clone()
             }
         });
+    }
+}
+
+/// When `decision` was due, for its latency: a timeout at its deadline,
+/// anything else when the record that triggered it was appended.
+fn due(decision: &MonitoringDecision, appended: Option<Millis>) -> Millis {
+    match (decision.kind, appended) {
+        (DecisionKind::TimedOut, _) | (_, None) => decision.deadline,
+        (_, Some(appended)) => appended,
     }
 }
 

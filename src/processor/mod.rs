@@ -29,7 +29,7 @@
 //! instance with the same transactional id took over.
 
 mod engine;
-mod kafka;
+pub(crate) mod kafka;
 pub mod merge;
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 
-pub use engine::run;
+pub use engine::{run, ActivePage, NotRunning, Sessions};
 
 /// What ends a processor, and whether it ends cleanly.
 #[derive(Debug, Clone, Default)]
@@ -86,6 +86,13 @@ impl Shutdown {
 /// What a processor has done so far, for readiness, tests and operators.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Status {
+    /// Between start-up (topics checked, subscribed) and exit.
+    pub running: bool,
+    /// The group has given this instance its first assignment (possibly
+    /// empty, when there are more instances than partitions).
+    pub joined: bool,
+    /// Partitions assigned and being restored: not processed yet.
+    pub restoring: Vec<i32>,
     /// Partitions assigned and restored.
     pub partitions: Vec<i32>,
     /// Input records read.

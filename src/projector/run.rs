@@ -22,6 +22,7 @@
 //! are driven by a one-worker tokio runtime from that thread.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -36,13 +37,17 @@ use super::store::{connect, connect_in, create_schema, migrate, Applied, Positio
 use super::StoreError;
 use crate::event::codec::Decoder;
 use crate::event::{Contract, MonitoringDecision};
+use crate::processor::kafka::cached_watermarks;
 use crate::processor::Shutdown;
+use crate::telemetry;
 use crate::watch::Watch;
 
 /// Longest single poll, so that shutdown is noticed.
 const MAX_POLL: Duration = Duration::from_millis(100);
 /// First wait after a failed database call; doubled per attempt.
 const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// How often the lag metric is refreshed.
+const LAG_EVERY: Duration = Duration::from_secs(1);
 
 /// Everything `earlykill project` needs.
 #[derive(Debug, Clone)]
@@ -331,6 +336,7 @@ impl Shared {
             "database unavailable: could not {what}; retrying"
         );
         let message = error.to_string();
+        telemetry::projector_db_failure();
         self.status.update(|s| {
             s.ready = false;
             s.failed_attempts += 1;
@@ -432,6 +438,13 @@ pub fn run(
         .subscribe(&[&config.decisions_topic])
         .map_err(kafka("subscribe to the decisions topic"))?;
     status.update(|s| s.ready = true);
+    telemetry::projector_started();
+    let topic_name = CString::new(config.decisions_topic.as_str())
+        .map_err(|_| ProjectorError::Kafka {
+            action: "use the decisions topic name (it contains a NUL byte)",
+            source: KafkaError::Subscription(config.decisions_topic.clone()),
+        })?;
+    let mut last_lag = Instant::now();
     tracing::info!(
         group = %config.group_id,
         topic = %config.decisions_topic,
@@ -470,6 +483,14 @@ pub fn run(
         }
         if let Some(fatal) = lock(&shared).fatal.take() {
             return Err(fatal);
+        }
+        if last_lag.elapsed() >= LAG_EVERY {
+            last_lag = Instant::now();
+            for (p, next) in status.get().next_offsets {
+                if let Some((_, high)) = cached_watermarks(&consumer, &topic_name, p) {
+                    telemetry::projector_lag(p, high - next);
+                }
+            }
         }
         let due = {
             let guard = lock(&shared);
@@ -518,6 +539,7 @@ fn apply(
                     *o = (*o).max(p.offset + 1);
                 }
                 guard.batch.clear();
+                telemetry::projector_batch(applied.started, applied.ended, applied.skipped);
                 guard.status.update(|s| {
                     s.ready = true;
                     s.last_error = None;

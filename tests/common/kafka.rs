@@ -275,7 +275,7 @@ impl Running {
             let (shutdown, status) = (shutdown.clone(), status.clone());
             std::thread::Builder::new()
                 .name("processor".into())
-                .spawn(move || processor::run(config, shutdown, status))
+                .spawn(move || processor::run(config, shutdown, status, Default::default()))
                 .expect("spawn the processor")
         };
         Running {
