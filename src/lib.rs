@@ -28,10 +28,12 @@
 
 #![warn(missing_docs)]
 
+pub mod api;
 pub mod config;
 pub mod event;
 pub mod monitor;
 pub mod processor;
 pub mod projector;
 pub mod telemetry;
+pub mod upstream;
 pub mod watch;

@@ -216,7 +216,9 @@ fn run(file: Option<PathBuf>, settings: Settings) -> Result<()> {
     until_signal(
         "processor",
         "committing and leaving the group",
-        move |shutdown| processor::run(config, shutdown, StatusWatch::default(), Default::default()),
+        move |shutdown| {
+            processor::run(config, shutdown, StatusWatch::default(), Default::default())
+        },
     )
 }
 

@@ -88,6 +88,16 @@ impl ValidationError {
             Self::InFuture { .. } => "future_timestamp",
         }
     }
+
+    /// The field at fault.
+    pub fn field(&self) -> &'static str {
+        match self {
+            Self::Empty { field }
+            | Self::TooLong { field, .. }
+            | Self::OutOfRange { field, .. }
+            | Self::InFuture { field, .. } => field,
+        }
+    }
 }
 
 fn id(field: &'static str, value: &str) -> Result<(), ValidationError> {

@@ -20,8 +20,8 @@ use super::{ProcessorError, Shutdown, Status, StatusWatch, ABANDON, DRAIN};
 use crate::config::{Guarantee, ProcessorConfig};
 use crate::event::codec::encode_into;
 use crate::event::{
-    ChangelogRecord, Contract, DecisionKind, InputDecoders, InputOffsets, InputTopic, Millis, MonitoringDecision,
-    Rejection,
+    ChangelogRecord, Contract, DecisionKind, InputDecoders, InputOffsets, InputTopic, Millis,
+    MonitoringDecision, Rejection,
 };
 use crate::monitor::{Input, Monitor, SessionView};
 use crate::telemetry;

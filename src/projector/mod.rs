@@ -16,5 +16,6 @@ pub use run::{
 };
 
 pub use store::{
-    connect, connect_in, create_schema, migrate, Applied, Positioned, Store, StoreError,
+    connect, connect_in, create_schema, latest_session, migrate, ping, Applied, Positioned,
+    SessionRow, Store, StoreError,
 };

@@ -439,8 +439,8 @@ pub fn run(
         .map_err(kafka("subscribe to the decisions topic"))?;
     status.update(|s| s.ready = true);
     telemetry::projector_started();
-    let topic_name = CString::new(config.decisions_topic.as_str())
-        .map_err(|_| ProjectorError::Kafka {
+    let topic_name =
+        CString::new(config.decisions_topic.as_str()).map_err(|_| ProjectorError::Kafka {
             action: "use the decisions topic name (it contains a NUL byte)",
             source: KafkaError::Subscription(config.decisions_topic.clone()),
         })?;

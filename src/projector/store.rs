@@ -64,6 +64,78 @@ pub fn connect_in(url: &str, max_size: usize, schema: Option<&str>) -> Result<Po
         .map_err(|e| StoreError::Url(e.to_string()))
 }
 
+/// One row of `variant_monitoring`, as the status endpoint shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRow {
+    /// `variant_id@posted_at+timeout m`.
+    pub session_id: String,
+    /// The variant.
+    pub variant_id: String,
+    /// Persona it was posted as.
+    pub persona_id: String,
+    /// The post.
+    pub post_id: Option<String>,
+    /// Expected engagement rate.
+    pub expected_engagement_rate: f64,
+    /// Effective kill threshold.
+    pub kill_threshold: Option<f64>,
+    /// Effective minimum interactions.
+    pub min_interactions: Option<i32>,
+    /// Effective window.
+    pub timeout_minutes: Option<i32>,
+    /// posted_at.
+    pub started_at: chrono::DateTime<chrono::Utc>,
+    /// When it ended.
+    pub ended_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Still active.
+    pub is_active: Option<bool>,
+    /// Ended by the rule.
+    pub was_killed: Option<bool>,
+    /// The decision's reason.
+    pub kill_reason: Option<String>,
+    /// interactions / views at the end.
+    pub final_engagement_rate: Option<f64>,
+    /// Interactions at the end.
+    pub final_interaction_count: Option<i32>,
+    /// Views at the end.
+    pub final_view_count: Option<i32>,
+}
+
+/// The latest session row of `variant_id`, if the table has one.
+pub async fn latest_session(
+    pool: &Pool,
+    variant_id: &str,
+) -> Result<Option<SessionRow>, StoreError> {
+    let client = pool.get().await?;
+    let row = client
+        .query_opt(include_str!("sql/latest_session.sql"), &[&variant_id])
+        .await?;
+    Ok(row.map(|r| SessionRow {
+        session_id: r.get(0),
+        variant_id: r.get(1),
+        persona_id: r.get(2),
+        post_id: r.get(3),
+        expected_engagement_rate: r.get(4),
+        kill_threshold: r.get(5),
+        min_interactions: r.get(6),
+        timeout_minutes: r.get(7),
+        started_at: r.get(8),
+        ended_at: r.get(9),
+        is_active: r.get(10),
+        was_killed: r.get(11),
+        kill_reason: r.get(12),
+        final_engagement_rate: r.get(13),
+        final_interaction_count: r.get(14),
+        final_view_count: r.get(15),
+    }))
+}
+
+/// True when a connection can be had and answers a query (readiness).
+pub async fn ping(pool: &Pool) -> Result<(), StoreError> {
+    pool.get().await?.simple_query("SELECT 1").await?;
+    Ok(())
+}
+
 /// Creates `schema` if it does not exist (for a replay into a copy).
 pub async fn create_schema(pool: &Pool, schema: &str) -> Result<(), StoreError> {
     let client = pool.get().await?;

@@ -1,0 +1,423 @@
+//! The seeds' endpoints, over the processor's live state, the
+//! variant_monitoring table and the input topics.
+//!
+//! - `GET /performance-monitor/status/{variant_id}`: an active session's
+//!   live figures from this instance's memory (`"source": "live"`); an
+//!   ended session's final row from PostgreSQL when a database is
+//!   configured (`"source": "database"`); 404 for a variant nobody knows.
+//!   With several instances only the owner of the variant's partition has
+//!   its live figures; the others answer from the table, whose row the
+//!   projector writes when the session starts.
+//! - `GET /performance-monitor/active?limit=100&after=<variant_id>`: this
+//!   instance's active sessions in `variant_id` order, a page at a time.
+//! - `POST /performance-monitor/start-monitoring`: validates the body as a
+//!   VariantPosted and publishes it; 202 with where it was written.
+//! - `POST /performance-monitor/stop/{variant_id}`: publishes a
+//!   StopMonitoring command (optional body: `reason`, `requested_by`); the
+//!   stopped decision follows through the log.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Map, Value};
+
+use super::{error, Shared};
+use crate::event::validate;
+use crate::event::{Millis, SessionStatus, StopMonitoring, VariantPosted};
+use crate::monitor::{rule, SessionView};
+use crate::projector::SessionRow;
+use crate::upstream::{Delivered, PublishError};
+
+/// Sessions per page of `active` unless `limit` says otherwise.
+const DEFAULT_PAGE: usize = 100;
+/// Most sessions per page.
+const MAX_PAGE: usize = 1000;
+
+pub(super) async fn status(State(api): State<Shared>, Path(variant_id): Path<String>) -> Response {
+    let live = match &api.processor {
+        Some((_, sessions)) => sessions.get(&variant_id).ok().flatten(),
+        None => None,
+    };
+    if let Some(view) = &live {
+        if view.state.status == SessionStatus::Active {
+            return Json(live_json(view)).into_response();
+        }
+    }
+    if let Some(pool) = &api.database {
+        match crate::projector::latest_session(pool, &variant_id).await {
+            Ok(Some(row)) => return Json(row_json(&row)).into_response(),
+            Ok(None) => {}
+            Err(e) if live.is_none() => {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the variant is not in this instance's memory and {e}"),
+                    None,
+                )
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "status: database unavailable; answering from memory")
+            }
+        }
+    }
+    match live {
+        Some(view) => Json(live_json(&view)).into_response(),
+        None if api.processor.is_none() && api.database.is_none() => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this process has neither a processor nor a database to answer from",
+            None,
+        ),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no session is known for variant {variant_id:?}"),
+            None,
+        ),
+    }
+}
+
+pub(super) async fn active(
+    State(api): State<Shared>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let limit = match query.get("limit").map(|l| l.parse::<usize>()) {
+        None => DEFAULT_PAGE,
+        Some(Ok(limit)) if (1..=MAX_PAGE).contains(&limit) => limit,
+        Some(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("limit must be a whole number from 1 to {MAX_PAGE}"),
+                Some("limit"),
+            )
+        }
+    };
+    if let Some(unknown) = query.keys().find(|k| *k != "limit" && *k != "after") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown query parameter {unknown:?}; the parameters are limit and after"),
+            Some(unknown),
+        );
+    }
+    let Some((_, sessions)) = &api.processor else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this process runs no processor",
+            None,
+        );
+    };
+    match sessions.active(query.get("after").map(String::as_str), limit) {
+        Ok(page) => Json(json!({
+            "total": page.total,
+            "sessions": page.sessions.iter().map(live_json).collect::<Vec<_>>(),
+            "next": page.next,
+        }))
+        .into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
+    }
+}
+
+pub(super) async fn start_monitoring(State(api): State<Shared>, body: Bytes) -> Response {
+    let now = Utc::now().timestamp_millis();
+    let event = match Body::parse(&body).and_then(|b| b.variant_posted(now)) {
+        Ok(event) => event,
+        Err(rejected) => return rejected,
+    };
+    if let Err(e) = validate::posted(&event, &api.limits, now) {
+        return error(StatusCode::BAD_REQUEST, e.to_string(), Some(e.field()));
+    }
+    let Some(publisher) = &api.publisher else {
+        return no_publisher();
+    };
+    accepted(&event.variant_id, publisher.post(&event).await)
+}
+
+pub(super) async fn stop(
+    State(api): State<Shared>,
+    Path(variant_id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let now = Utc::now().timestamp_millis();
+    let command = match Body::parse_optional(&body).and_then(|b| b.stop(variant_id, now)) {
+        Ok(command) => command,
+        Err(rejected) => return rejected,
+    };
+    if let Err(e) = validate::stop(&command, &api.limits, now) {
+        return error(StatusCode::BAD_REQUEST, e.to_string(), Some(e.field()));
+    }
+    let Some(publisher) = &api.publisher else {
+        return no_publisher();
+    };
+    accepted(&command.variant_id, publisher.stop(&command).await)
+}
+
+fn no_publisher() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this process has no Kafka producer to publish with",
+        None,
+    )
+}
+
+fn accepted(variant_id: &str, result: Result<Delivered, PublishError>) -> Response {
+    match result {
+        Ok(delivered) => (
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "variant_id": variant_id,
+                "topic": delivered.topic,
+                "partition": delivered.partition,
+                "offset": delivered.offset,
+            })),
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
+    }
+}
+
+/// A JSON object body, read field by field so that every error names its
+/// field.
+struct Body(Map<String, Value>);
+
+type Rejected = Response;
+
+impl Body {
+    fn parse(bytes: &[u8]) -> Result<Body, Rejected> {
+        match serde_json::from_slice(bytes) {
+            Ok(Value::Object(map)) => Ok(Body(map)),
+            Ok(_) => Err(error(
+                StatusCode::BAD_REQUEST,
+                "the body must be a JSON object",
+                None,
+            )),
+            Err(e) => Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("the body is not JSON: {e}"),
+                None,
+            )),
+        }
+    }
+
+    /// An empty body is an empty object.
+    fn parse_optional(bytes: &[u8]) -> Result<Body, Rejected> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            Ok(Body(Map::new()))
+        } else {
+            Body::parse(bytes)
+        }
+    }
+
+    fn only(&self, known: &[&str]) -> Result<(), Rejected> {
+        match self.0.keys().find(|k| !known.contains(&k.as_str())) {
+            Some(unknown) => Err(error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown field {unknown:?}; the fields are {}",
+                    known.join(", ")
+                ),
+                Some(unknown),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    fn wrong(field: &str, expected: &str) -> Rejected {
+        error(
+            StatusCode::BAD_REQUEST,
+            format!("{field} must be {expected}"),
+            Some(field),
+        )
+    }
+
+    fn string(&self, field: &str) -> Result<Option<String>, Rejected> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(Self::wrong(field, "a string")),
+        }
+    }
+
+    fn required(&self, field: &str) -> Result<String, Rejected> {
+        self.string(field)?.ok_or_else(|| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("{field} is required"),
+                Some(field),
+            )
+        })
+    }
+
+    fn number(&self, field: &str) -> Result<Option<f64>, Rejected> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => Ok(n.as_f64()),
+            Some(_) => Err(Self::wrong(field, "a number")),
+        }
+    }
+
+    fn integer(&self, field: &str) -> Result<Option<i32>, Rejected> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .and_then(|n| i32::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| Self::wrong(field, "a whole number")),
+            Some(_) => Err(Self::wrong(field, "a whole number")),
+        }
+    }
+
+    /// An RFC 3339 string or milliseconds since the epoch.
+    fn time(&self, field: &str) -> Result<Option<Millis>, Rejected> {
+        let expected = "an RFC 3339 time (2026-11-23T10:00:00Z) or milliseconds since the epoch";
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| Self::wrong(field, expected)),
+            Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
+                .map(|t| Some(t.timestamp_millis()))
+                .map_err(|_| Self::wrong(field, expected)),
+            Some(_) => Err(Self::wrong(field, expected)),
+        }
+    }
+
+    fn metadata(&self, field: &str) -> Result<BTreeMap<String, String>, Rejected> {
+        match self.0.get(field) {
+            None | Some(Value::Null) => Ok(BTreeMap::new()),
+            Some(Value::Object(map)) => map
+                .iter()
+                .map(|(k, v)| match v {
+                    Value::String(v) => Ok((k.clone(), v.clone())),
+                    _ => Err(Self::wrong(field, "an object of strings")),
+                })
+                .collect(),
+            Some(_) => Err(Self::wrong(field, "an object of strings")),
+        }
+    }
+
+    fn variant_posted(&self, now: Millis) -> Result<VariantPosted<'static>, Rejected> {
+        self.only(&[
+            "variant_id",
+            "persona_id",
+            "post_id",
+            "expected_engagement_rate",
+            "posted_at",
+            "kill_threshold",
+            "min_interactions",
+            "timeout_minutes",
+            "metadata",
+        ])?;
+        Ok(VariantPosted {
+            variant_id: Cow::Owned(self.required("variant_id")?),
+            persona_id: Cow::Owned(self.required("persona_id")?),
+            post_id: Cow::Owned(self.required("post_id")?),
+            expected_engagement_rate: self.number("expected_engagement_rate")?.ok_or_else(
+                || {
+                    error(
+                        StatusCode::BAD_REQUEST,
+                        "expected_engagement_rate is required",
+                        Some("expected_engagement_rate"),
+                    )
+                },
+            )?,
+            posted_at: self.time("posted_at")?.unwrap_or(now),
+            kill_threshold: self.number("kill_threshold")?,
+            min_interactions: self.integer("min_interactions")?,
+            timeout_minutes: self.integer("timeout_minutes")?,
+            metadata: self.metadata("metadata")?,
+        })
+    }
+
+    fn stop(&self, variant_id: String, now: Millis) -> Result<StopMonitoring<'static>, Rejected> {
+        self.only(&["reason", "requested_by"])?;
+        Ok(StopMonitoring {
+            variant_id: Cow::Owned(variant_id),
+            reason: Cow::Owned(
+                self.string("reason")?
+                    .unwrap_or_else(|| "stopped through the HTTP API".into()),
+            ),
+            requested_by: Cow::Owned(
+                self.string("requested_by")?
+                    .unwrap_or_else(|| "http-api".into()),
+            ),
+            requested_at: now,
+        })
+    }
+}
+
+fn time(millis: Millis) -> Value {
+    DateTime::<Utc>::from_timestamp_millis(millis)
+        .map(|t| Value::from(t.to_rfc3339_opts(SecondsFormat::Millis, true)))
+        .unwrap_or(Value::Null)
+}
+
+fn status_name(status: SessionStatus) -> &'static str {
+    match status {
+        SessionStatus::Active => "active",
+        SessionStatus::Killed => "killed",
+        SessionStatus::TimedOut => "timed_out",
+        SessionStatus::Stopped => "stopped",
+    }
+}
+
+fn live_json(view: &SessionView) -> Value {
+    let s = &view.state;
+    let thresholds = rule::Thresholds {
+        kill_threshold: s.kill_threshold,
+        min_interactions: u32::try_from(s.min_interactions).unwrap_or(0),
+        timeout_minutes: u32::try_from(s.timeout_minutes).unwrap_or(0),
+    };
+    json!({
+        "variant_id": view.variant_id,
+        "source": "live",
+        "status": status_name(s.status),
+        "is_active": s.status == SessionStatus::Active,
+        "persona_id": s.persona_id,
+        "post_id": s.post_id,
+        "expected_engagement_rate": s.expected_engagement_rate,
+        "kill_threshold": s.kill_threshold,
+        "min_interactions": s.min_interactions,
+        "timeout_minutes": s.timeout_minutes,
+        "interactions": s.interactions,
+        "views": s.views,
+        "engagement_rate": view.engagement_rate,
+        "kill_below_engagement_rate": rule::kill_limit(s.expected_engagement_rate, &thresholds),
+        "posted_at": time(s.posted_at),
+        "deadline": time(view.deadline),
+        "ended_at": s.ended_at.map_or(Value::Null, time),
+    })
+}
+
+fn row_json(row: &SessionRow) -> Value {
+    let active = row.is_active.unwrap_or(false);
+    let status = match (active, row.was_killed.unwrap_or(false)) {
+        (true, _) => "active",
+        (false, true) => "killed",
+        (false, false) => "ended",
+    };
+    let rfc3339 = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
+    json!({
+        "variant_id": row.variant_id,
+        "source": "database",
+        "session_id": row.session_id,
+        "status": status,
+        "is_active": active,
+        "persona_id": row.persona_id,
+        "post_id": row.post_id,
+        "expected_engagement_rate": row.expected_engagement_rate,
+        "kill_threshold": row.kill_threshold,
+        "min_interactions": row.min_interactions,
+        "timeout_minutes": row.timeout_minutes,
+        "interactions": row.final_interaction_count,
+        "views": row.final_view_count,
+        "engagement_rate": row.final_engagement_rate,
+        "reason": row.kill_reason,
+        "posted_at": rfc3339(&row.started_at),
+        "ended_at": row.ended_at.as_ref().map(rfc3339),
+    })
+}
