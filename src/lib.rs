@@ -31,6 +31,7 @@
 pub mod api;
 pub mod config;
 pub mod event;
+pub mod generate;
 pub mod monitor;
 pub mod processor;
 pub mod projector;
