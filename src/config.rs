@@ -10,6 +10,7 @@
 //! the key and how to fix it, so a bad configuration fails at start-up.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -192,6 +193,38 @@ settings! {
     /// Log filter, e.g. `info` or `earlykill=debug,rdkafka=warn`.
     #[arg(long, env = "PERFORMANCE_MONITOR_LOG_LEVEL")]
     log_level: String,
+    /// Where the HTTP API (health, readiness, metrics, status, stop)
+    /// listens, `host:port`, or `off`. The default, 127.0.0.1:8080, is
+    /// reachable from this machine only; in a container use 0.0.0.0:8080.
+    #[arg(long, env = "EARLYKILL_HTTP_LISTEN")]
+    http_listen: String,
+    /// Bearer token the API's POST endpoints (start-monitoring, stop)
+    /// require. Without one they are open to whoever reaches the listener.
+    #[arg(long, env = "EARLYKILL_HTTP_TOKEN", hide_env_values = true)]
+    http_token: String,
+    /// PostgreSQL URL of the variant_monitoring table (optional): the
+    /// status endpoint answers ended sessions from it and readiness checks
+    /// it.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: String,
+}
+
+/// A value never shown in logs or debug output (tokens, URLs with
+/// passwords).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl Secret {
+    /// The value itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// Parses a `-X key=value` librdkafka property.
@@ -350,7 +383,32 @@ impl Settings {
                 .unwrap_or_else(|| "earlykill.dead-letters".into()),
         };
         topics.check_distinct()?;
+        let http_listen = match self.http_listen.as_deref() {
+            None => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            Some("off") => None,
+            Some(address) => Some(address.parse().map_err(|_| {
+                invalid(
+                    "http-listen",
+                    format!("{address:?} is not host:port"),
+                    "use an address such as 0.0.0.0:8080 (all interfaces) or 127.0.0.1:8080, or off",
+                )
+            })?),
+        };
+        if self
+            .http_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err(invalid(
+                "http-token",
+                "it is empty".into(),
+                "set a long random token, or leave the key out",
+            ));
+        }
         Ok(ProcessorConfig {
+            http_listen,
+            http_token: self.http_token.map(Secret),
+            database_url: self.database_url.map(Secret),
             bootstrap_servers: self
                 .bootstrap_servers
                 .unwrap_or_else(|| "localhost:9092".into()),
@@ -434,6 +492,13 @@ pub struct ProcessorConfig {
     pub kafka_timeout: Duration,
     /// Log filter.
     pub log_level: String,
+    /// Where the HTTP API listens; `None` for no API.
+    pub http_listen: Option<SocketAddr>,
+    /// Bearer token of the API's POST endpoints.
+    pub http_token: Option<Secret>,
+    /// PostgreSQL with the variant_monitoring table, for the status of
+    /// ended sessions.
+    pub database_url: Option<Secret>,
     /// Fault injection for tests: stop as a crash would (nothing committed,
     /// the transaction left open) right after producing this many
     /// decisions. Not settable from the command line.

@@ -30,6 +30,7 @@
 
 pub mod api;
 pub mod config;
+pub mod demo;
 pub mod event;
 pub mod generate;
 pub mod monitor;

@@ -6,10 +6,16 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use earlykill::config::Settings;
+use std::net::SocketAddr;
+
+use earlykill::api::{self, Api};
+use earlykill::config::{ProcessorConfig, Settings, Topics};
+use earlykill::demo::DemoConfig;
 use earlykill::event::Contract;
-use earlykill::processor::{self, Shutdown, StatusWatch};
-use earlykill::projector::{self, ProjectorConfig, ReplayTarget};
+use earlykill::generate::{self, GenerateConfig, GenerateStatus, TrafficConfig};
+use earlykill::processor::{self, Sessions, Shutdown, StatusWatch};
+use earlykill::projector::{self, ProjectorConfig, ProjectorStatus, ReplayTarget};
+use earlykill::upstream::Publisher;
 use earlykill::watch::Watch;
 
 /// earlykill: kill under-performing content variants in their first minutes.
@@ -62,6 +68,21 @@ enum Command {
         /// Rebuild the live table: its rows are deleted first.
         #[arg(long)]
         confirm_live: bool,
+    },
+    /// Publish simulated upstream traffic to the input topics: variants
+    /// posted over time, a mix of good and poor performers, views and
+    /// engagements drawn at random, paced by event time.
+    Generate {
+        #[command(flatten)]
+        args: GenerateArgs,
+    },
+    /// The whole flow in this process, with nothing to install: an
+    /// in-process Kafka (librdkafka's mock cluster), the simulated
+    /// upstream, the processor, the HTTP API, and the projector when
+    /// DATABASE_URL is set. Runs until Ctrl-C or --duration.
+    Demo {
+        #[command(flatten)]
+        args: DemoArgs,
     },
     /// List the Avro schemas of the event contract with their fingerprints,
     /// or print one schema's JSON (for registering it with another system).
@@ -121,6 +142,160 @@ struct ProjectorArgs {
     /// Log filter, e.g. `info` or `earlykill=debug,rdkafka=warn`.
     #[arg(long, env = "PERFORMANCE_MONITOR_LOG_LEVEL", default_value = "info")]
     log_level: String,
+    /// Where the HTTP API (health, readiness, metrics) listens,
+    /// `host:port`, or `off`.
+    #[arg(long, env = "EARLYKILL_HTTP_LISTEN", default_value = "127.0.0.1:8081",
+          value_parser = parse_listen)]
+    http_listen: Listen,
+}
+
+/// The traffic model's knobs, shared by `generate` and `demo`.
+#[derive(Debug, clap::Args)]
+struct TrafficArgs {
+    /// Variants to post; 0 posts until stopped.
+    #[arg(long, default_value_t = 0)]
+    variants: u64,
+    /// Variants posted per second of event time.
+    #[arg(long, default_value_t = 2.0)]
+    posts_per_second: f64,
+    /// Share of variants that engage well below their expected rate (and
+    /// should be killed).
+    #[arg(long, default_value_t = 0.3, value_parser = fraction)]
+    poor_fraction: f64,
+    /// Share of variants stopped by a command partway through.
+    #[arg(long, default_value_t = 0.02, value_parser = fraction)]
+    stop_fraction: f64,
+    /// Fewest views per second of event time a variant gets.
+    #[arg(long, default_value_t = 1.0)]
+    min_views_per_second: f64,
+    /// Most views per second of event time a variant gets.
+    #[arg(long, default_value_t = 6.0)]
+    max_views_per_second: f64,
+    /// The window each variant is posted with, in minutes.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10080))]
+    timeout_minutes: u32,
+    /// Seed of every random draw: the same seed gives the same traffic.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Most events per second (on top of the event-time pacing).
+    #[arg(long)]
+    rate: Option<f64>,
+}
+
+impl TrafficArgs {
+    fn traffic(&self, id_prefix: String) -> Result<TrafficConfig> {
+        if !(self.min_views_per_second > 0.0
+            && self.min_views_per_second <= self.max_views_per_second)
+        {
+            bail!("--min-views-per-second must be above 0 and at most --max-views-per-second");
+        }
+        if self.posts_per_second <= 0.0 {
+            bail!("--posts-per-second must be above 0");
+        }
+        Ok(TrafficConfig {
+            variants: (self.variants > 0).then_some(self.variants),
+            posts_per_second: self.posts_per_second,
+            poor_fraction: self.poor_fraction,
+            stop_fraction: self.stop_fraction,
+            views_per_second: (self.min_views_per_second, self.max_views_per_second),
+            timeout_minutes: self.timeout_minutes,
+            id_prefix,
+            seed: self.seed,
+            start: chrono::Utc::now().timestamp_millis(),
+            ..TrafficConfig::default()
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+struct GenerateArgs {
+    /// Kafka bootstrap servers, `host:port[,host:port]`.
+    #[arg(
+        long,
+        env = "EARLYKILL_BOOTSTRAP_SERVERS",
+        default_value = "localhost:9092"
+    )]
+    bootstrap_servers: String,
+    #[command(flatten)]
+    traffic: TrafficArgs,
+    /// Seconds of event time per wall-clock second (60 plays an hour in
+    /// a minute; the processor then needs --max-future-skew-seconds 0); 0
+    /// publishes as fast as possible.
+    #[arg(long, default_value_t = 1.0)]
+    speedup: f64,
+    /// The posted topic.
+    #[arg(
+        long,
+        env = "EARLYKILL_POSTED_TOPIC",
+        default_value = "earlykill.posted"
+    )]
+    posted_topic: String,
+    /// The interactions topic.
+    #[arg(
+        long,
+        env = "EARLYKILL_INTERACTIONS_TOPIC",
+        default_value = "earlykill.interactions"
+    )]
+    interactions_topic: String,
+    /// The commands topic.
+    #[arg(
+        long,
+        env = "EARLYKILL_COMMANDS_TOPIC",
+        default_value = "earlykill.commands"
+    )]
+    commands_topic: String,
+    /// librdkafka property for the producer, `-X key=value` (repeatable;
+    /// also `EARLYKILL_RDKAFKA_*` variables, `_` for `.`).
+    #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE", value_parser = earlykill::config::parse_property)]
+    kafka_property: Vec<(String, String)>,
+    /// Log filter.
+    #[arg(long, env = "PERFORMANCE_MONITOR_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct DemoArgs {
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    duration: Option<u64>,
+    #[command(flatten)]
+    traffic: TrafficArgs,
+    /// Seconds of event time per wall-clock second: at 10, a variant's
+    /// 10-minute window passes in a minute.
+    #[arg(long, default_value_t = 10.0)]
+    speedup: f64,
+    /// Partitions of the input topics.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=64))]
+    partitions: i32,
+    /// Where the HTTP API listens, `host:port`, or `off`.
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_listen)]
+    http_listen: Listen,
+    /// Also run the projector into this PostgreSQL database.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// Log filter (audit lines are at info).
+    #[arg(long, default_value = "warn")]
+    log_level: String,
+}
+
+/// An HTTP listen address, or none (`off`).
+#[derive(Debug, Clone, Copy)]
+struct Listen(Option<SocketAddr>);
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s == "off" {
+        return Ok(Listen(None));
+    }
+    s.parse()
+        .map(|a| Listen(Some(a)))
+        .map_err(|_| format!("{s:?} is not host:port (e.g. 0.0.0.0:8080) or off"))
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("{s:?} is not a fraction between 0 and 1")),
+    }
 }
 
 impl ProjectorArgs {
@@ -149,6 +324,8 @@ fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Run { config, settings } => run(config, *settings)?,
         Command::Project { args } => project(args)?,
+        Command::Generate { args } => generate(args)?,
+        Command::Demo { args } => demo(args)?,
         Command::Replay {
             args,
             into_schema,
@@ -213,24 +390,230 @@ fn run(file: Option<PathBuf>, settings: Settings) -> Result<()> {
         .or(Settings::from_env_properties(std::env::vars()).or(file))
         .resolve()?;
     init_logging(&config.log_level)?;
+    let status = StatusWatch::default();
+    let sessions = Sessions::default();
+    let http = match config.http_listen {
+        Some(address) => {
+            let publisher = Publisher::new(
+                &config.bootstrap_servers,
+                &config.kafka,
+                config.topics.clone(),
+                config.kafka_timeout,
+            )
+            .context("could not create the HTTP API's producer")?;
+            let database = config
+                .database_url
+                .as_ref()
+                .map(|url| projector::connect(url.expose(), 2))
+                .transpose()
+                .context("configuration key `database-url`")?;
+            Some((
+                address,
+                Api {
+                    processor: Some((status.clone(), sessions.clone())),
+                    publisher: Some(publisher),
+                    database,
+                    token: config.http_token.as_ref().map(|t| t.expose().to_owned()),
+                    limits: config.limits,
+                    ..Api::default()
+                },
+            ))
+        }
+        None => None,
+    };
     until_signal(
         "processor",
         "committing and leaving the group",
-        move |shutdown| {
-            processor::run(config, shutdown, StatusWatch::default(), Default::default())
-        },
+        http,
+        move |shutdown| processor::run(config, shutdown, status, sessions),
     )
 }
 
 /// Runs the projector on its own thread until a signal asks it to stop.
 fn project(args: ProjectorArgs) -> Result<()> {
     init_logging(&args.log_level)?;
+    let listen = args.http_listen.0;
     let config = args.resolve()?;
+    let status: Watch<ProjectorStatus> = Watch::default();
+    let http = match listen {
+        Some(address) => Some((
+            address,
+            Api {
+                projector: Some(status.clone()),
+                database: Some(projector::connect(&config.database_url, 1)?),
+                ..Api::default()
+            },
+        )),
+        None => None,
+    };
     until_signal(
         "projector",
         "writing the open batch and leaving the group",
-        move |shutdown| projector::run(config, shutdown, Watch::default()),
+        http,
+        move |shutdown| projector::run(config, shutdown, status),
     )
+}
+
+/// Publishes simulated traffic until it ends or a signal stops it.
+fn generate(args: GenerateArgs) -> Result<()> {
+    init_logging(&args.log_level)?;
+    let mut kafka = Settings::from_env_properties(std::env::vars()).kafka;
+    kafka.extend(args.kafka_property);
+    let config = GenerateConfig {
+        bootstrap_servers: args.bootstrap_servers,
+        kafka,
+        topics: Topics {
+            posted: args.posted_topic,
+            interactions: args.interactions_topic,
+            commands: args.commands_topic,
+            ..ProcessorConfig::with_bootstrap("unused").topics
+        },
+        traffic: args
+            .traffic
+            .traffic(format!("gen-{}-", args.traffic.seed))?,
+        speedup: args.speedup,
+        rate: args.traffic.rate,
+    };
+    let status: Watch<GenerateStatus> = Watch::default();
+    let summary = status.clone();
+    until_signal(
+        "generator",
+        "flushing what is queued",
+        None,
+        move |shutdown| generate::run(&config, &shutdown, &status).map(|_| ()),
+    )?;
+    let s = summary.get();
+    println!(
+        "published {} events in {:.1} s ({:.0}/s): {} variants posted, {} interactions, {} stops; {} deliveries failed",
+        s.events(),
+        s.elapsed.as_secs_f64(),
+        s.events() as f64 / s.elapsed.as_secs_f64().max(1e-3),
+        s.posted,
+        s.interactions,
+        s.stops,
+        s.failed,
+    );
+    if s.failed > 0 {
+        bail!("{} events were not delivered", s.failed);
+    }
+    Ok(())
+}
+
+/// Runs the embedded demo with live progress, then prints its summary.
+fn demo(args: DemoArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    init_logging(&args.log_level)?;
+    let config = DemoConfig {
+        partitions: args.partitions,
+        traffic: args.traffic.traffic("v-".into())?,
+        speedup: args.speedup,
+        rate: args.traffic.rate,
+        duration: args.duration.map(Duration::from_secs),
+        database_url: args.database_url,
+        http: args.http_listen.0,
+    };
+    let shutdown = Shutdown::new();
+    {
+        let shutdown = shutdown.clone();
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                if let Ok(runtime) = runtime {
+                    runtime.block_on(terminate());
+                    shutdown.drain();
+                }
+            })?;
+    }
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
+    let mut last_line = std::time::Instant::now();
+    let mut announced = false;
+    let summary = earlykill::demo::run(config, &shutdown, |p| {
+        if !announced {
+            announced = true;
+            let api = p.http.map_or_else(
+                || "off".to_owned(),
+                |a| format!("http://{a}/performance-monitor/active (also /metrics, /readyz)"),
+            );
+            let line = format!("demo running: in-process Kafka, processor, generator; HTTP API {api}; Ctrl-C stops");
+            match &bar {
+                Some(bar) => bar.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
+        let count = |kind: &str| p.decisions.get(kind).copied().unwrap_or(0);
+        let line = format!(
+            "{:>5.0} s | active {} | killed {} | timed out {} | stopped {} | {:.0} events/s | decision latency p99 {}",
+            p.elapsed.as_secs_f64(),
+            p.active,
+            count("killed"),
+            count("timed_out"),
+            count("stopped"),
+            p.events_per_second,
+            p.latency_p99
+                .map_or_else(|| "-".to_owned(), |l| format!("{} ms", l.as_millis())),
+        );
+        match &bar {
+            Some(bar) => bar.set_message(line),
+            None if last_line.elapsed() >= Duration::from_secs(5) => {
+                last_line = std::time::Instant::now();
+                eprintln!("{line}");
+            }
+            None => {}
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    print_summary(&summary);
+    Ok(())
+}
+
+fn print_summary(s: &earlykill::demo::DemoSummary) {
+    let g = &s.generated;
+    println!(
+        "demo ran {:.1} s: {} events published ({} variants posted, {} interactions, {} stops)",
+        s.elapsed.as_secs_f64(),
+        g.events(),
+        g.posted,
+        g.interactions,
+        g.stops
+    );
+    let kinds: Vec<String> = s
+        .decisions
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    println!(
+        "decisions on the decisions topic (read_committed): {} (the processor committed {})",
+        if kinds.is_empty() {
+            "none".to_owned()
+        } else {
+            kinds.join(", ")
+        },
+        s.committed_decisions
+    );
+    let ms = |q: f64| {
+        s.latency
+            .quantile(q)
+            .map_or_else(|| "-".to_owned(), |l| format!("{} ms", l.as_millis()))
+    };
+    println!(
+        "decision latency, trigger's append to commit: p50 {}, p99 {}, p999 {}; dead letters {}",
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        s.dead_letters
+    );
+    if let Some((rows, active)) = s.rows {
+        println!("variant_monitoring: {rows} rows, {active} active");
+    }
 }
 
 /// Runs `work` on a thread named `name` until it returns, or until SIGTERM
@@ -239,6 +622,7 @@ fn project(args: ProjectorArgs) -> Result<()> {
 fn until_signal<E>(
     name: &'static str,
     draining: &'static str,
+    http: Option<(SocketAddr, Api)>,
     work: impl FnOnce(Shutdown) -> Result<(), E> + Send + 'static,
 ) -> Result<()>
 where
@@ -257,6 +641,22 @@ where
                 let _ = done.send(work(shutdown));
             })?;
     }
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some((address, api)) = http {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(address))
+            .with_context(|| {
+                format!("cannot listen on {address}; choose another address with --http-listen (or `off`)")
+            })?;
+        runtime.spawn(async move {
+            let stopped = async {
+                let _ = http_stopped.await;
+            };
+            if let Err(e) = api::serve(listener, api, stopped).await {
+                tracing::error!(error = %e, "the HTTP API stopped");
+            }
+        });
+    }
     let result = runtime.block_on(async {
         tokio::pin!(finished);
         tokio::select! {
@@ -268,6 +668,7 @@ where
             }
         }
     });
+    let _ = http_stop.send(());
     result
         .map_err(|_| anyhow::anyhow!("the {name} thread panicked"))?
         .with_context(|| format!("{name} stopped"))?;
@@ -355,13 +756,33 @@ async fn terminate() {
     }
 }
 
+/// Logs to stdout: JSON lines when stdout is not a terminal (a container,
+/// a pipe, a file), text for people otherwise; `EARLYKILL_LOG_FORMAT=json`
+/// or `text` overrides the choice.
 fn init_logging(filter: &str) -> Result<()> {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(filter).with_context(|| {
         format!("configuration key `log-level`: {filter:?} is not a log filter; use e.g. `info` or `earlykill=debug`")
     })?;
-    tracing_subscriber::fmt()
+    let json = match std::env::var("EARLYKILL_LOG_FORMAT").as_deref() {
+        Ok("json") => true,
+        Ok("text") => false,
+        Ok(other) => bail!(
+            "EARLYKILL_LOG_FORMAT={other:?} is not a log format; use json or text (or unset it)"
+        ),
+        Err(_) => !std::io::stdout().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stdout);
+    if json {
+        builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init();
+    } else {
+        builder.init();
+    }
     Ok(())
 }

@@ -226,7 +226,8 @@ impl Traffic {
             variant.true_rate,
             variant.views_per_ms,
         );
-        self.ready.push_back(interaction(&id, n, InteractionKind::View, at));
+        self.ready
+            .push_back(interaction(&id, n, InteractionKind::View, at));
         if self.rng.random_bool(rate) {
             let kind = ENGAGEMENTS[self.rng.random_range(0..ENGAGEMENTS.len())];
             self.ready.push_back(interaction(&id, n, kind, at));
@@ -301,11 +302,7 @@ mod tests {
         let b: Vec<_> = Traffic::new(small()).collect();
         assert!(!a.is_empty());
         assert_eq!(a, b);
-        let c: Vec<_> = Traffic::new(TrafficConfig {
-            seed: 2,
-            ..small()
-        })
-        .collect();
+        let c: Vec<_> = Traffic::new(TrafficConfig { seed: 2, ..small() }).collect();
         assert_ne!(a, c);
     }
 
@@ -318,7 +315,9 @@ mod tests {
             last = event.time();
             match &event {
                 Generated::Posted(p) => {
-                    assert!(posted_at.insert(p.variant_id.to_string(), p.posted_at).is_none());
+                    assert!(posted_at
+                        .insert(p.variant_id.to_string(), p.posted_at)
+                        .is_none());
                 }
                 other => {
                     let start = posted_at[other.variant_id()];

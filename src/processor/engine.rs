@@ -216,6 +216,17 @@ impl Sessions {
             .find_map(|part| part.monitor.session(variant_id)))
     }
 
+    /// Active sessions on this instance.
+    pub fn active_count(&self) -> Result<usize, NotRunning> {
+        let core = self.core()?;
+        let core = lock(&core);
+        Ok(core
+            .partitions
+            .values()
+            .map(|part| part.monitor.active_sessions())
+            .sum())
+    }
+
     /// Up to `limit` active sessions whose `variant_id` comes after
     /// `after`, in `variant_id` order.
     pub fn active(&self, after: Option<&str>, limit: usize) -> Result<ActivePage, NotRunning> {
@@ -986,6 +997,9 @@ impl Core {
         let now = wall_millis();
         for (decision, due) in out.open_decisions.drain(..) {
             let latency = Duration::from_millis((now - due).max(0) as u64);
+            if decision.kind != DecisionKind::TimedOut {
+                out.counters.latency.record(latency);
+            }
             telemetry::decision(&decision, latency);
         }
         out.counters.commits += 1;

@@ -115,6 +115,70 @@ pub struct Status {
     /// Per `(topic, partition)`, the input offset included in the last
     /// commit.
     pub committed: Vec<((String, i32), i64)>,
+    /// Latency of committed decisions that a record triggered (all but
+    /// timeouts): from the record's append to the commit.
+    pub latency: LatencyHistogram,
+}
+
+/// Latencies in buckets a quarter of a power of two wide: under 1 ms, then
+/// `[2^((i-1)/4), 2^(i/4))` ms up to about 65 s. Cheap enough to copy with
+/// every status, so a watcher can take the difference of two copies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyHistogram {
+    counts: Vec<u64>,
+}
+
+const LATENCY_BUCKETS: usize = 65;
+
+impl LatencyHistogram {
+    /// Counts one latency.
+    pub fn record(&mut self, latency: Duration) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; LATENCY_BUCKETS];
+        }
+        let ms = latency.as_secs_f64() * 1000.0;
+        let bucket = if ms < 1.0 {
+            0
+        } else {
+            ((ms.log2() * 4.0).floor() as usize + 1).min(LATENCY_BUCKETS - 1)
+        };
+        self.counts[bucket] += 1;
+    }
+
+    /// Latencies counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The upper bound of the bucket holding the `q` quantile (0..=1), or
+    /// `None` when nothing was counted.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (bucket, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                let upper_ms = 2f64.powf(bucket as f64 / 4.0);
+                return Some(Duration::from_secs_f64(upper_ms / 1000.0));
+            }
+        }
+        None
+    }
+
+    /// What was counted since `earlier`, a copy of this histogram.
+    pub fn since(&self, earlier: &LatencyHistogram) -> LatencyHistogram {
+        let counts = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c - earlier.counts.get(i).copied().unwrap_or(0).min(*c))
+            .collect();
+        LatencyHistogram { counts }
+    }
 }
 
 impl Status {
