@@ -151,6 +151,7 @@ pub fn run(
     mut progress: impl FnMut(&DemoProgress),
 ) -> Result<DemoSummary, DemoError> {
     let kafka = |action| move |source| DemoError::Kafka { action, source };
+    crate::telemetry::prometheus();
     let cluster: MockCluster<'static, DefaultProducerContext> =
         MockCluster::new(1).map_err(kafka("start the mock cluster"))?;
     let bootstrap = cluster.bootstrap_servers();

@@ -758,12 +758,14 @@ async fn terminate() {
 
 /// Logs to stdout: JSON lines when stdout is not a terminal (a container,
 /// a pipe, a file), text for people otherwise; `EARLYKILL_LOG_FORMAT=json`
-/// or `text` overrides the choice.
+/// or `text` overrides the choice. Installs the metrics recorder too.
 fn init_logging(filter: &str) -> Result<()> {
     use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_new(filter).with_context(|| {
         format!("configuration key `log-level`: {filter:?} is not a log filter; use e.g. `info` or `earlykill=debug`")
     })?;
+    // Before any worker starts, so that no early metric is lost.
+    earlykill::telemetry::prometheus();
     let json = match std::env::var("EARLYKILL_LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("text") => false,

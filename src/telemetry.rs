@@ -100,7 +100,8 @@ const RATE_BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0,
 ];
 
-/// The process's Prometheus recorder, installed on first use.
+/// The process's Prometheus recorder, installed on first use. Call it
+/// before starting the workers: what is recorded before it is lost.
 ///
 /// Gauges not updated for a minute are dropped, so a partition that moved
 /// to another instance stops reporting its lag here.

@@ -10,7 +10,7 @@ use earlykill::event::codec::encode;
 use earlykill::event::{
     Contract, Decoder, Interaction, MonitoringDecision, StopMonitoring, VariantPosted,
 };
-use earlykill::processor::{self, ProcessorError, Shutdown, StatusWatch};
+use earlykill::processor::{self, ProcessorError, Sessions, Shutdown, StatusWatch};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -264,6 +264,8 @@ fn test_config(bootstrap: &str) -> ProcessorConfig {
 pub struct Running {
     pub shutdown: Shutdown,
     pub status: StatusWatch,
+    #[allow(dead_code)]
+    pub sessions: Sessions,
     handle: Option<JoinHandle<Result<(), ProcessorError>>>,
 }
 
@@ -271,16 +273,18 @@ impl Running {
     pub fn start(config: ProcessorConfig) -> Running {
         let shutdown = Shutdown::new();
         let status = StatusWatch::default();
+        let sessions = Sessions::default();
         let handle = {
-            let (shutdown, status) = (shutdown.clone(), status.clone());
+            let (shutdown, status, sessions) = (shutdown.clone(), status.clone(), sessions.clone());
             std::thread::Builder::new()
                 .name("processor".into())
-                .spawn(move || processor::run(config, shutdown, status, Default::default()))
+                .spawn(move || processor::run(config, shutdown, status, sessions))
                 .expect("spawn the processor")
         };
         Running {
             shutdown,
             status,
+            sessions,
             handle: Some(handle),
         }
     }
