@@ -532,7 +532,7 @@ fn demo(args: DemoArgs) -> Result<()> {
         bar.enable_steady_tick(Duration::from_millis(200));
         bar
     });
-    let mut last_line = std::time::Instant::now();
+    let mut last_line: Option<std::time::Instant> = None;
     let mut announced = false;
     let summary = earlykill::demo::run(config, &shutdown, |p| {
         if !announced {
@@ -561,8 +561,8 @@ fn demo(args: DemoArgs) -> Result<()> {
         );
         match &bar {
             Some(bar) => bar.set_message(line),
-            None if last_line.elapsed() >= Duration::from_secs(5) => {
-                last_line = std::time::Instant::now();
+            None if last_line.is_none_or(|l| l.elapsed() >= Duration::from_secs(5)) => {
+                last_line = Some(std::time::Instant::now());
                 eprintln!("{line}");
             }
             None => {}

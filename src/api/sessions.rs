@@ -124,7 +124,7 @@ pub(super) async fn start_monitoring(State(api): State<Shared>, body: Bytes) -> 
     let now = Utc::now().timestamp_millis();
     let event = match Body::parse(&body).and_then(|b| b.variant_posted(now)) {
         Ok(event) => event,
-        Err(rejected) => return rejected,
+        Err(rejected) => return rejected.into_response(),
     };
     if let Err(e) = validate::posted(&event, &api.limits, now) {
         return error(StatusCode::BAD_REQUEST, e.to_string(), Some(e.field()));
@@ -143,7 +143,7 @@ pub(super) async fn stop(
     let now = Utc::now().timestamp_millis();
     let command = match Body::parse_optional(&body).and_then(|b| b.stop(variant_id, now)) {
         Ok(command) => command,
-        Err(rejected) => return rejected,
+        Err(rejected) => return rejected.into_response(),
     };
     if let Err(e) = validate::stop(&command, &api.limits, now) {
         return error(StatusCode::BAD_REQUEST, e.to_string(), Some(e.field()));
@@ -182,22 +182,35 @@ fn accepted(variant_id: &str, result: Result<Delivered, PublishError>) -> Respon
 /// field.
 struct Body(Map<String, Value>);
 
-type Rejected = Response;
+/// A 400 answer: what is wrong, and the field at fault.
+struct BadRequest {
+    message: String,
+    field: Option<String>,
+}
+
+impl BadRequest {
+    fn new(message: impl Into<String>, field: Option<&str>) -> BadRequest {
+        BadRequest {
+            message: message.into(),
+            field: field.map(str::to_owned),
+        }
+    }
+}
+
+impl IntoResponse for BadRequest {
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, self.message, self.field.as_deref())
+    }
+}
+
+type Rejected = BadRequest;
 
 impl Body {
     fn parse(bytes: &[u8]) -> Result<Body, Rejected> {
         match serde_json::from_slice(bytes) {
             Ok(Value::Object(map)) => Ok(Body(map)),
-            Ok(_) => Err(error(
-                StatusCode::BAD_REQUEST,
-                "the body must be a JSON object",
-                None,
-            )),
-            Err(e) => Err(error(
-                StatusCode::BAD_REQUEST,
-                format!("the body is not JSON: {e}"),
-                None,
-            )),
+            Ok(_) => Err(BadRequest::new("the body must be a JSON object", None)),
+            Err(e) => Err(BadRequest::new(format!("the body is not JSON: {e}"), None)),
         }
     }
 
@@ -212,8 +225,7 @@ impl Body {
 
     fn only(&self, known: &[&str]) -> Result<(), Rejected> {
         match self.0.keys().find(|k| !known.contains(&k.as_str())) {
-            Some(unknown) => Err(error(
-                StatusCode::BAD_REQUEST,
+            Some(unknown) => Err(BadRequest::new(
                 format!(
                     "unknown field {unknown:?}; the fields are {}",
                     known.join(", ")
@@ -225,11 +237,7 @@ impl Body {
     }
 
     fn wrong(field: &str, expected: &str) -> Rejected {
-        error(
-            StatusCode::BAD_REQUEST,
-            format!("{field} must be {expected}"),
-            Some(field),
-        )
+        BadRequest::new(format!("{field} must be {expected}"), Some(field))
     }
 
     fn string(&self, field: &str) -> Result<Option<String>, Rejected> {
@@ -241,13 +249,8 @@ impl Body {
     }
 
     fn required(&self, field: &str) -> Result<String, Rejected> {
-        self.string(field)?.ok_or_else(|| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("{field} is required"),
-                Some(field),
-            )
-        })
+        self.string(field)?
+            .ok_or_else(|| BadRequest::new(format!("{field} is required"), Some(field)))
     }
 
     fn number(&self, field: &str) -> Result<Option<f64>, Rejected> {
@@ -318,8 +321,7 @@ impl Body {
             post_id: Cow::Owned(self.required("post_id")?),
             expected_engagement_rate: self.number("expected_engagement_rate")?.ok_or_else(
                 || {
-                    error(
-                        StatusCode::BAD_REQUEST,
+                    BadRequest::new(
                         "expected_engagement_rate is required",
                         Some("expected_engagement_rate"),
                     )
