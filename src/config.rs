@@ -227,6 +227,33 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// librdkafka properties only consumers understand: passed to every
+/// client, they would make each producer warn that it ignores them.
+const CONSUMER_ONLY: [&str; 12] = [
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "max.poll.interval.ms",
+    "auto.offset.reset",
+    "fetch.wait.max.ms",
+    "fetch.min.bytes",
+    "fetch.max.bytes",
+    "max.partition.fetch.bytes",
+    "fetch.queue.backoff.ms",
+    "queued.min.messages",
+    "queued.max.messages.kbytes",
+    "group.instance.id",
+];
+
+/// The pass-through properties a producer should get: all but the
+/// consumer-only ones.
+pub fn producer_properties(
+    kafka: &BTreeMap<String, String>,
+) -> impl Iterator<Item = (&String, &String)> {
+    kafka
+        .iter()
+        .filter(|(key, _)| !CONSUMER_ONLY.contains(&key.as_str()))
+}
+
 /// Parses a `-X key=value` librdkafka property.
 pub fn parse_property(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {

@@ -139,6 +139,8 @@ pub enum DemoError {
 
 /// How often progress is reported.
 const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+/// Longest wait for the processor to join its group.
+const JOIN: Duration = Duration::from_secs(60);
 /// Longest wait for the projector to catch up at the end.
 const CATCH_UP: Duration = Duration::from_secs(30);
 
@@ -161,6 +163,12 @@ pub fn run(
     processor_config.limits = Limits {
         max_future_skew_ms: None,
     };
+    // The mock broker answers a fetch only after fetch.wait.max.ms even
+    // when records arrive meanwhile (real brokers answer at once), so the
+    // processor's 100 ms would show as decision latency here.
+    processor_config
+        .kafka
+        .insert("fetch.wait.max.ms".into(), "5".into());
     let topics = processor_config.topics.clone();
     for topic in [
         &topics.posted,
@@ -255,13 +263,27 @@ pub fn run(
         None => None,
     };
 
+    // The upstream starts once the processor has its partitions, so the
+    // first events do not wait for the group to form.
+    let joined = status.wait_until(JOIN, |s| {
+        (s.joined && s.restoring.is_empty() && !s.partitions.is_empty()) || processor.is_finished()
+    });
+    if !joined || processor.is_finished() {
+        processor_stop.drain();
+        join(processor, "processor")?;
+        return Err(DemoError::Component {
+            component: "processor",
+            reason: format!("it did not get its partitions within {JOIN:?}"),
+        });
+    }
     config.traffic.start = chrono::Utc::now().timestamp_millis();
     let generator_status: Watch<GenerateStatus> = Watch::default();
     let generator_stop = Shutdown::new();
     let generator = spawn("generator", {
         let config = GenerateConfig {
             bootstrap_servers: bootstrap.clone(),
-            kafka: BTreeMap::new(),
+            // Latency over batching: the demo shows decision latency.
+            kafka: BTreeMap::from([("linger.ms".to_owned(), "5".to_owned())]),
             topics: topics.clone(),
             traffic: config.traffic.clone(),
             speedup: config.speedup,

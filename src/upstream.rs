@@ -25,7 +25,7 @@ pub fn producer_config(bootstrap_servers: &str, kafka: &BTreeMap<String, String>
         .set("bootstrap.servers", bootstrap_servers)
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5");
-    for (key, value) in kafka {
+    for (key, value) in crate::config::producer_properties(kafka) {
         client.set(key, value);
     }
     client.set("enable.idempotence", "true").set("acks", "all");

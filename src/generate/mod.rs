@@ -117,10 +117,17 @@ pub fn run(
     shutdown: &Shutdown,
     status: &Watch<GenerateStatus>,
 ) -> Result<GenerateStatus, GenerateError> {
+    // Batches for throughput, unless the caller's properties say otherwise.
+    let mut kafka: std::collections::BTreeMap<String, String> = [
+        ("linger.ms", "20"),
+        ("queue.buffering.max.messages", "200000"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    kafka.extend(config.kafka.clone());
     let producer: ThreadedProducer<Deliveries> =
-        upstream::producer_config(&config.bootstrap_servers, &config.kafka)
-            .set("linger.ms", "20")
-            .set("queue.buffering.max.messages", "200000")
+        upstream::producer_config(&config.bootstrap_servers, &kafka)
             .create_with_context(Deliveries::default())
             .map_err(|source| GenerateError::Kafka {
                 action: "create the producer",

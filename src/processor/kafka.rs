@@ -87,8 +87,9 @@ pub fn producer(config: &ProcessorConfig) -> ClientConfig {
     client
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "1")
-        .set("transaction.timeout.ms", "10000");
-    for (key, value) in base(config).config_map() {
+        .set("transaction.timeout.ms", "10000")
+        .set("bootstrap.servers", &config.bootstrap_servers);
+    for (key, value) in crate::config::producer_properties(&config.kafka) {
         client.set(key, value);
     }
     client

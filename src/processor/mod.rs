@@ -292,3 +292,30 @@ pub enum ProcessorError {
         reason: String,
     },
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles_are_bucket_upper_bounds_within_a_fifth() {
+        let mut h = LatencyHistogram::default();
+        assert_eq!(h.quantile(0.99), None);
+        for ms in 1..=100 {
+            h.record(Duration::from_millis(ms));
+        }
+        assert_eq!(h.count(), 100);
+        for (q, exact) in [(0.5, 50.0), (0.99, 99.0), (1.0, 100.0)] {
+            let got = h.quantile(q).unwrap().as_secs_f64() * 1000.0;
+            assert!(got >= exact && got <= exact * 1.19, "q{q}: {got} ms");
+        }
+        let earlier = h.clone();
+        h.record(Duration::from_secs(5));
+        let recent = h.since(&earlier);
+        assert_eq!(recent.count(), 1);
+        let five = recent.quantile(0.5).unwrap().as_secs_f64();
+        assert!((5.0..=5.0 * 1.19).contains(&five), "{five}");
+        h.record(Duration::from_micros(10));
+        assert_eq!(h.count(), 102);
+    }
+}
