@@ -147,6 +147,8 @@ fn readiness_fails_while_the_processor_is_not_running_and_says_why() {
         body["checks"]["processor"]["reason"],
         "the processor is not running"
     );
+    let (status, body) = http.get("/performance-monitor/status/v-1");
+    assert_eq!(status, 503, "not a 404: nobody could look: {body}");
     // Health does not depend on it.
     assert_eq!(http.get("/healthz").0, 200);
 }

@@ -40,9 +40,12 @@ const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1000;
 
 pub(super) async fn status(State(api): State<Shared>, Path(variant_id): Path<String>) -> Response {
-    let live = match &api.processor {
-        Some((_, sessions)) => sessions.get(&variant_id).ok().flatten(),
-        None => None,
+    let (live, running) = match &api.processor {
+        Some((_, sessions)) => match sessions.get(&variant_id) {
+            Ok(live) => (live, true),
+            Err(_) => (None, false),
+        },
+        None => (None, false),
     };
     if let Some(view) = &live {
         if view.state.status == SessionStatus::Active {
@@ -67,9 +70,9 @@ pub(super) async fn status(State(api): State<Shared>, Path(variant_id): Path<Str
     }
     match live {
         Some(view) => Json(live_json(&view)).into_response(),
-        None if api.processor.is_none() && api.database.is_none() => error(
+        None if !running && api.database.is_none() => error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "this process has neither a processor nor a database to answer from",
+            "this process has no running processor and no database to answer from",
             None,
         ),
         None => error(
