@@ -17,7 +17,7 @@
 //! - `GET /performance-monitor/status/{variant_id}`,
 //!   `GET /performance-monitor/active`,
 //!   `POST /performance-monitor/start-monitoring`,
-//!   `POST /performance-monitor/stop/{variant_id}` — see [`sessions`].
+//!   `POST /performance-monitor/stop/{variant_id}` — see `sessions.rs`.
 
 mod sessions;
 
