@@ -138,3 +138,36 @@ fn an_unknown_file_key_is_an_error_naming_it() {
     assert!(message.contains("kill-treshold"), "{message}");
     assert!(message.contains(&path.display().to_string()), "{message}");
 }
+
+#[test]
+fn the_http_listener_is_loopback_by_default_off_on_request_and_checked() {
+    let config = Settings::default().resolve().expect("defaults");
+    assert_eq!(config.http_listen, Some("127.0.0.1:8080".parse().unwrap()));
+    let off = flags(&["--http-listen", "off"]).resolve().expect("off");
+    assert_eq!(off.http_listen, None);
+    let all = flags(&["--http-listen", "0.0.0.0:9000"]).resolve().expect("all");
+    assert_eq!(all.http_listen, Some("0.0.0.0:9000".parse().unwrap()));
+    match flags(&["--http-listen", "localhost"]).resolve() {
+        Err(ConfigError::Invalid { key, fix, .. }) => {
+            assert_eq!(key, "http-listen");
+            assert!(fix.contains("0.0.0.0:8080"), "{fix}");
+        }
+        other => panic!("expected an error naming http-listen, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_token_and_the_database_url_never_appear_in_debug_output() {
+    let config = flags(&[
+        "--http-token",
+        "tok-9f8e7d",
+        "--database-url",
+        "postgresql://u:pw-1a2b3c@db/x",
+    ])
+    .resolve()
+    .expect("valid");
+    assert_eq!(config.http_token.as_ref().unwrap().expose(), "tok-9f8e7d");
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("tok-9f8e7d"), "{shown}");
+    assert!(!shown.contains("pw-1a2b3c"), "{shown}");
+}
