@@ -145,7 +145,9 @@ fn the_http_listener_is_loopback_by_default_off_on_request_and_checked() {
     assert_eq!(config.http_listen, Some("127.0.0.1:8080".parse().unwrap()));
     let off = flags(&["--http-listen", "off"]).resolve().expect("off");
     assert_eq!(off.http_listen, None);
-    let all = flags(&["--http-listen", "0.0.0.0:9000"]).resolve().expect("all");
+    let all = flags(&["--http-listen", "0.0.0.0:9000"])
+        .resolve()
+        .expect("all");
     assert_eq!(all.http_listen, Some("0.0.0.0:9000".parse().unwrap()));
     match flags(&["--http-listen", "localhost"]).resolve() {
         Err(ConfigError::Invalid { key, fix, .. }) => {
