@@ -200,6 +200,16 @@ pub fn run(
         None => None,
     };
 
+    // Before any worker starts, so that a taken port leaves nothing running.
+    let listener = match config.http {
+        Some(address) => Some(
+            runtime
+                .block_on(tokio::net::TcpListener::bind(address))
+                .map_err(|source| DemoError::Http { address, source })?,
+        ),
+        None => None,
+    };
+
     let status = StatusWatch::default();
     let sessions = Sessions::default();
     let processor_stop = Shutdown::new();
@@ -225,11 +235,8 @@ pub fn run(
     };
 
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let http = match config.http {
-        Some(address) => {
-            let listener = runtime
-                .block_on(tokio::net::TcpListener::bind(address))
-                .map_err(|source| DemoError::Http { address, source })?;
+    let http = match listener {
+        Some(listener) => {
             let address = listener.local_addr()?;
             let api = Api {
                 processor: Some((status.clone(), sessions.clone())),
