@@ -3,6 +3,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 use std::ffi::CString;
+use std::fmt::Write as _;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -16,7 +18,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::kafka::{self, DeliveryContext, RestoreContext};
 use super::merge::{rank, Entry, Merge};
-use super::{ProcessorError, Shutdown, Status, StatusWatch, ABANDON, DRAIN};
+use super::{ProcessorError, Shutdown, Status, StatusWatch, ABANDON, DRAIN, MAX_ABORTED_LISTED};
 use crate::config::{Guarantee, ProcessorConfig};
 use crate::event::codec::encode_into;
 use crate::event::{
@@ -396,6 +398,11 @@ struct Output {
     changelog_out: u64,
     /// Delivery failures already handled (at-least-once).
     failures_seen: u64,
+    /// The number of the open (or last) transaction of this run.
+    transaction: u64,
+    /// `<incarnation>/<transaction>`, the header of the open transaction's
+    /// decisions.
+    transaction_label: String,
     buf: Vec<u8>,
     counters: Status,
 }
@@ -436,6 +443,13 @@ impl Output {
                 .map_err(|e| self.classify(e))?;
         }
         self.open_since = Some(Instant::now());
+        self.transaction += 1;
+        self.transaction_label.clear();
+        let _ = write!(
+            self.transaction_label,
+            "{}/{}",
+            self.counters.incarnation, self.transaction
+        );
         Ok(())
     }
 
@@ -465,8 +479,9 @@ impl Output {
                 reason: e.to_string(),
             }
         })?;
+        self.begin()?;
         let kind = decision.kind.as_str();
-        let headers = OwnedHeaders::new_with_capacity(2)
+        let headers = OwnedHeaders::new_with_capacity(3)
             .insert(Header {
                 key: "decision_kind",
                 value: Some(kind),
@@ -474,6 +489,10 @@ impl Output {
             .insert(Header {
                 key: "decision_id",
                 value: Some(decision.decision_id.as_str()),
+            })
+            .insert(Header {
+                key: "earlykill_transaction",
+                value: Some(self.transaction_label.as_str()),
             });
         let topic = self.config.topics.decisions.clone();
         let result = self.send(
@@ -628,8 +647,13 @@ impl Core {
                 records_in: [0; 3],
                 changelog_out: 0,
                 failures_seen: 0,
+                transaction: 0,
+                transaction_label: String::new(),
                 buf: Vec::with_capacity(512),
-                counters: Status::default(),
+                counters: Status {
+                    incarnation: incarnation(&config.instance_id),
+                    ..Status::default()
+                },
             },
             config,
             restorer,
@@ -993,6 +1017,7 @@ impl Core {
             "committed"
         );
         out.open_since = None;
+        out.counters.last_committed_transaction = out.transaction;
         out.counters.committed_decisions += out.open_decisions.len() as u64;
         let now = wall_millis();
         for (decision, due) in out.open_decisions.drain(..) {
@@ -1076,6 +1101,16 @@ impl Core {
         }
         self.partitions = restored;
         if seek.count() > 0 {
+            // The rebuilt partitions start unpaused and empty, so the
+            // consumer must not keep a topic paused for backpressure that
+            // no longer exists: it would never be resumed (the fault soak
+            // found this stall).
+            consumer
+                .resume(&seek)
+                .map_err(|source| ProcessorError::Kafka {
+                    action: "resume the input after a rewind",
+                    source,
+                })?;
             consumer
                 .seek_partitions(seek, self.config.kafka_timeout)
                 .map_err(|source| ProcessorError::Kafka {
@@ -1088,7 +1123,15 @@ impl Core {
 
     fn abort(&mut self) -> Result<(), ProcessorError> {
         let out = &mut self.out;
-        if out.open_since.take().is_some() && self.config.guarantee == Guarantee::ExactlyOnce {
+        let open = out.open_since.take().is_some();
+        if open {
+            let aborted = &mut out.counters.aborted_transactions;
+            if aborted.len() == MAX_ABORTED_LISTED {
+                aborted.remove(0);
+            }
+            aborted.push(out.transaction);
+        }
+        if open && self.config.guarantee == Guarantee::ExactlyOnce {
             out.producer
                 .abort_transaction(self.config.kafka_timeout)
                 .map_err(|source| match out.classify(source) {
@@ -1186,14 +1229,30 @@ impl Core {
             Ok(restored) => {
                 let mut start = TopicPartitionList::new();
                 for (&p, part) in &restored {
+                    // A changelog that records offsets for some topics of
+                    // the partition but not for another means nothing of
+                    // that one has been read: start it at the beginning.
+                    // Asking the group's committed offset instead can wait
+                    // forever behind a crashed transaction's pending offsets
+                    // on a broker that never resolves them (the fault soak
+                    // stalled so on the mock cluster).
+                    let fallback = if part.next.iter().any(Option::is_some) {
+                        Offset::Beginning
+                    } else {
+                        Offset::Stored
+                    };
                     for topic in InputTopic::ALL {
-                        let offset = part.next[rank(topic)].map_or(Offset::Stored, Offset::Offset);
+                        let offset = part.next[rank(topic)].map_or(fallback, Offset::Offset);
                         let _ =
                             start.add_partition_offset(self.config.topics.input(topic), p, offset);
                     }
                 }
                 self.partitions.extend(restored);
-                if let Err(e) = consumer.assign(&start) {
+                // New partitions start unpaused; so must the consumer's.
+                if let Err(e) = consumer
+                    .assign(&start)
+                    .and_then(|()| consumer.resume(&start))
+                {
                     self.fatal = Some(ProcessorError::Kafka {
                         action: "take the assigned partitions",
                         source: e,
@@ -1250,6 +1309,14 @@ fn due(decision: &MonitoringDecision, appended: Option<Millis>) -> Millis {
         (DecisionKind::TimedOut, _) | (_, None) => decision.deadline,
         (_, Some(appended)) => appended,
     }
+}
+
+/// A name for this run of instance `instance`, unique in this process and
+/// across restarts.
+fn incarnation(instance: &str) -> String {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{instance}@{}.{n}", wall_millis())
 }
 
 fn wall_millis() -> Millis {

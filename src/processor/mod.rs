@@ -83,6 +83,9 @@ impl Shutdown {
     }
 }
 
+/// How many aborted transaction numbers [`Status`] lists.
+pub const MAX_ABORTED_LISTED: usize = 1024;
+
 /// What a processor has done so far, for readiness, tests and operators.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Status {
@@ -108,6 +111,17 @@ pub struct Status {
     pub commits: u64,
     /// Transactions aborted, each followed by a rewind.
     pub aborts: u64,
+    /// This run's name, `<instance-id>@<start ms>.<n>`: with a transaction's
+    /// number it forms the `earlykill_transaction` header of every decision.
+    pub incarnation: String,
+    /// The number of the last transaction (at-least-once: batch) that
+    /// committed. Transactions are numbered from 1 in each run and run one
+    /// at a time, so every transaction up to this one committed unless it
+    /// is in `aborted_transactions`.
+    pub last_committed_transaction: u64,
+    /// The numbers of the transactions aborted in this run (the most recent
+    /// [`MAX_ABORTED_LISTED`]).
+    pub aborted_transactions: Vec<u64>,
     /// Changelog records read by restores.
     pub restored_records: u64,
     /// Time spent restoring, in total.

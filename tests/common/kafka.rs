@@ -314,6 +314,12 @@ impl Running {
         );
     }
 
+    /// Whether the processor's thread has ended (on its own or asked to).
+    #[allow(dead_code)]
+    pub fn is_finished(&self) -> bool {
+        self.handle.as_ref().is_none_or(|h| h.is_finished())
+    }
+
     /// Drains and waits for the processor to finish.
     pub fn stop(mut self) -> Result<(), ProcessorError> {
         self.shutdown.drain();
