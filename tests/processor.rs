@@ -86,7 +86,24 @@ fn kill_timeout_and_stop_are_published_end_to_end() {
     let timed_out = find("v-timeout", DecisionKind::TimedOut);
     assert_eq!(timed_out.decided_at, timed_out.deadline);
     find("v-good", DecisionKind::Started);
+    let watch = processor.status.clone();
     processor.stop().expect("clean stop");
+    // Each record names the run and the transaction that published it, and
+    // that transaction committed.
+    let status = watch.get();
+    let raw = kafka.read_until(&kafka.config.topics.decisions, |r| r.len() >= 7);
+    for record in &raw {
+        let header = &record.headers["earlykill_transaction"];
+        let (run, n) = header.rsplit_once('/').expect("<run>/<n>");
+        assert_eq!(run, status.incarnation);
+        assert!(run.starts_with("a@"), "{run}");
+        let n: u64 = n.parse().expect("a transaction number");
+        assert!(
+            (1..=status.last_committed_transaction).contains(&n),
+            "{header}: {status:?}"
+        );
+    }
+    assert!(status.aborted_transactions.is_empty());
 }
 
 /// librdkafka 2.12's mock broker writes no abort markers, so its
