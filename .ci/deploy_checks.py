@@ -141,8 +141,12 @@ def chart() -> None:
     check(len(find(docs, "ConfigMap", "-dashboard")) == 1, "default: the dashboard ConfigMap")
     dashboard = find(docs, "ConfigMap", "-dashboard")
     if dashboard:
-        json.loads(dashboard[0]["data"]["earlykill.json"])
-        check(True, "default: the dashboard ConfigMap holds valid JSON")
+        try:
+            parsed = json.loads(dashboard[0]["data"]["earlykill.json"])
+        except json.JSONDecodeError:
+            parsed = None
+        check(isinstance(parsed, dict) and bool(parsed.get("panels")),
+              "default: the dashboard ConfigMap holds the dashboard's JSON")
 
     docs = rendered.get("full-values.yaml", [])
     check(len(find(docs, "Deployment", "-projector")) == 1, "full: the projector Deployment")
