@@ -304,6 +304,17 @@ impl ConsumerContext for Context {
     }
 }
 
+/// The offsets of `tpl` as `Status::committed` lists them.
+fn listed(tpl: &TopicPartitionList) -> Vec<((String, i32), i64)> {
+    tpl.elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// One buffered input record.
 enum Record {
     /// A record that decoded and validated; decoded again when folded (a
@@ -334,6 +345,13 @@ struct Partition {
     /// Per input topic, the offset after the last record read (or the
     /// restored offset).
     next: [Option<i64>; 3],
+    /// Per input topic, its end offset when the partition was restored.
+    /// librdkafka's cached watermarks can date from an earlier assignment
+    /// of the partition to this consumer, and a stale end would let the
+    /// merge pass over a topic that still has records (the fault soak
+    /// caught timeouts fired before their interactions were folded so).
+    /// A topic is caught up only once read to both.
+    ends: [i64; 3],
     /// Since when the merge has held records back waiting for a topic.
     blocked_since: Option<Instant>,
     paused: [bool; 3],
@@ -615,6 +633,9 @@ pub struct Core {
     abandoned: bool,
     /// Transactions that failed since the last one that committed.
     failed_in_a_row: u32,
+    /// Where a partition with nothing in the changelog starts: the input
+    /// consumer's `auto.offset.reset`.
+    reset: Offset,
     /// When the metrics that are not counted as they happen were last
     /// copied out.
     last_flush: Instant,
@@ -655,6 +676,7 @@ impl Core {
                     ..Status::default()
                 },
             },
+            reset: kafka::reset_offset(&config),
             config,
             restorer,
             decoders: InputDecoders::default(),
@@ -838,16 +860,19 @@ impl Core {
                 monitor,
                 merge,
                 next,
+                ends,
                 blocked_since,
                 paused,
                 dirty,
             } = part;
             let caught_up = |topic: InputTopic| {
                 let watermarks = kafka::cached_watermarks(consumer, &topic_names[rank(topic)], p);
+                let end = ends[rank(topic)];
                 match (next[rank(topic)], watermarks) {
-                    (Some(next), Some((_, high))) => next >= high,
-                    (None, Some((low, high))) => low == high,
-                    _ => false,
+                    (Some(next), Some((_, high))) => next >= high.max(end),
+                    (Some(next), None) => next >= end,
+                    (None, Some((low, high))) => low == high && high >= end,
+                    (None, None) => false,
                 }
             };
             // Nothing is fetched while folding, so whether a topic has more
@@ -1030,17 +1055,14 @@ impl Core {
         out.counters.commits += 1;
         self.failed_in_a_row = 0;
         telemetry::commit();
-        let committed: Vec<((String, i32), i64)> = offsets
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) => Some(((e.topic().to_owned(), e.partition()), o)),
-                _ => None,
-            })
-            .collect();
-        out.counters.committed = committed;
+        out.counters.committed = listed(&offsets);
         self.publish();
         Ok(())
+    }
+
+    /// Right after a restore every owned position is a committed one.
+    fn restored_positions_are_committed(&mut self) {
+        self.out.counters.committed = listed(&self.input_offsets());
     }
 
     /// The next offset to read of every owned input topic partition.
@@ -1092,14 +1114,9 @@ impl Core {
         let owned: BTreeSet<i32> = self.partitions.keys().copied().collect();
         self.partitions.clear();
         let restored = self.restore(&owned)?;
-        let mut seek = TopicPartitionList::new();
-        for (&p, part) in &restored {
-            for topic in InputTopic::ALL {
-                let offset = part.next[rank(topic)].map_or(Offset::Beginning, Offset::Offset);
-                let _ = seek.add_partition_offset(self.config.topics.input(topic), p, offset);
-            }
-        }
+        let seek = self.start_positions(&restored);
         self.partitions = restored;
+        self.restored_positions_are_committed();
         if seek.count() > 0 {
             // The rebuilt partitions start unpaused and empty, so the
             // consumer must not keep a topic paused for backpressure that
@@ -1162,6 +1179,12 @@ impl Core {
             telemetry::restore_progress(p, n);
             tracing::info!(partition = p, records = n, "restoring");
         })?;
+        let ends = kafka::input_ends(
+            &self.restorer,
+            InputTopic::ALL.map(|t| self.config.topics.input(t)),
+            partitions,
+            self.config.kafka_timeout,
+        )?;
         let mut restored = BTreeMap::new();
         for (p, records) in state {
             self.out.counters.restored_records += records.len() as u64;
@@ -1183,6 +1206,7 @@ impl Core {
                 held = monitor.held_interactions(),
                 clock = monitor.clock(),
                 ?offsets,
+                ends = ?ends.get(&p),
                 "partition restored"
             );
             restored.insert(
@@ -1191,6 +1215,7 @@ impl Core {
                     monitor,
                     merge: Merge::default(),
                     next: [offsets.posted, offsets.interactions, offsets.commands],
+                    ends: ends.get(&p).copied().unwrap_or([i64::MAX; 3]),
                     blocked_since: None,
                     paused: [false; 3],
                     dirty: false,
@@ -1204,6 +1229,33 @@ impl Core {
             "restore finished"
         );
         Ok(restored)
+    }
+
+    /// Where to read each input topic of `restored` partitions from.
+    fn start_positions(&self, restored: &BTreeMap<i32, Partition>) -> TopicPartitionList {
+        let mut start = TopicPartitionList::new();
+        for (&p, part) in restored {
+            // The changelog holds the partition's positions with its
+            // state, written in the same transaction. A topic it records
+            // no offset for has had nothing read: start it at the
+            // beginning. A partition it records nothing for has no state
+            // either, so it starts where the consumer's `auto.offset.reset`
+            // says, never at the group's committed offsets: those could
+            // only run ahead of an empty state (a lost changelog), and
+            // fetching them waits behind a crashed transaction's pending
+            // offsets, forever on a broker that never resolves them (the
+            // fault soak stalled so on the mock cluster).
+            let fallback = if part.next.iter().any(Option::is_some) {
+                Offset::Beginning
+            } else {
+                self.reset
+            };
+            for topic in InputTopic::ALL {
+                let offset = part.next[rank(topic)].map_or(fallback, Offset::Offset);
+                let _ = start.add_partition_offset(self.config.topics.input(topic), p, offset);
+            }
+        }
+        start
     }
 
     fn on_assign(&mut self, consumer: &BaseConsumer<Context>, assigned: &TopicPartitionList) {
@@ -1227,27 +1279,9 @@ impl Core {
         self.out.counters.restoring.clear();
         match restore {
             Ok(restored) => {
-                let mut start = TopicPartitionList::new();
-                for (&p, part) in &restored {
-                    // A changelog that records offsets for some topics of
-                    // the partition but not for another means nothing of
-                    // that one has been read: start it at the beginning.
-                    // Asking the group's committed offset instead can wait
-                    // forever behind a crashed transaction's pending offsets
-                    // on a broker that never resolves them (the fault soak
-                    // stalled so on the mock cluster).
-                    let fallback = if part.next.iter().any(Option::is_some) {
-                        Offset::Beginning
-                    } else {
-                        Offset::Stored
-                    };
-                    for topic in InputTopic::ALL {
-                        let offset = part.next[rank(topic)].map_or(fallback, Offset::Offset);
-                        let _ =
-                            start.add_partition_offset(self.config.topics.input(topic), p, offset);
-                    }
-                }
+                let start = self.start_positions(&restored);
                 self.partitions.extend(restored);
+                self.restored_positions_are_committed();
                 // New partitions start unpaused; so must the consumer's.
                 if let Err(e) = consumer
                     .assign(&start)
@@ -1284,6 +1318,10 @@ impl Core {
         }
         let gone: BTreeSet<i32> = revoked.elements().iter().map(|e| e.partition()).collect();
         self.partitions.retain(|p, _| !gone.contains(p));
+        self.out
+            .counters
+            .committed
+            .retain(|((_, p), _)| !gone.contains(p));
         let _ = consumer.unassign();
         tracing::info!(partitions = ?gone, "partitions revoked");
         self.publish();

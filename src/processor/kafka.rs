@@ -61,6 +61,17 @@ pub fn input_consumer(config: &ProcessorConfig) -> ClientConfig {
     client
 }
 
+/// Where the input consumer starts a partition that has no position: its
+/// `auto.offset.reset` (`earliest` unless configured). `error` asks the
+/// group's committed offset, which then fails if there is none.
+pub fn reset_offset(config: &ProcessorConfig) -> Offset {
+    match input_consumer(config).get("auto.offset.reset") {
+        Some("latest" | "largest" | "end") => Offset::End,
+        Some("error") => Offset::Stored,
+        _ => Offset::Beginning,
+    }
+}
+
 /// The restore consumer: reads changelog partitions from the beginning up
 /// to their end, committed records only, outside any group.
 pub fn restore_consumer(config: &ProcessorConfig) -> ClientConfig {
@@ -251,6 +262,47 @@ pub fn cached_watermarks<C: ConsumerContext>(
     };
     (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
         .then_some((low, high))
+}
+
+/// The end offsets (read_committed: the last stable offsets) of
+/// `partitions` of each of `topics`, asked of the brokers in one request
+/// per broker.
+pub fn input_ends<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topics: [&str; 3],
+    partitions: &BTreeSet<i32>,
+    timeout: Duration,
+) -> Result<BTreeMap<i32, [i64; 3]>, ProcessorError> {
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        for &p in partitions {
+            // An offsets-for-times query at the time "latest" (-1).
+            tpl.add_partition_offset(topic, p, Offset::End)
+                .map_err(|source| ProcessorError::Kafka {
+                    action: "ask the input topics' end offsets",
+                    source,
+                })?;
+        }
+    }
+    let answered =
+        consumer
+            .offsets_for_times(tpl, timeout)
+            .map_err(|source| ProcessorError::Kafka {
+                action: "ask the input topics' end offsets",
+                source,
+            })?;
+    let mut ends: BTreeMap<i32, [i64; 3]> = BTreeMap::new();
+    for element in answered.elements() {
+        if let Some(i) = topics.iter().position(|t| *t == element.topic()) {
+            let end = match element.offset() {
+                Offset::Offset(o) => o,
+                // No answer for this one: never caught up by watermark.
+                _ => i64::MAX,
+            };
+            ends.entry(element.partition()).or_insert([i64::MAX; 3])[i] = end;
+        }
+    }
+    Ok(ends)
 }
 
 /// The compacted content of changelog partitions: per partition, the latest

@@ -126,8 +126,8 @@ pub struct Status {
     pub restored_records: u64,
     /// Time spent restoring, in total.
     pub restore_time: Duration,
-    /// Per `(topic, partition)`, the input offset included in the last
-    /// commit.
+    /// Per owned `(topic, partition)`, the committed input offset: the one
+    /// included in the last commit, or restored from the changelog.
     pub committed: Vec<((String, i32), i64)>,
     /// Latency of committed decisions that a record triggered (all but
     /// timeouts): from the record's append to the commit.

@@ -1,0 +1,628 @@
+//! Fault soak: generated traffic through librdkafka's mock cluster into
+//! several processor instances while a seeded schedule crashes them (at
+//! random moments and in the middle of transactions), starts and stops
+//! instances (rebalances), takes the broker down and injects request errors.
+//! At the end the decisions topic is compared with an oracle: the pure fold
+//! over the same input. Nothing may be lost, doubled or different.
+//!
+//! `EARLYKILL_SOAK_SEED` replays a run; `EARLYKILL_SOAK_VARIANTS` and
+//! `EARLYKILL_SOAK_FAULTS` make it longer (RELIABILITY.md has a long run).
+//!
+//! The input is produced before the processors start: with every input
+//! record already in its topic, each partition's event-time merge is exact,
+//! so the processors must decide exactly what the oracle decides, field by
+//! field. Event times lie a day ahead of the wall clock, so the idle clock
+//! (which follows the wall clock) never fires a timeout the oracle would not;
+//! a final post per partition, two windows after the last event, ends every
+//! session.
+//!
+//! librdkafka 2.12's mock broker writes no abort markers, so a
+//! read_committed reader also sees records of aborted transactions. Each
+//! decision carries an `earlykill_transaction` header (`<run>/<n>`) and each
+//! run reports which of its transactions committed; the check drops the
+//! others, as a real broker would, and counts them.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::kafka::{Kafka, Running, PATIENCE};
+use earlykill::config::{Guarantee, ProcessorConfig};
+use earlykill::event::codec::encode;
+use earlykill::event::{Contract, DecisionKind, Decoder, Millis, MonitoringDecision};
+use earlykill::generate::traffic::{Generated, Traffic, TrafficConfig};
+use earlykill::monitor::{Input, Monitor};
+use earlykill::processor::{ProcessorError, Status};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::bindings::rd_kafka_resp_err_t as RespErr;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::BaseRecord;
+use rdkafka::types::RDKafkaApiKey;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+const PARTITIONS: i32 = 6;
+const MINUTE: Millis = 60_000;
+/// How long the whole run may take before it is a failure.
+const RUN_LIMIT: Duration = Duration::from_secs(600);
+
+fn env_u64(name: &str) -> Option<u64> {
+    let value = std::env::var(name).ok()?;
+    Some(
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={value:?} is not a number")),
+    )
+}
+
+/// The input, in the order it is produced.
+fn traffic(seed: u64, variants: u64, start: Millis) -> Vec<Generated> {
+    Traffic::new(TrafficConfig {
+        variants: Some(variants),
+        posts_per_second: 5.0,
+        views_per_second: (0.2, 1.5),
+        timeout_minutes: 10,
+        id_prefix: format!("s{seed:x}-"),
+        seed,
+        start,
+        ..TrafficConfig::default()
+    })
+    .collect()
+}
+
+/// The final post of partition `p`: two windows after every event, so its
+/// arrival times out every session still open in the partition.
+fn closer(p: i32, at: Millis) -> earlykill::event::VariantPosted<'static> {
+    common::posted(&format!("zz-closer-{p}"), at, 0.5)
+}
+
+/// The decisions the pure fold makes of `input` then the closers: one
+/// monitor sees every variant, which decides the same as one per partition
+/// because each variant's events fall within its window and a session's
+/// decisions depend only on its own events and its deadline.
+fn oracle(
+    config: &ProcessorConfig,
+    input: &[Generated],
+    closers: &[earlykill::event::VariantPosted<'static>],
+) -> BTreeMap<String, MonitoringDecision> {
+    let mut monitor = Monitor::new(config.monitor);
+    let mut decisions = Vec::new();
+    // The merge's order: event time, then posted, interactions, commands.
+    let mut ordered: Vec<&Generated> = input.iter().collect();
+    ordered.sort_by_key(|g| {
+        let rank = match g {
+            Generated::Posted(_) => 0,
+            Generated::Interaction(_) => 1,
+            Generated::Stop(_) => 2,
+        };
+        (g.time(), rank)
+    });
+    for g in ordered {
+        let event = match g {
+            Generated::Posted(p) => Input::Posted(p),
+            Generated::Interaction(i) => Input::Interaction(i),
+            Generated::Stop(s) => Input::Stop(s),
+        };
+        monitor.apply(event, &mut decisions);
+    }
+    for c in closers {
+        monitor.apply(Input::Posted(c), &mut decisions);
+    }
+    let mut by_id = BTreeMap::new();
+    for d in decisions {
+        let id = d.decision_id.clone();
+        assert!(
+            by_id.insert(id.clone(), d).is_none(),
+            "the oracle decided {id} twice"
+        );
+    }
+    by_id
+}
+
+fn produce(
+    kafka: &Kafka,
+    input: &[Generated],
+    closers: &[earlykill::event::VariantPosted<'static>],
+) {
+    for g in input {
+        match g {
+            Generated::Posted(p) => kafka.post(p),
+            Generated::Interaction(i) => kafka.interact(i),
+            Generated::Stop(s) => kafka.stop(s),
+        }
+    }
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.cluster.bootstrap_servers())
+        .create()
+        .expect("producer");
+    for (p, c) in closers.iter().enumerate() {
+        let value = encode(Contract::VariantPosted, c).expect("encode");
+        producer
+            .send(
+                BaseRecord::to(&kafka.config.topics.posted)
+                    .partition(p as i32)
+                    .key(c.variant_id.as_bytes())
+                    .payload(&value),
+            )
+            .map_err(|(e, _)| e)
+            .expect("send");
+    }
+    rdkafka::producer::Producer::flush(&producer, PATIENCE).expect("flush");
+    kafka.flush();
+}
+
+/// What the fault schedule did, by kind.
+#[derive(Debug, Default)]
+struct Faults(BTreeMap<&'static str, u64>);
+
+impl Faults {
+    fn add(&mut self, kind: &'static str) {
+        *self.0.entry(kind).or_default() += 1;
+    }
+}
+
+/// One instance name's processes over the run.
+struct Slot {
+    name: String,
+    running: Option<Running>,
+    /// Stopped on purpose (a scale-down), not to be restarted.
+    parked: bool,
+}
+
+/// The soak's view of every run: its final status and how it ended.
+#[derive(Default)]
+struct Runs {
+    ended: Vec<(Status, String)>,
+}
+
+impl Runs {
+    fn finish(&mut self, mut running: Running, how: &str) {
+        let result = running.join();
+        let status = running.status.get();
+        let how = match result {
+            Ok(()) => how.to_owned(),
+            Err(ProcessorError::InjectedCrash { .. }) => "crash mid-transaction".to_owned(),
+            Err(e) => format!("exited: {e}"),
+        };
+        self.ended.push((status, how));
+    }
+
+    /// Whether a decision published in `transaction` (`<run>/<n>`) committed.
+    fn committed(&self, transaction: &str) -> bool {
+        let Some((run, n)) = transaction.rsplit_once('/') else {
+            return false;
+        };
+        let n: u64 = n.parse().expect("transaction number");
+        self.ended.iter().any(|(s, _)| {
+            s.incarnation == run
+                && n <= s.last_committed_transaction
+                && !s.aborted_transactions.contains(&n)
+        })
+    }
+}
+
+struct Harness {
+    kafka: Kafka,
+    guarantee: Guarantee,
+    rng: SmallRng,
+    slots: Vec<Slot>,
+    runs: Runs,
+    faults: Faults,
+    exits: BTreeMap<String, u64>,
+    /// The fault kinds to draw from (0 kill, 1 crash mid-transaction,
+    /// 2 scale, 3 broker down, 4 request errors).
+    kinds: Vec<u8>,
+}
+
+impl Harness {
+    fn config(&self, name: &str, crash_after: Option<u64>) -> ProcessorConfig {
+        let mut config = self.kafka.processor_config(name);
+        config.guarantee = self.guarantee;
+        config.limits.max_future_skew_ms = None;
+        // Every record is in its topic before the start: wait for each
+        // input however long a fault delays it, so the merge is exact.
+        config.merge_wait = Duration::from_secs(3600);
+        config.commit_interval = Duration::from_millis(50);
+        config.crash_after_decisions = crash_after;
+        config.kafka_timeout = Duration::from_secs(20);
+        if let Ok(debug) = std::env::var("EARLYKILL_SOAK_RDKAFKA_DEBUG") {
+            config.kafka.insert("debug".into(), debug);
+        }
+        config
+    }
+
+    fn start(&mut self, index: usize, crash_after: Option<u64>) {
+        let config = self.config(&self.slots[index].name, crash_after);
+        self.slots[index].running = Some(Running::start(config));
+        self.slots[index].parked = false;
+    }
+
+    /// Restarts every instance that ended on its own (a supervisor's job),
+    /// recording how it ended.
+    fn supervise(&mut self) {
+        for i in 0..self.slots.len() {
+            let finished = self.slots[i]
+                .running
+                .as_ref()
+                .is_some_and(Running::is_finished);
+            if finished {
+                let running = self.slots[i].running.take().unwrap();
+                self.runs.finish(running, "ended");
+                let (status, how) = self.runs.ended.last().unwrap();
+                if !how.starts_with("crash") {
+                    *self.exits.entry(how.clone()).or_default() += 1;
+                }
+                let _ = status;
+                self.start(i, None);
+            }
+        }
+    }
+
+    /// Input records committed so far, summed over partitions, as the
+    /// current owners report them.
+    fn progress(&self, ends: &[(String, i32, i64)]) -> (i64, bool) {
+        let mut best: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for slot in &self.slots {
+            if let Some(r) = &slot.running {
+                let s = r.status.get();
+                for ((t, p), o) in &s.committed {
+                    let e = best.entry((t.clone(), *p)).or_default();
+                    *e = (*e).max(*o);
+                }
+            }
+        }
+        let done: i64 = ends
+            .iter()
+            .map(|(t, p, _)| best.get(&(t.clone(), *p)).copied().unwrap_or(0))
+            .sum();
+        let complete = ends
+            .iter()
+            .all(|(t, p, end)| best.get(&(t.clone(), *p)).copied().unwrap_or(0) >= *end);
+        (done, complete)
+    }
+
+    fn running(&self) -> Vec<usize> {
+        (0..self.slots.len())
+            .filter(|i| self.slots[*i].running.is_some())
+            .collect()
+    }
+
+    fn inject(&mut self) {
+        let running = self.running();
+        let kind = self.kinds[self.rng.random_range(0..self.kinds.len())];
+        match kind {
+            0 => {
+                // kill -9: stop at once, committing nothing.
+                let i = running[self.rng.random_range(0..running.len())];
+                let r = self.slots[i].running.take().unwrap();
+                r.shutdown.abandon();
+                self.runs.finish(r, "killed");
+                self.start(i, None);
+                self.faults.add("kill");
+            }
+            1 => {
+                // A restart that will crash after producing a few decisions,
+                // with its transaction open.
+                let i = running[self.rng.random_range(0..running.len())];
+                let r = self.slots[i].running.take().unwrap();
+                r.shutdown.drain();
+                self.runs.finish(r, "restarted");
+                let after = self.rng.random_range(1..400);
+                self.start(i, Some(after));
+                self.faults.add("crash mid-transaction");
+            }
+            2 => {
+                // Scale: start a parked instance or park a running one.
+                let parked: Vec<usize> = (0..self.slots.len())
+                    .filter(|i| self.slots[*i].parked)
+                    .collect();
+                if !parked.is_empty() && (running.len() == 1 || self.rng.random_bool(0.5)) {
+                    let i = parked[self.rng.random_range(0..parked.len())];
+                    self.start(i, None);
+                    self.faults.add("instance started");
+                } else if running.len() > 1 {
+                    let i = running[self.rng.random_range(0..running.len())];
+                    let r = self.slots[i].running.take().unwrap();
+                    r.shutdown.drain();
+                    self.runs.finish(r, "stopped");
+                    self.slots[i].parked = true;
+                    self.faults.add("instance stopped");
+                }
+            }
+            3 => {
+                let down = Duration::from_millis(self.rng.random_range(200..3000));
+                self.kafka.cluster.broker_down(1).expect("broker down");
+                std::thread::sleep(down);
+                self.kafka.cluster.broker_up(1).expect("broker up");
+                self.faults.add("broker down");
+            }
+            _ => {
+                let (api, errors): (RDKafkaApiKey, &[RespErr]) = match self.rng.random_range(0..4) {
+                    0 => (
+                        RDKafkaApiKey::Produce,
+                        &[RespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS; 3],
+                    ),
+                    1 => (
+                        RDKafkaApiKey::EndTxn,
+                        &[RespErr::RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE; 2],
+                    ),
+                    2 => (
+                        RDKafkaApiKey::TxnOffsetCommit,
+                        &[RespErr::RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS; 2],
+                    ),
+                    _ => (
+                        RDKafkaApiKey::Fetch,
+                        &[RespErr::RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION; 3],
+                    ),
+                };
+                self.kafka.cluster.request_errors(api, errors);
+                self.faults.add("request errors");
+            }
+        }
+    }
+}
+
+/// Reads the whole decisions topic (read_committed), with each record's
+/// transaction header.
+fn read_decisions(kafka: &Kafka) -> Vec<(MonitoringDecision, String)> {
+    let topic = &kafka.config.topics.decisions;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", kafka.cluster.bootstrap_servers())
+        .set("group.id", "soak-check")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("reader");
+    let (_, end) = consumer
+        .fetch_watermarks(topic, 0, PATIENCE)
+        .expect("watermarks");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .expect("tpl");
+    consumer.assign(&tpl).expect("assign");
+    let decoder = Decoder::new(Contract::MonitoringDecision);
+    let mut out = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    let mut next = 0;
+    while next < end {
+        assert!(
+            Instant::now() < deadline,
+            "reading the decisions topic stalled at {next} of {end}"
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                next = m.offset() + 1;
+                let transaction = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "earlykill_transaction"))
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default();
+                let decision = decoder
+                    .decode_reference(m.payload().expect("value"))
+                    .expect("decision decodes");
+                out.push((decision, transaction));
+            }
+            Some(Err(KafkaError::PartitionEOF(_))) | None => {}
+            Some(Err(e)) => panic!("reading decisions: {e}"),
+        }
+    }
+    out
+}
+
+fn soak(guarantee: Guarantee) {
+    let seed = env_u64("EARLYKILL_SOAK_SEED").unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    });
+    let variants = env_u64("EARLYKILL_SOAK_VARIANTS").unwrap_or(1500);
+    let fault_count = env_u64("EARLYKILL_SOAK_FAULTS").unwrap_or(12);
+    eprintln!("soak {guarantee:?}: EARLYKILL_SOAK_SEED={seed} EARLYKILL_SOAK_VARIANTS={variants} EARLYKILL_SOAK_FAULTS={fault_count}");
+    let started = Instant::now();
+
+    let kafka = Kafka::new(PARTITIONS);
+    let start = chrono::Utc::now().timestamp_millis() + 24 * 60 * MINUTE;
+    let input = traffic(seed, variants, start);
+    let last = input.iter().map(Generated::time).max().unwrap_or(start);
+    let closers: Vec<_> = (0..PARTITIONS)
+        .map(|p| closer(p, last + 20 * MINUTE))
+        .collect();
+    produce(&kafka, &input, &closers);
+    let ends = kafka.input_ends();
+    let total: i64 = ends.iter().map(|(_, _, e)| e).sum();
+
+    let mut h = Harness {
+        kafka,
+        guarantee,
+        rng: SmallRng::seed_from_u64(seed),
+        slots: (0..3)
+            .map(|i| Slot {
+                name: format!("p{i}"),
+                running: None,
+                parked: false,
+            })
+            .collect(),
+        runs: Runs::default(),
+        faults: Faults::default(),
+        exits: BTreeMap::new(),
+        kinds: std::env::var("EARLYKILL_SOAK_KINDS")
+            .map(|v| {
+                v.split(',')
+                    .map(|k| k.trim().parse().expect("a fault kind 0-4"))
+                    .collect()
+            })
+            .unwrap_or_else(|_| vec![0, 2, 3, 4, 4]),
+    };
+    let oracle = oracle(&h.config("oracle", None), &input, &closers);
+    h.start(0, None);
+    h.start(1, None);
+    h.slots[2].parked = true;
+
+    // Faults at random points of progress, so they land while there is
+    // work in flight however fast or slow this machine is.
+    let mut points: Vec<i64> = (0..fault_count)
+        .map(|_| h.rng.random_range(0..total.max(1)))
+        .collect();
+    points.sort_unstable();
+    let mut points = points.into_iter().peekable();
+    let mut report = Instant::now();
+    loop {
+        assert!(
+            started.elapsed() < RUN_LIMIT,
+            "the soak did not finish in {RUN_LIMIT:?} (seed {seed}); faults {:?}, progress {:?} of {total}",
+            h.faults.0,
+            h.progress(&ends).0
+        );
+        h.supervise();
+        let (done, complete) = h.progress(&ends);
+        if report.elapsed() > Duration::from_secs(10) {
+            report = Instant::now();
+            let owners: Vec<String> = h
+                .slots
+                .iter()
+                .filter_map(|s| {
+                    let st = s.running.as_ref()?.status.get();
+                    Some(format!(
+                        "{}: {:?} restoring {:?} in {} decisions {} commits {} aborts {}",
+                        s.name,
+                        st.partitions,
+                        st.restoring,
+                        st.records_in,
+                        st.decisions,
+                        st.commits,
+                        st.aborts
+                    ))
+                })
+                .collect();
+            eprintln!(
+                "  {:>4.0} s: committed {done} of {total}, faults {:?}, {owners:?}",
+                started.elapsed().as_secs_f64(),
+                h.faults.0
+            );
+        }
+        if complete && points.peek().is_none() {
+            break;
+        }
+        if points.peek().is_some_and(|p| done >= *p) {
+            points.next();
+            h.inject();
+            continue;
+        }
+        // Poll the instances' progress; not a synchronisation (the loop
+        // re-reads every status), only a pace.
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for api in [
+        RDKafkaApiKey::Produce,
+        RDKafkaApiKey::EndTxn,
+        RDKafkaApiKey::TxnOffsetCommit,
+        RDKafkaApiKey::Fetch,
+    ] {
+        h.kafka.cluster.clear_request_errors(api);
+    }
+    for i in 0..h.slots.len() {
+        if let Some(r) = h.slots[i].running.take() {
+            r.shutdown.drain();
+            h.runs.finish(r, "stopped at the end");
+        }
+    }
+
+    let read = read_decisions(&h.kafka);
+    let mut found: BTreeMap<String, Vec<&MonitoringDecision>> = BTreeMap::new();
+    let mut aborted = 0;
+    for (decision, transaction) in &read {
+        if guarantee == Guarantee::ExactlyOnce && !h.runs.committed(transaction) {
+            aborted += 1;
+            continue;
+        }
+        found
+            .entry(decision.decision_id.clone())
+            .or_default()
+            .push(decision);
+    }
+    let lost: Vec<&String> = oracle
+        .keys()
+        .filter(|id| !found.contains_key(*id))
+        .collect();
+    let unexpected: Vec<&String> = found
+        .keys()
+        .filter(|id| !oracle.contains_key(*id))
+        .collect();
+    let doubled: Vec<&String> = found
+        .iter()
+        .filter(|(_, copies)| copies.len() > 1)
+        .map(|(id, _)| id)
+        .collect();
+    let mismatched: Vec<&String> = found
+        .iter()
+        .filter(|(id, copies)| {
+            oracle
+                .get(*id)
+                .is_some_and(|expected| copies.iter().any(|c| *c != expected))
+        })
+        .map(|(id, _)| id)
+        .collect();
+    let kinds: BTreeMap<&str, usize> = oracle.values().fold(BTreeMap::new(), |mut m, d| {
+        *m.entry(d.kind.as_str()).or_default() += 1;
+        m
+    });
+    let runs = h.runs.ended.len();
+    let aborts: u64 = h.runs.ended.iter().map(|(s, _)| s.aborts).sum();
+    eprintln!(
+        "soak {guarantee:?} seed {seed}: {} events, {variants} variants, {:.1} s\n  \
+         faults injected: {:?}\n  processor runs: {runs}, transactions aborted: {aborts}, exits: {:?}\n  \
+         decisions expected {} {kinds:?}, found {} ({} records, {aborted} from aborted transactions)\n  \
+         lost {}, doubled {}, unexpected {}, mismatched {}",
+        input.len() + closers.len(),
+        started.elapsed().as_secs_f64(),
+        h.faults.0,
+        h.exits,
+        oracle.len(),
+        found.len(),
+        read.len(),
+        lost.len(),
+        doubled.len(),
+        unexpected.len(),
+        mismatched.len(),
+    );
+    fn sample<'a>(ids: &[&'a String]) -> Vec<&'a str> {
+        ids.iter().take(5).map(|s| s.as_str()).collect()
+    }
+    assert!(
+        mismatched.is_empty(),
+        "seed {seed}: mismatched {:?}: found {:#?} expected {:#?}",
+        sample(&mismatched),
+        found[mismatched[0]],
+        oracle[mismatched[0]]
+    );
+    assert!(lost.is_empty(), "seed {seed}: lost {:?}", sample(&lost));
+    assert!(
+        unexpected.is_empty(),
+        "seed {seed}: unexpected {:?}",
+        sample(&unexpected)
+    );
+    if guarantee == Guarantee::ExactlyOnce {
+        assert!(
+            doubled.is_empty(),
+            "seed {seed}: doubled {:?}",
+            sample(&doubled)
+        );
+    }
+    assert!(oracle.values().any(|d| d.kind == DecisionKind::Killed));
+    assert!(oracle.values().any(|d| d.kind == DecisionKind::TimedOut));
+}
+
+#[test]
+fn exactly_once_survives_crashes_rebalances_and_broker_faults() {
+    soak(Guarantee::ExactlyOnce);
+}
+
+#[test]
+fn at_least_once_loses_nothing_under_the_same_faults() {
+    soak(Guarantee::AtLeastOnce);
+}
