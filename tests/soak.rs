@@ -44,7 +44,6 @@ use rdkafka::producer::BaseRecord;
 use rdkafka::types::RDKafkaApiKey;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-const PARTITIONS: i32 = 6;
 const MINUTE: Millis = 60_000;
 /// How long the whole run may take before it is a failure.
 const RUN_LIMIT: Duration = Duration::from_secs(600);
@@ -420,16 +419,22 @@ fn soak(guarantee: Guarantee) {
             .unwrap()
             .as_nanos() as u64
     });
-    let variants = env_u64("EARLYKILL_SOAK_VARIANTS").unwrap_or(1500);
+    let variants = env_u64("EARLYKILL_SOAK_VARIANTS").unwrap_or(600);
+    // The mock cluster keeps 100,000 records per partition: about 180
+    // variants' traffic. More variants need more partitions.
+    let partitions = env_u64("EARLYKILL_SOAK_PARTITIONS").unwrap_or(6) as i32;
     let fault_count = env_u64("EARLYKILL_SOAK_FAULTS").unwrap_or(12);
-    eprintln!("soak {guarantee:?}: EARLYKILL_SOAK_SEED={seed} EARLYKILL_SOAK_VARIANTS={variants} EARLYKILL_SOAK_FAULTS={fault_count}");
+    eprintln!(
+        "soak {guarantee:?}: EARLYKILL_SOAK_SEED={seed} EARLYKILL_SOAK_VARIANTS={variants} \
+         EARLYKILL_SOAK_PARTITIONS={partitions} EARLYKILL_SOAK_FAULTS={fault_count}"
+    );
     let started = Instant::now();
 
-    let kafka = Kafka::new(PARTITIONS);
+    let kafka = Kafka::new(partitions);
     let start = chrono::Utc::now().timestamp_millis() + 24 * 60 * MINUTE;
     let input = traffic(seed, variants, start);
     let last = input.iter().map(Generated::time).max().unwrap_or(start);
-    let closers: Vec<_> = (0..PARTITIONS)
+    let closers: Vec<_> = (0..partitions)
         .map(|p| closer(p, last + 20 * MINUTE))
         .collect();
     produce(&kafka, &input, &closers);
@@ -456,7 +461,7 @@ fn soak(guarantee: Guarantee) {
                     .map(|k| k.trim().parse().expect("a fault kind 0-4"))
                     .collect()
             })
-            .unwrap_or_else(|_| vec![0, 2, 3, 4, 4]),
+            .unwrap_or_else(|_| vec![0, 1, 2, 3, 4]),
     };
     let oracle = oracle(&h.config("oracle", None), &input, &closers);
     h.start(0, None);
@@ -590,6 +595,19 @@ fn soak(guarantee: Guarantee) {
         unexpected.len(),
         mismatched.len(),
     );
+    if !mismatched.is_empty() || !lost.is_empty() {
+        let posted = h.kafka.read_until(&h.kafka.config.topics.posted, |_| true);
+        let partition_of: BTreeMap<Vec<u8>, i32> = posted
+            .iter()
+            .filter_map(|r| Some((r.key.clone()?, r.partition)))
+            .collect();
+        let mut by_partition: BTreeMap<i32, usize> = BTreeMap::new();
+        for id in mismatched.iter().chain(&lost) {
+            let variant = oracle[*id].variant_id.as_bytes().to_vec();
+            *by_partition.entry(partition_of[&variant]).or_default() += 1;
+        }
+        eprintln!("  wrong decisions by partition: {by_partition:?}");
+    }
     fn sample<'a>(ids: &[&'a String]) -> Vec<&'a str> {
         ids.iter().take(5).map(|s| s.as_str()).collect()
     }

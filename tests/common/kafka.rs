@@ -12,7 +12,7 @@ use earlykill::event::{
 };
 use earlykill::processor::{self, ProcessorError, Sessions, Shutdown, StatusWatch};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -105,10 +105,21 @@ impl Kafka {
         if let Some(value) = value {
             record = record.payload(value);
         }
-        self.producer
-            .send(record)
-            .map_err(|(e, _)| e)
-            .expect("send");
+        // A full local queue waits for deliveries; anything else fails.
+        let deadline = Instant::now() + PATIENCE;
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
+                    if Instant::now() < deadline =>
+                {
+                    record = back;
+                    // The producer's own thread delivers meanwhile.
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => panic!("send: {e}"),
+            }
+        }
     }
 
     pub fn post(&self, event: &VariantPosted<'_>) {
@@ -146,6 +157,9 @@ impl Kafka {
     }
 
     /// The end offset of every input topic partition, after a flush.
+    /// Fails if the mock cluster dropped records: it keeps at most 100,000
+    /// records or 5 MB per partition and deletes the oldest beyond that, so
+    /// a test with more would compare against input nobody could read.
     pub fn input_ends(&self) -> Vec<(String, i32, i64)> {
         self.flush();
         let topics = &self.config.topics;
@@ -153,9 +167,15 @@ impl Kafka {
         let mut ends = Vec::new();
         for topic in [&topics.posted, &topics.interactions, &topics.commands] {
             for p in 0..self.partitions {
-                let (_, high) = consumer
+                let (low, high) = consumer
                     .fetch_watermarks(topic, p, PATIENCE)
                     .expect("watermarks");
+                assert_eq!(
+                    low, 0,
+                    "{topic}/{p}: the mock cluster dropped the first {low} of {high} records \
+                     (it keeps 100,000 records or 5 MB per partition); use fewer events \
+                     per partition"
+                );
                 ends.push((topic.clone(), p, high));
             }
         }
