@@ -27,13 +27,19 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use std::thread::JoinHandle;
+
 use common::kafka::{Kafka, Running, PATIENCE};
+use common::postgres::TestDb;
+use common::proxy::Proxy;
 use earlykill::config::{Guarantee, ProcessorConfig};
 use earlykill::event::codec::encode;
 use earlykill::event::{Contract, DecisionKind, Decoder, Millis, MonitoringDecision};
 use earlykill::generate::traffic::{Generated, Traffic, TrafficConfig};
 use earlykill::monitor::{Input, Monitor};
-use earlykill::processor::{ProcessorError, Status};
+use earlykill::processor::{ProcessorError, Shutdown, Status};
+use earlykill::projector::{self, Positioned, ProjectorConfig, ProjectorError, ProjectorStatus};
+use earlykill::watch::Watch;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::bindings::rd_kafka_resp_err_t as RespErr;
@@ -86,7 +92,10 @@ fn oracle(
     config: &ProcessorConfig,
     input: &[Generated],
     closers: &[earlykill::event::VariantPosted<'static>],
-) -> BTreeMap<String, MonitoringDecision> {
+) -> (
+    BTreeMap<String, MonitoringDecision>,
+    Vec<MonitoringDecision>,
+) {
     let mut monitor = Monitor::new(config.monitor);
     let mut decisions = Vec::new();
     // The merge's order: event time, then posted, interactions, commands.
@@ -111,14 +120,14 @@ fn oracle(
         monitor.apply(Input::Posted(c), &mut decisions);
     }
     let mut by_id = BTreeMap::new();
-    for d in decisions {
+    for d in &decisions {
         let id = d.decision_id.clone();
         assert!(
-            by_id.insert(id.clone(), d).is_none(),
+            by_id.insert(id.clone(), d.clone()).is_none(),
             "the oracle decided {id} twice"
         );
     }
-    by_id
+    (by_id, decisions)
 }
 
 fn produce(
@@ -203,6 +212,111 @@ impl Runs {
     }
 }
 
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(future)
+}
+
+/// The projector writing the decisions to a fresh database through a proxy
+/// the fault schedule takes down (a database outage: every connection cut,
+/// new ones refused).
+struct Projection {
+    db: TestDb,
+    proxy: Proxy,
+    shutdown: Shutdown,
+    status: Watch<ProjectorStatus>,
+    handle: Option<JoinHandle<Result<(), ProjectorError>>>,
+}
+
+impl Projection {
+    fn start(kafka: &Kafka, name: &str) -> Projection {
+        let db = block_on(async {
+            let db = TestDb::create(name).await;
+            projector::migrate(&projector::connect(&db.url, 1).unwrap())
+                .await
+                .unwrap();
+            db
+        });
+        let (before, after) = db.url.split_once('@').expect("a URL with a host");
+        let (server, database) = after.split_once('/').expect("a URL with a database");
+        let proxy = Proxy::start(server);
+        let via_proxy = format!("{before}@{}/{database}", proxy.addr);
+        let mut config = ProjectorConfig::new(&kafka.cluster.bootstrap_servers(), &via_proxy);
+        config.decisions_topic = kafka.config.topics.decisions.clone();
+        config
+            .kafka
+            .insert("session.timeout.ms".into(), "6000".into());
+        config.batch_wait = Duration::from_millis(20);
+        config.retry_max = Duration::from_millis(200);
+        let shutdown = Shutdown::new();
+        let status = Watch::default();
+        let handle = {
+            let (shutdown, status) = (shutdown.clone(), status.clone());
+            std::thread::spawn(move || projector::run(config, shutdown, status))
+        };
+        Projection {
+            db,
+            proxy,
+            shutdown,
+            status,
+            handle: Some(handle),
+        }
+    }
+
+    /// Waits until the projector has applied all `records` of the
+    /// decisions topic, then stops it.
+    fn finish(&mut self, records: u64) {
+        let caught_up = self.status.wait_until(PATIENCE * 2, |s| {
+            s.read >= records
+                && s.applied.started + s.applied.ended + s.applied.skipped >= s.read
+                && s.last_error.is_none()
+        });
+        assert!(
+            caught_up,
+            "the projector did not catch up: {:?}",
+            self.status.get()
+        );
+        self.shutdown.drain();
+        self.handle
+            .take()
+            .unwrap()
+            .join()
+            .expect("projector thread")
+            .expect("the projector stops cleanly");
+    }
+
+    /// The table the projector wrote, and the one the oracle's decisions
+    /// make without any fault (schema `oracle` of the same database).
+    fn tables(&self, oracle: &[MonitoringDecision]) -> (Vec<String>, Vec<String>) {
+        block_on(async {
+            let admin = projector::connect(&self.db.url, 1).unwrap();
+            projector::create_schema(&admin, "oracle").await.unwrap();
+            let pool = projector::connect_in(&self.db.url, 1, Some("oracle")).unwrap();
+            projector::migrate(&pool).await.unwrap();
+            let store = projector::Store::open(pool).await.unwrap();
+            let positioned: Vec<Positioned> = oracle
+                .iter()
+                .enumerate()
+                .map(|(offset, decision)| Positioned {
+                    partition: 0,
+                    offset: offset as i64,
+                    decision: decision.clone(),
+                })
+                .collect();
+            for batch in positioned.chunks(500) {
+                store.apply("oracle", batch).await.unwrap();
+            }
+            (
+                self.db.table(None).await,
+                self.db.table(Some("oracle")).await,
+            )
+        })
+    }
+}
+
 struct Harness {
     kafka: Kafka,
     guarantee: Guarantee,
@@ -212,8 +326,9 @@ struct Harness {
     faults: Faults,
     exits: BTreeMap<String, u64>,
     /// The fault kinds to draw from (0 kill, 1 crash mid-transaction,
-    /// 2 scale, 3 broker down, 4 request errors).
+    /// 2 scale, 3 broker down, 4 request errors, 5 database outage).
     kinds: Vec<u8>,
+    projection: Projection,
 }
 
 impl Harness {
@@ -338,6 +453,13 @@ impl Harness {
                 self.kafka.cluster.broker_up(1).expect("broker up");
                 self.faults.add("broker down");
             }
+            5 => {
+                let down = Duration::from_millis(self.rng.random_range(200..3000));
+                self.projection.proxy.down();
+                std::thread::sleep(down);
+                self.projection.proxy.up();
+                self.faults.add("database outage");
+            }
             _ => {
                 let (api, errors): (RDKafkaApiKey, &[RespErr]) = match self.rng.random_range(0..4) {
                     0 => (
@@ -441,6 +563,10 @@ fn soak(guarantee: Guarantee) {
     let ends = kafka.input_ends();
     let total: i64 = ends.iter().map(|(_, _, e)| e).sum();
 
+    let projection = Projection::start(
+        &kafka,
+        &format!("soak_{}", format!("{guarantee:?}").to_lowercase()),
+    );
     let mut h = Harness {
         kafka,
         guarantee,
@@ -461,9 +587,10 @@ fn soak(guarantee: Guarantee) {
                     .map(|k| k.trim().parse().expect("a fault kind 0-4"))
                     .collect()
             })
-            .unwrap_or_else(|_| vec![0, 1, 2, 3, 4]),
+            .unwrap_or_else(|_| vec![0, 1, 2, 3, 4, 5]),
+        projection,
     };
-    let oracle = oracle(&h.config("oracle", None), &input, &closers);
+    let (oracle, oracle_in_order) = oracle(&h.config("oracle", None), &input, &closers);
     h.start(0, None);
     h.start(1, None);
     h.slots[2].parked = true;
@@ -538,6 +665,24 @@ fn soak(guarantee: Guarantee) {
     }
 
     let read = read_decisions(&h.kafka);
+    // Every decision record, aborted ones included: the mock cluster shows
+    // them to the projector too (they repeat committed ones exactly).
+    h.projection.finish(read.len() as u64);
+    let (table, expected_table) = h.projection.tables(&oracle_in_order);
+    let rows_mismatched = {
+        let mut expected: BTreeMap<&String, i32> = BTreeMap::new();
+        for row in &expected_table {
+            *expected.entry(row).or_default() += 1;
+        }
+        for row in &table {
+            *expected.entry(row).or_default() -= 1;
+        }
+        expected
+            .values()
+            .map(|n| n.unsigned_abs() as usize)
+            .sum::<usize>()
+    };
+    let projector = h.projection.status.get();
     let mut found: BTreeMap<String, Vec<&MonitoringDecision>> = BTreeMap::new();
     let mut aborted = 0;
     for (decision, transaction) in &read {
@@ -582,7 +727,9 @@ fn soak(guarantee: Guarantee) {
         "soak {guarantee:?} seed {seed}: {} events, {variants} variants, {:.1} s\n  \
          faults injected: {:?}\n  processor runs: {runs}, transactions aborted: {aborts}, exits: {:?}\n  \
          decisions expected {} {kinds:?}, found {} ({} records, {aborted} from aborted transactions)\n  \
-         lost {}, doubled {}, unexpected {}, mismatched {}",
+         lost {}, doubled {}, unexpected {}, mismatched {}\n  \
+         variant_monitoring: {} rows, expected {}, rows mismatched {rows_mismatched}; \
+         projector: {} batches, {} failed database attempts",
         input.len() + closers.len(),
         started.elapsed().as_secs_f64(),
         h.faults.0,
@@ -594,6 +741,10 @@ fn soak(guarantee: Guarantee) {
         doubled.len(),
         unexpected.len(),
         mismatched.len(),
+        table.len(),
+        expected_table.len(),
+        projector.batches,
+        projector.failed_attempts,
     );
     if !mismatched.is_empty() || !lost.is_empty() {
         let posted = h.kafka.read_until(&h.kafka.config.topics.posted, |_| true);
@@ -633,6 +784,12 @@ fn soak(guarantee: Guarantee) {
     }
     assert!(oracle.values().any(|d| d.kind == DecisionKind::Killed));
     assert!(oracle.values().any(|d| d.kind == DecisionKind::TimedOut));
+    assert_eq!(
+        rows_mismatched, 0,
+        "seed {seed}: variant_monitoring differs from the oracle's table"
+    );
+    assert_eq!(table.len(), variants as usize + closers.len());
+    block_on(h.projection.db.drop());
 }
 
 #[test]

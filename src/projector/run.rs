@@ -287,7 +287,13 @@ impl Shared {
             let _ = start.add_partition_offset(element.topic(), p, offset);
             partitions.push(p);
         }
-        if let Err(e) = consumer.assign(&start) {
+        // librdkafka remembers a partition's pause across assignments: one
+        // revoked while paused for a database outage would come back paused
+        // and never be read again (the fault soak stalled so).
+        if let Err(e) = consumer
+            .assign(&start)
+            .and_then(|()| consumer.resume(&start))
+        {
             self.fatal.get_or_insert(ProjectorError::Kafka {
                 action: "take the assigned partitions",
                 source: e,
@@ -316,7 +322,18 @@ impl Shared {
         let mut backoff = FIRST_RETRY;
         for attempt in 1.. {
             match self.handle.block_on(call(&self.store, &self.topic)) {
-                Ok(value) => return Ok(value),
+                Ok(value) => {
+                    if attempt > 1 {
+                        // Ready again now, not only after the next batch:
+                        // with no new decisions that could be never.
+                        tracing::info!(attempt, "database available again; could {what}");
+                        self.status.update(|s| {
+                            s.ready = true;
+                            s.last_error = None;
+                        });
+                    }
+                    return Ok(value);
+                }
                 Err(e) if retryable(&e) && !self.shutdown.is_stopping() => {
                     self.failed(attempt, backoff, what, &e);
                     std::thread::sleep(backoff);
@@ -522,7 +539,7 @@ fn apply(
     shared: &Mutex<Shared>,
 ) -> Result<(), ProjectorError> {
     let mut backoff = FIRST_RETRY;
-    let mut paused: Option<TopicPartitionList> = None;
+    let mut paused = false;
     for attempt in 1u64.. {
         let mut guard = lock(shared);
         if guard.batch.is_empty() {
@@ -559,15 +576,15 @@ fn apply(
                 let shutdown = guard.shutdown.clone();
                 let pending = guard.batch.len();
                 drop(guard);
-                if paused.is_none() {
-                    let assignment = consumer
-                        .assignment()
-                        .map_err(kafka("read the assignment"))?;
-                    consumer
-                        .pause(&assignment)
-                        .map_err(kafka("pause the decisions partitions"))?;
-                    paused = Some(assignment);
-                }
+                // Every attempt: a rebalance during the outage assigns
+                // partitions unpaused.
+                let assignment = consumer
+                    .assignment()
+                    .map_err(kafka("read the assignment"))?;
+                consumer
+                    .pause(&assignment)
+                    .map_err(kafka("pause the decisions partitions"))?;
+                paused = true;
                 // Wait for the backoff while serving the group.
                 let until = Instant::now() + backoff;
                 while let Some(left) = until.checked_duration_since(Instant::now()) {
@@ -587,7 +604,7 @@ fn apply(
             Err(e) => return Err(e.into()),
         }
     }
-    if paused.is_some() {
+    if paused {
         let assignment = consumer
             .assignment()
             .map_err(kafka("read the assignment"))?;
