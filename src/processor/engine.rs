@@ -345,12 +345,13 @@ struct Partition {
     /// Per input topic, the offset after the last record read (or the
     /// restored offset).
     next: [Option<i64>; 3],
-    /// Per input topic, its end offset when the partition was restored.
-    /// librdkafka's cached watermarks can date from an earlier assignment
-    /// of the partition to this consumer, and a stale end would let the
-    /// merge pass over a topic that still has records (the fault soak
-    /// caught timeouts fired before their interactions were folded so).
-    /// A topic is caught up only once read to both.
+    /// Per input topic, its end offset asked of the broker when the
+    /// partition was restored (`i64::MAX` if it did not answer: the merge
+    /// then waits `merge-wait` for the topic). librdkafka's cached
+    /// watermarks can date from an earlier assignment of the partition to
+    /// this consumer, and a stale end would let the merge pass over a
+    /// topic that still has records; a topic is caught up only once read
+    /// to both.
     ends: [i64; 3],
     /// Since when the merge has held records back waiting for a topic.
     blocked_since: Option<Instant>,

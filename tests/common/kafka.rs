@@ -105,20 +105,17 @@ impl Kafka {
         if let Some(value) = value {
             record = record.payload(value);
         }
-        // A full local queue waits for deliveries; anything else fails.
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back))
-                    if Instant::now() < deadline =>
-                {
-                    record = back;
-                    // The producer's own thread delivers meanwhile.
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((e, _)) => panic!("send: {e}"),
+        // A full local queue is emptied first; anything else fails.
+        match self.producer.send(record) {
+            Ok(()) => {}
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                self.flush();
+                self.producer
+                    .send(back)
+                    .map_err(|(e, _)| e)
+                    .expect("send after emptying the queue");
             }
+            Err((e, _)) => panic!("send: {e}"),
         }
     }
 
