@@ -548,7 +548,7 @@ fn soak(guarantee: Guarantee) {
     let variants = env_u64("EARLYKILL_SOAK_VARIANTS").unwrap_or(600);
     // The mock cluster keeps 5 MB per partition: about 70,000 records, or
     // 120 variants' traffic. More variants need more partitions.
-    let partitions = env_u64("EARLYKILL_SOAK_PARTITIONS").unwrap_or(8) as i32;
+    let partitions = env_u64("EARLYKILL_SOAK_PARTITIONS").unwrap_or(6) as i32;
     let fault_count = env_u64("EARLYKILL_SOAK_FAULTS").unwrap_or(12);
     eprintln!(
         "soak {guarantee:?}: EARLYKILL_SOAK_SEED={seed} EARLYKILL_SOAK_VARIANTS={variants} \
