@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use common::postgres::TestDb;
+use common::projector::{block_on, Projecting};
 use common::proxy::Proxy;
 use common::*;
 use earlykill::event::codec::encode;
@@ -24,14 +24,6 @@ use rdkafka::ClientConfig;
 const TOPIC: &str = "earlykill.decisions";
 /// A safety net only: every wait ends as soon as its condition holds.
 const PATIENCE: Duration = Duration::from_secs(60);
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-        .block_on(future)
-}
 
 /// A mock cluster with a two-partition decisions topic and a migrated
 /// database.
@@ -88,34 +80,16 @@ impl Env {
     }
 }
 
-/// A projector on its own thread.
-struct Running {
-    shutdown: Shutdown,
-    status: Watch<ProjectorStatus>,
-    handle: JoinHandle<Result<(), ProjectorError>>,
-}
+/// A projector on its own thread, with this file's waits.
+struct Running(Projecting);
 
 impl Running {
     fn start(config: ProjectorConfig) -> Running {
-        let shutdown = Shutdown::new();
-        let status = Watch::default();
-        let handle = {
-            let (shutdown, status) = (shutdown.clone(), status.clone());
-            std::thread::spawn(move || projector::run(config, shutdown, status))
-        };
-        Running {
-            shutdown,
-            status,
-            handle,
-        }
+        Running(Projecting::start(config))
     }
 
     fn wait(&self, what: &str, done: impl FnMut(&ProjectorStatus) -> bool) {
-        assert!(
-            self.status.wait_until(PATIENCE, done),
-            "{what}: {:?}",
-            self.status.get()
-        );
+        self.0.wait(what, PATIENCE, done);
     }
 
     /// Waits until `n` decisions are read and written.
@@ -125,9 +99,12 @@ impl Running {
         });
     }
 
+    fn status(&self) -> ProjectorStatus {
+        self.0.status.get()
+    }
+
     fn stop(self) -> Result<(), ProjectorError> {
-        self.shutdown.drain();
-        self.handle.join().expect("projector thread")
+        self.0.stop()
     }
 }
 
@@ -237,12 +214,8 @@ fn a_crash_after_the_database_commit_resumes_from_the_database_offsets() {
     config.crash_after_batches = Some(1);
     let first = Running::start(config.clone());
     first.wait("the first instance stops", |s| s.batches == 1);
-    let before = first.status.get();
-    first
-        .handle
-        .join()
-        .expect("thread")
-        .expect("crash is a return");
+    let before = first.status();
+    first.0.join().expect("crash is a return");
     let written: i64 = before.next_offsets.values().sum();
     assert_eq!(written, 7, "{before:?}");
 
@@ -252,7 +225,7 @@ fn a_crash_after_the_database_commit_resumes_from_the_database_offsets() {
     config.batch_wait = Duration::from_millis(20);
     let second = Running::start(config);
     second.wait_applied(total - 7);
-    let after = second.status.get();
+    let after = second.status();
     assert_eq!(after.applied.skipped, 0, "{after:?}");
     second.stop().expect("clean stop");
     assert_eq!(env.table(None), expected);
@@ -275,14 +248,14 @@ fn a_database_outage_pauses_the_projector_until_it_catches_up() {
     env.publish(&decisions[..20]);
     let running = Running::start(env.config(&via_proxy));
     running.wait_applied(20);
-    assert!(running.status.get().ready);
+    assert!(running.status().ready);
 
     proxy.down();
     env.publish(&decisions[20..]);
     running.wait("not ready while the database is down", |s| {
         !s.ready && s.failed_attempts >= 3 && s.last_error.is_some()
     });
-    let during = running.status.get();
+    let during = running.status();
     assert_eq!(
         during.applied.started + during.applied.ended,
         20,
@@ -292,7 +265,7 @@ fn a_database_outage_pauses_the_projector_until_it_catches_up() {
     proxy.up();
     running.wait_applied(60);
     running.wait("ready again", |s| s.ready && s.last_error.is_none());
-    let after = running.status.get();
+    let after = running.status();
     assert_eq!(after.applied.skipped, 0, "nothing written twice: {after:?}");
     running.stop().expect("clean stop");
     assert_eq!(count(&env, "TRUE"), 30);

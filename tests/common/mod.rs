@@ -4,6 +4,7 @@
 
 pub mod kafka;
 pub mod postgres;
+pub mod projector;
 pub mod proxy;
 
 use std::borrow::Cow;
