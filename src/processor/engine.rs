@@ -25,7 +25,7 @@ use crate::event::{
     ChangelogRecord, Contract, DecisionKind, InputDecoders, InputOffsets, InputTopic, Millis,
     MonitoringDecision, Rejection,
 };
-use crate::monitor::{Input, Monitor, SessionView};
+use crate::monitor::{ChangelogChange, Input, Monitor, SessionView};
 use crate::telemetry;
 
 /// Most records taken from one poll before folding them.
@@ -616,6 +616,21 @@ impl Output {
         self.changelog_out += 1;
         result
     }
+
+    /// At-least-once: waits for everything sent so far and fails if any of
+    /// it was not delivered.
+    fn delivered(&mut self) -> Result<(), Failure> {
+        kafka::flush(&self.producer, self.config.kafka_timeout).map_err(|e| self.classify(e))?;
+        let (failed, last) = self.producer.context().failures();
+        if failed > self.failures_seen {
+            self.failures_seen = failed;
+            tracing::warn!(error = ?last, "deliveries failed");
+            return Err(Failure::Abortable(KafkaError::MessageProduction(
+                RDKafkaErrorCode::Fail,
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Everything the loop and the rebalance callback share.
@@ -978,38 +993,26 @@ impl Core {
         Ok(())
     }
 
-    /// Writes the changelog of every changed partition and commits it with
-    /// the decisions and the input offsets.
+    /// Commits the open work: in exactly-once mode the changelog of every
+    /// changed partition, the decisions and the input offsets in one
+    /// transaction; in at-least-once mode the decisions first, then the
+    /// changelog, then the offsets, each only once the one before is
+    /// acknowledged.
     fn commit(&mut self, consumer: &BaseConsumer<Context>) -> Result<(), Failure> {
         if self.out.open_since.is_none() {
             return Ok(());
         }
-        let Core {
-            out, partitions, ..
-        } = self;
-        for (&p, part) in partitions.iter_mut().filter(|(_, part)| part.dirty) {
-            for change in part.monitor.drain_changes() {
-                if change.key != ChangelogRecord::PARTITION_KEY {
-                    out.changelog(p, &change.key, change.record.as_ref())?;
-                }
-            }
-            let clock = part.monitor.clock();
-            let record = ChangelogRecord {
-                variant_id: ChangelogRecord::PARTITION_KEY.to_owned(),
-                partition_clock: (clock != Millis::MIN).then_some(clock),
-                input_offsets: Some(part.offsets()),
-                session: None,
-                held: Vec::new(),
-            };
-            out.changelog(p, ChangelogRecord::PARTITION_KEY, Some(&record))?;
-            part.dirty = false;
-        }
-        let offsets = self.input_offsets();
         let timeout = self.config.kafka_timeout;
         let started = Instant::now();
-        let out = &mut self.out;
-        match self.config.guarantee {
+        let offsets = match self.config.guarantee {
             Guarantee::ExactlyOnce => {
+                let changes = self.changes();
+                let out = &mut self.out;
+                for (p, change) in &changes {
+                    out.changelog(*p, &change.key, change.record.as_ref())?;
+                }
+                let offsets = self.input_offsets();
+                let out = &mut self.out;
                 let metadata = consumer.group_metadata().ok_or(Failure::Abortable(
                     KafkaError::ConsumerCommit(RDKafkaErrorCode::State),
                 ))?;
@@ -1018,24 +1021,26 @@ impl Core {
                     .and_then(|()| kafka::flush(&out.producer, timeout))
                     .and_then(|()| out.producer.commit_transaction(timeout))
                     .map_err(|e| out.classify(e))?;
+                offsets
             }
             Guarantee::AtLeastOnce => {
-                kafka::flush(&out.producer, timeout).map_err(|e| out.classify(e))?;
-                let (failed, last) = out.producer.context().failures();
-                if failed > out.failures_seen {
-                    out.failures_seen = failed;
-                    tracing::warn!(error = ?last, "deliveries failed; rewinding");
-                    return Err(Failure::Abortable(KafkaError::MessageProduction(
-                        RDKafkaErrorCode::Fail,
-                    )));
-                }
+                // Without a transaction nothing can be taken back, so the
+                // state may only move once its decisions are acknowledged:
+                // a decision refused here is remade after the rewind, from
+                // a changelog that never saw this batch.
+                self.out.delivered()?;
+                let changes = self.changes();
+                self.write_changelog_until_delivered(&changes)?;
+                let offsets = self.input_offsets();
                 if offsets.count() > 0 {
                     consumer
                         .commit(&offsets, CommitMode::Sync)
                         .map_err(Failure::Abortable)?;
                 }
+                offsets
             }
-        }
+        };
+        let out = &mut self.out;
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             open_ms = out.open_since.map(|s| s.elapsed().as_millis() as u64),
@@ -1059,6 +1064,79 @@ impl Core {
         out.counters.committed = listed(&offsets);
         self.publish();
         Ok(())
+    }
+
+    /// The changelog records of every changed partition, each partition's
+    /// record (its clock and input positions) after its variants'.
+    fn changes(&mut self) -> Vec<(i32, ChangelogChange)> {
+        let mut changes = Vec::new();
+        for (&p, part) in self.partitions.iter_mut().filter(|(_, part)| part.dirty) {
+            for change in part.monitor.drain_changes() {
+                if change.key != ChangelogRecord::PARTITION_KEY {
+                    changes.push((p, change));
+                }
+            }
+            let clock = part.monitor.clock();
+            let record = ChangelogRecord {
+                variant_id: ChangelogRecord::PARTITION_KEY.to_owned(),
+                partition_clock: (clock != Millis::MIN).then_some(clock),
+                input_offsets: Some(part.offsets()),
+                session: None,
+                held: Vec::new(),
+            };
+            changes.push((
+                p,
+                ChangelogChange {
+                    key: ChangelogRecord::PARTITION_KEY.to_owned(),
+                    record: Some(record),
+                },
+            ));
+            part.dirty = false;
+        }
+        changes
+    }
+
+    /// At-least-once: writes `changes` until every record is acknowledged.
+    /// The decisions they follow from are already out, so a failure here
+    /// must not rewind (the decisions would not be made again from a state
+    /// that may be partly written); the records are written again whole,
+    /// which a compacted topic absorbs, until they land or the attempts
+    /// run out (then the processor exits; see the README's guarantees).
+    fn write_changelog_until_delivered(
+        &mut self,
+        changes: &[(i32, ChangelogChange)],
+    ) -> Result<(), Failure> {
+        let mut attempt = 0;
+        loop {
+            let result = changes
+                .iter()
+                .try_for_each(|(p, change)| {
+                    self.out.changelog(*p, &change.key, change.record.as_ref())
+                })
+                .and_then(|()| self.out.delivered());
+            let error = match result {
+                Ok(()) => return Ok(()),
+                Err(Failure::Fatal(e)) => return Err(Failure::Fatal(e)),
+                Err(Failure::Abortable(e)) => e,
+            };
+            attempt += 1;
+            if attempt > MAX_FAILURES_IN_A_ROW {
+                return Err(Failure::Fatal(ProcessorError::Kafka {
+                    action: "write the changelog (gave up after repeated failures)",
+                    source: error,
+                }));
+            }
+            let backoff = RETRY_BACKOFF * 2u32.pow(attempt - 1);
+            tracing::warn!(
+                %error,
+                attempt,
+                backoff_ms = backoff.as_millis() as u64,
+                records = changes.len(),
+                "changelog write failed; writing it again"
+            );
+            // Backing off before the retry, not waiting for anything.
+            std::thread::sleep(backoff);
+        }
     }
 
     /// Right after a restore every owned position is a committed one.
