@@ -605,9 +605,17 @@ impl Output {
                 }
             })?;
         }
-        let base = BaseRecord::to(&topic)
+        let mut base = BaseRecord::to(&topic)
             .key(key.as_bytes())
             .partition(partition);
+        if key == ChangelogRecord::PARTITION_KEY {
+            // Which transaction wrote this state: one header per partition
+            // and commit, for tracing a restore back to its writer.
+            base = base.headers(OwnedHeaders::new_with_capacity(1).insert(Header {
+                key: "earlykill_transaction",
+                value: Some(self.transaction_label.as_str()),
+            }));
+        }
         let result = self.send(match record {
             Some(_) => base.payload(&buf[..]),
             None => base,
