@@ -23,10 +23,11 @@
 //! others, as a real broker would, and counts them. The same missing
 //! markers let a restore after an abort read that transaction's changelog
 //! (a real broker hides it), so its decisions are not made again: such a
-//! decision is reported apart, as hidden by the mock, and only when the
-//! topics prove it (an uncommitted copy of it, and its partition's
-//! changelog record written by that same transaction). Any other missing
-//! decision is lost and fails the run.
+//! decision is reported apart, as hidden by the mock, and only with the
+//! evidence: an uncommitted copy of it in the topic, and a restore of its
+//! partition from the state that same transaction wrote (each run lists the
+//! writer of every state it restored). Any other missing decision is lost
+//! and fails the run.
 
 mod common;
 
@@ -695,19 +696,17 @@ fn soak(guarantee: Guarantee) {
     // the aborted state, and that transaction's decisions are never made
     // again, where a real broker would hide the changelog and have them
     // remade. Such a decision counts as hidden by the mock, not lost, only
-    // with the evidence: an uncommitted copy of it in the topic, and its
-    // partition's changelog record from that same transaction.
-    let aborted_changelog: BTreeSet<(i32, String)> = if guarantee == Guarantee::ExactlyOnce {
-        h.kafka
-            .read_until(&h.kafka.config.topics.changelog, |_| true)
-            .into_iter()
-            .filter(|r| r.key.as_deref().is_some_and(<[u8]>::is_empty))
-            .filter_map(|r| Some((r.partition, r.headers.get("earlykill_transaction")?.clone())))
-            .filter(|(_, transaction)| !h.runs.committed(transaction))
-            .collect()
-    } else {
-        BTreeSet::new()
-    };
+    // with the evidence: an uncommitted copy of it in the topic, and a
+    // restore of its partition from the state that same transaction wrote
+    // (each run lists the writer of every state it restored).
+    let restored_aborted: BTreeSet<(i32, &str)> = h
+        .runs
+        .ended
+        .iter()
+        .flat_map(|(s, _)| &s.restored_from)
+        .filter(|(_, writer)| !h.runs.committed(writer))
+        .map(|(p, writer)| (*p, writer.as_str()))
+        .collect();
     let mut uncommitted: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (decision, transaction) in &read {
         if guarantee == Guarantee::ExactlyOnce && !h.runs.committed(transaction) {
@@ -722,11 +721,9 @@ fn soak(guarantee: Guarantee) {
         .filter(|id| !found.contains_key(*id))
         .partition(|id| {
             let p = partition_of[oracle[*id].variant_id.as_bytes()];
-            uncommitted.get(id.as_str()).is_some_and(|labels| {
-                labels
-                    .iter()
-                    .any(|t| aborted_changelog.contains(&(p, (*t).to_owned())))
-            })
+            uncommitted
+                .get(id.as_str())
+                .is_some_and(|labels| labels.iter().any(|t| restored_aborted.contains(&(p, *t))))
         });
     let unexpected: Vec<&String> = found
         .keys()

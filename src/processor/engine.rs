@@ -128,11 +128,18 @@ fn run_loop(
         let mut next = consumer.poll(timeout);
         while let Some(result) = next {
             let mut core = lock(core);
-            match result {
-                Ok(message) => core.accept(&message),
-                Err(e) => core.consumer_error(e)?,
-            }
+            let accepted = match result {
+                Ok(message) => core.accept(consumer, &message),
+                Err(e) => {
+                    core.consumer_error(e)?;
+                    Ok(())
+                }
+            };
             taken += 1;
+            if let Err(failure) = accepted {
+                core.recover(consumer, failure)?;
+                break;
+            }
             if taken == MAX_BATCH {
                 break;
             }
@@ -361,6 +368,25 @@ struct Partition {
 }
 
 impl Partition {
+    /// Whether `topic` has nothing more to give the merge for now: read to
+    /// the end librdkafka last saw and to the end asked at restore.
+    fn caught_up(
+        &self,
+        consumer: &BaseConsumer<Context>,
+        topic_names: &[CString; 3],
+        p: i32,
+        topic: InputTopic,
+    ) -> bool {
+        let watermarks = kafka::cached_watermarks(consumer, &topic_names[rank(topic)], p);
+        let end = self.ends[rank(topic)];
+        match (self.next[rank(topic)], watermarks) {
+            (Some(next), Some((_, high))) => next >= high.max(end),
+            (Some(next), None) => next >= end,
+            (None, Some((low, high))) => low == high && high >= end,
+            (None, None) => false,
+        }
+    }
+
     /// The offset to resume `topic` from: the first record not folded yet.
     fn position(&self, topic: InputTopic) -> Option<i64> {
         self.merge.first_offset(topic).or(self.next[rank(topic)])
@@ -727,26 +753,57 @@ impl Core {
         }
     }
 
-    /// Decodes and validates one input record into its partition's merge.
-    fn accept(&mut self, message: &BorrowedMessage<'_>) {
+    /// Decodes and validates one input record, and folds it at once if the
+    /// merge would release it at once; else puts it in its partition's
+    /// merge.
+    fn accept(
+        &mut self,
+        consumer: &BaseConsumer<Context>,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<(), Failure> {
         let Some(topic) = self.role(message.topic()) else {
-            return;
+            return Ok(());
         };
+        let Core {
+            config,
+            out,
+            decoders,
+            topic_names,
+            partitions,
+            decisions,
+            ..
+        } = self;
         let p = message.partition();
-        let Some(part) = self.partitions.get_mut(&p) else {
+        let Some(part) = partitions.get_mut(&p) else {
             // Fetched before a revocation; its new owner reads it again.
-            return;
+            return Ok(());
         };
         let offset = message.offset();
         part.next[rank(topic)] = Some(offset + 1);
-        self.out.counters.records_in += 1;
-        self.out.records_in[rank(topic)] += 1;
+        out.counters.records_in += 1;
+        out.records_in[rank(topic)] += 1;
         let (key, value) = (message.key(), message.payload());
         let now = wall_millis();
-        let entry = match self
-            .decoders
-            .decode(topic, key, value, &self.config.limits, now)
-        {
+        let entry = match decoders.decode(topic, key, value, &config.limits, now) {
+            Ok(decoded)
+                if part.merge.is_empty()
+                    && InputTopic::ALL
+                        .into_iter()
+                        .all(|t| t == topic || part.caught_up(consumer, topic_names, p, t)) =>
+            {
+                // Nothing is buffered and no other topic can still give an
+                // earlier record: the merge would release this one first,
+                // so it is folded here, without a copy or a second decode.
+                out.begin()?;
+                part.dirty = true;
+                part.monitor.apply(Input::from(&decoded), decisions);
+                let appended = message.timestamp().to_millis().unwrap_or(now);
+                for decision in decisions.drain(..) {
+                    let due = due(&decision, Some(appended));
+                    out.decision(decision, due)?;
+                }
+                return Ok(());
+            }
             Ok(decoded) => Entry {
                 offset,
                 time: Some(Input::from(&decoded).event_time()),
@@ -777,6 +834,7 @@ impl Core {
             },
         };
         part.merge.push(topic, entry);
+        Ok(())
     }
 
     fn consumer_error(&mut self, error: KafkaError) -> Result<(), ProcessorError> {
@@ -880,28 +938,18 @@ impl Core {
         let now = Instant::now();
         let now_millis = wall_millis();
         for (&p, part) in partitions.iter_mut() {
+            // Nothing is fetched while folding, so whether a topic has more
+            // to give is asked once per step (a lookup inside librdkafka).
+            let caught = InputTopic::ALL.map(|t| part.caught_up(consumer, topic_names, p, t));
             let Partition {
                 monitor,
                 merge,
                 next,
-                ends,
                 blocked_since,
                 paused,
                 dirty,
+                ..
             } = part;
-            let caught_up = |topic: InputTopic| {
-                let watermarks = kafka::cached_watermarks(consumer, &topic_names[rank(topic)], p);
-                let end = ends[rank(topic)];
-                match (next[rank(topic)], watermarks) {
-                    (Some(next), Some((_, high))) => next >= high.max(end),
-                    (Some(next), None) => next >= end,
-                    (None, Some((low, high))) => low == high && high >= end,
-                    (None, None) => false,
-                }
-            };
-            // Nothing is fetched while folding, so whether a topic has more
-            // to give is asked once per step (a lookup inside librdkafka).
-            let caught = InputTopic::ALL.map(caught_up);
             let waited = blocked_since.is_some_and(|s| now - s >= config.merge_wait);
             let mut released = false;
             while let Some((topic, entry)) = merge.pop(|t| waited || caught[rank(t)]) {
@@ -1273,7 +1321,7 @@ impl Core {
             self.config.kafka_timeout,
         )?;
         let mut restored = BTreeMap::new();
-        for (p, records) in state {
+        for (p, kafka::Restored { records, writer }) in state {
             self.out.counters.restored_records += records.len() as u64;
             let offsets = records
                 .iter()
@@ -1294,8 +1342,16 @@ impl Core {
                 clock = monitor.clock(),
                 ?offsets,
                 ends = ?ends.get(&p),
+                writer = writer.as_deref().unwrap_or("-"),
                 "partition restored"
             );
+            if let Some(writer) = writer {
+                let from = &mut self.out.counters.restored_from;
+                if from.len() == MAX_ABORTED_LISTED {
+                    from.remove(0);
+                }
+                from.push((p, writer));
+            }
             restored.insert(
                 p,
                 Partition {

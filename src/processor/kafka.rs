@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::Message;
+use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 
@@ -307,7 +307,17 @@ pub fn input_ends<C: ConsumerContext>(
 
 /// The compacted content of changelog partitions: per partition, the latest
 /// record of every key that is not deleted.
-pub type RestoredState = BTreeMap<i32, Vec<ChangelogRecord>>;
+pub type RestoredState = BTreeMap<i32, Restored>;
+
+/// One changelog partition read back.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The latest record of every key still holding a value.
+    pub records: Vec<ChangelogRecord>,
+    /// The `earlykill_transaction` header of the latest partition record:
+    /// which run and transaction wrote the state restored.
+    pub writer: Option<String>,
+}
 
 /// Reads `partitions` of the changelog from the beginning to their end
 /// (the last committed record), keeping the latest record per key.
@@ -345,6 +355,7 @@ pub fn read_changelog<C: ConsumerContext>(
     let decoder = Decoder::new(Contract::ChangelogRecord);
     let mut latest: BTreeMap<i32, HashMap<Vec<u8>, Option<ChangelogRecord>>> =
         partitions.iter().map(|&p| (p, HashMap::new())).collect();
+    let mut writers: BTreeMap<i32, String> = BTreeMap::new();
     let mut read: BTreeMap<i32, u64> = BTreeMap::new();
     let mut remaining = partitions.clone();
     let mut last_progress = Instant::now();
@@ -364,6 +375,15 @@ pub fn read_changelog<C: ConsumerContext>(
                         }
                     })?),
                 };
+                if key.is_empty() {
+                    let writer = message
+                        .headers()
+                        .and_then(|h| h.iter().find(|h| h.key == "earlykill_transaction"))
+                        .and_then(|h| h.value);
+                    if let Some(writer) = writer {
+                        writers.insert(p, String::from_utf8_lossy(writer).into_owned());
+                    }
+                }
                 if let Some(keys) = latest.get_mut(&p) {
                     keys.insert(key, record);
                 }
@@ -395,6 +415,12 @@ pub fn read_changelog<C: ConsumerContext>(
     })?;
     Ok(latest
         .into_iter()
-        .map(|(p, keys)| (p, keys.into_values().flatten().collect()))
+        .map(|(p, keys)| {
+            let restored = Restored {
+                records: keys.into_values().flatten().collect(),
+                writer: writers.remove(&p),
+            };
+            (p, restored)
+        })
         .collect())
 }

@@ -83,7 +83,8 @@ impl Shutdown {
     }
 }
 
-/// How many aborted transaction numbers [`Status`] lists.
+/// How many aborted transaction numbers, and how many restores, [`Status`]
+/// lists.
 pub const MAX_ABORTED_LISTED: usize = 1024;
 
 /// What a processor has done so far, for readiness, tests and operators.
@@ -122,6 +123,10 @@ pub struct Status {
     /// The numbers of the transactions aborted in this run (the most recent
     /// [`MAX_ABORTED_LISTED`]).
     pub aborted_transactions: Vec<u64>,
+    /// Per restore of a partition in this run, the partition and the
+    /// `earlykill_transaction` of the changelog state it restored (the most
+    /// recent [`MAX_ABORTED_LISTED`]; none for an empty changelog).
+    pub restored_from: Vec<(i32, String)>,
     /// Changelog records read by restores.
     pub restored_records: u64,
     /// Time spent restoring, in total.
