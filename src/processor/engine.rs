@@ -651,6 +651,13 @@ impl Output {
         result
     }
 
+    /// Sends changelog records.
+    fn write(&mut self, changes: &[(i32, ChangelogChange)]) -> Result<(), Failure> {
+        changes
+            .iter()
+            .try_for_each(|(p, change)| self.changelog(*p, &change.key, change.record.as_ref()))
+    }
+
     /// At-least-once: waits for everything sent so far and fails if any of
     /// it was not delivered.
     fn delivered(&mut self) -> Result<(), Failure> {
@@ -1063,10 +1070,7 @@ impl Core {
         let offsets = match self.config.guarantee {
             Guarantee::ExactlyOnce => {
                 let changes = self.changes();
-                let out = &mut self.out;
-                for (p, change) in &changes {
-                    out.changelog(*p, &change.key, change.record.as_ref())?;
-                }
+                self.out.write(&changes)?;
                 let offsets = self.input_offsets();
                 let out = &mut self.out;
                 let metadata = consumer.group_metadata().ok_or(Failure::Abortable(
@@ -1089,9 +1093,13 @@ impl Core {
                 self.write_changelog_until_delivered(&changes)?;
                 let offsets = self.input_offsets();
                 if offsets.count() > 0 {
-                    consumer
-                        .commit(&offsets, CommitMode::Sync)
-                        .map_err(Failure::Abortable)?;
+                    // The positions are safe in the changelog, which is what
+                    // a restore resumes from: the group's offsets only show
+                    // lag to tools. A failed commit (a rebalance in
+                    // progress) is retried with the next one, not rewound.
+                    if let Err(error) = consumer.commit(&offsets, CommitMode::Sync) {
+                        tracing::warn!(%error, "committing the group's offsets failed; the changelog holds the positions");
+                    }
                 }
                 offsets
             }
@@ -1164,12 +1172,7 @@ impl Core {
     ) -> Result<(), Failure> {
         let mut attempt = 0;
         loop {
-            let result = changes
-                .iter()
-                .try_for_each(|(p, change)| {
-                    self.out.changelog(*p, &change.key, change.record.as_ref())
-                })
-                .and_then(|()| self.out.delivered());
+            let result = self.out.write(changes).and_then(|()| self.out.delivered());
             let error = match result {
                 Ok(()) => return Ok(()),
                 Err(Failure::Fatal(e)) => return Err(Failure::Fatal(e)),
