@@ -560,6 +560,21 @@ impl Output {
         }
     }
 
+    /// Publishes the decisions a fold made, emptying `decisions`;
+    /// `appended` is when the record that made them was appended (none for
+    /// a timeout).
+    fn decisions(
+        &mut self,
+        decisions: &mut Vec<MonitoringDecision>,
+        appended: Option<Millis>,
+    ) -> Result<(), Failure> {
+        for decision in decisions.drain(..) {
+            let due = due(&decision, appended);
+            self.decision(decision, due)?;
+        }
+        Ok(())
+    }
+
     fn dead_letter(&mut self, topic: InputTopic, dead: &DeadLetter) -> Result<(), Failure> {
         let source = self.config.topics.input(topic).to_owned();
         let mut headers = OwnedHeaders::new_with_capacity(dead.headers.len() + 5);
@@ -805,10 +820,7 @@ impl Core {
                 part.dirty = true;
                 part.monitor.apply(Input::from(&decoded), decisions);
                 let appended = message.timestamp().to_millis().unwrap_or(now);
-                for decision in decisions.drain(..) {
-                    let due = due(&decision, Some(appended));
-                    out.decision(decision, due)?;
-                }
+                out.decisions(decisions, Some(appended))?;
                 return Ok(());
             }
             Ok(decoded) => Entry {
@@ -998,10 +1010,7 @@ impl Core {
                     }
                     Record::Dead(dead) => out.dead_letter(topic, &dead)?,
                 }
-                for decision in decisions.drain(..) {
-                    let due = due(&decision, appended);
-                    out.decision(decision, due)?;
-                }
+                out.decisions(decisions, appended)?;
             }
             if released || merge.is_empty() {
                 *blocked_since = None;
@@ -1026,10 +1035,7 @@ impl Core {
                     monitor.advance_to(target, decisions);
                     *dirty = true;
                     out.begin()?;
-                    for decision in decisions.drain(..) {
-                        let due = due(&decision, None);
-                        out.decision(decision, due)?;
-                    }
+                    out.decisions(decisions, None)?;
                 }
             }
             for topic in InputTopic::ALL {
