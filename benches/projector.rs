@@ -1,7 +1,8 @@
 //! Decisions applied per second by the batched projector (UNNEST arrays, one
 //! transaction per batch, offsets in it), next to a baseline that writes the
 //! same decisions one row per statement in the same transactions. Needs
-//! PostgreSQL: `DATABASE_URL=postgresql://... cargo bench --bench projector`
+//! PostgreSQL: a throwaway server the bench starts itself, or
+//! `EARLYKILL_TEST_DATABASE_URL=postgresql://... cargo bench --bench projector`
 //! (a role that may create databases; `bash .ci/run` sets one up).
 
 use std::time::{Duration, Instant};

@@ -235,15 +235,10 @@ fn a_crash_after_the_database_commit_resumes_from_the_database_offsets() {
 #[test]
 fn a_database_outage_pauses_the_projector_until_it_catches_up() {
     let env = Env::new("project_outage");
-    let proxy = Proxy::start("127.0.0.1:5432");
-    let via_proxy = env
-        .db
-        .url
-        .replace("127.0.0.1:5432", &proxy.addr.to_string());
-    assert_ne!(
-        via_proxy, env.db.url,
-        "the test database is on 127.0.0.1:5432"
-    );
+    let server = env.db.server_addr();
+    let proxy = Proxy::start(&server);
+    let via_proxy = env.db.url.replace(&server, &proxy.addr.to_string());
+    assert_ne!(via_proxy, env.db.url, "the database URL names {server}");
     let decisions = workload(30);
     env.publish(&decisions[..20]);
     let running = Running::start(env.config(&via_proxy));

@@ -1,9 +1,16 @@
-//! A fresh PostgreSQL database per test, on the server `.ci/run` starts.
-//! The server is given by `EARLYKILL_TEST_DATABASE_URL` (or `DATABASE_URL`),
-//! a role that may create databases; tests fail, not skip, when it is missing.
-//! Shared with `benches/projector.rs`.
+//! A fresh PostgreSQL database per test. The server is
+//! `EARLYKILL_TEST_DATABASE_URL` (a role that may create databases) when it
+//! is set, else a throwaway server this test process starts and stops by
+//! itself (`pg_server.rs`). Tests fail, not skip, when neither can be had,
+//! with one message saying what to install. Shared with
+//! `benches/projector.rs`.
 
 use earlykill::projector;
+
+#[path = "pg_server.rs"]
+mod pg_server;
+#[path = "tied.rs"]
+pub mod tied;
 
 pub struct TestDb {
     admin_url: String,
@@ -12,13 +19,13 @@ pub struct TestDb {
 }
 
 fn admin_url() -> String {
-    std::env::var("EARLYKILL_TEST_DATABASE_URL")
-        .or_else(|_| std::env::var("DATABASE_URL"))
-        .expect(
-            "EARLYKILL_TEST_DATABASE_URL is not set: start PostgreSQL and point it at a role \
-         with CREATEDB, e.g. postgresql://earlykill:earlykill@127.0.0.1:5432/earlykill \
-         (bash .ci/run does this)",
-        )
+    if let Ok(url) = std::env::var("EARLYKILL_TEST_DATABASE_URL") {
+        return url;
+    }
+    match pg_server::url() {
+        Ok(url) => url,
+        Err(why) => panic!("no PostgreSQL for the database tests: {why}"),
+    }
 }
 
 impl TestDb {
@@ -40,6 +47,19 @@ impl TestDb {
             name,
             url,
         }
+    }
+
+    /// The server's `host:port`, as the URL names it.
+    #[allow(dead_code)]
+    pub fn server_addr(&self) -> String {
+        let after_scheme = self.url.split_once("://").map_or(&*self.url, |(_, r)| r);
+        let host_and_rest = after_scheme
+            .rsplit_once('@')
+            .map_or(after_scheme, |(_, r)| r);
+        host_and_rest
+            .split_once('/')
+            .map_or(host_and_rest, |(h, _)| h)
+            .to_owned()
     }
 
     /// Every column of `variant_monitoring` (in `schema`, or the default
