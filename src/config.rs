@@ -175,8 +175,11 @@ settings! {
     /// seconds, before the event is a dead letter; 0 turns the check off.
     #[arg(long, env = "EARLYKILL_MAX_FUTURE_SKEW_SECONDS")]
     max_future_skew_seconds: u64,
-    /// How long, in milliseconds, a partition waits for an input topic with
-    /// nothing buffered before folding the others without it.
+    /// How long, in milliseconds, a partition waits for records still in
+    /// flight on an input topic that is read to its end, before folding the
+    /// other topics past it. An input that is behind (its end not reached)
+    /// is always waited for. 0, like Kafka Streams' `max.task.idle.ms`, folds
+    /// at once.
     #[arg(long, env = "EARLYKILL_MERGE_WAIT_MS")]
     merge_wait_ms: u64,
     /// How far behind the wall clock an idle partition's clock is advanced,
@@ -184,6 +187,13 @@ settings! {
     /// lateness.
     #[arg(long, env = "EARLYKILL_IDLE_LAG_MS")]
     idle_lag_ms: u64,
+    /// Static group membership: the consumer joins as `group.instance.id` =
+    /// instance-id, so a restarted instance (a pod after `kill -9`) gets its
+    /// partitions back at once, without waiting out the dead member's
+    /// session. The cost: a stopped instance's partitions move only after
+    /// `session.timeout.ms` (45 s). `false` joins dynamically.
+    #[arg(long, env = "EARLYKILL_STATIC_MEMBERSHIP")]
+    static_membership: bool,
     /// Records buffered per input topic partition before it is paused.
     #[arg(long, env = "EARLYKILL_MAX_BUFFERED")]
     max_buffered: usize,
@@ -447,8 +457,9 @@ impl Settings {
             topics,
             monitor,
             limits,
-            merge_wait: Duration::from_millis(self.merge_wait_ms.unwrap_or(200)),
+            merge_wait: Duration::from_millis(self.merge_wait_ms.unwrap_or(0)),
             idle_lag: Duration::from_millis(self.idle_lag_ms.unwrap_or(0)),
+            static_membership: self.static_membership.unwrap_or(true),
             max_buffered,
             kafka_timeout,
             log_level: self.log_level.unwrap_or_else(|| "info".into()),
@@ -484,6 +495,10 @@ fn reserved(property: &str) -> Option<&'static str> {
             "the co-partitioned inputs need the range assignor; remove it"
         }
         "enable.idempotence" => "the guarantee sets it; use `guarantee`",
+        "enable.partition.eof" => {
+            "the event-time merge learns that an input is read to its end from it; remove it"
+        }
+        "group.instance.id" => "it is the instance id; set `instance-id` (or `static-membership`)",
         _ => return None,
     })
 }
@@ -509,10 +524,14 @@ pub struct ProcessorConfig {
     pub monitor: MonitorConfig,
     /// Validation limits for input.
     pub limits: Limits,
-    /// How long a partition waits for an input topic with nothing buffered.
+    /// How long a partition waits for records in flight on an input topic
+    /// read to its end (a topic that is behind is always waited for).
     pub merge_wait: Duration,
     /// How far behind the wall clock idle partitions are advanced.
     pub idle_lag: Duration,
+    /// Join the group as a static member (`group.instance.id` = instance
+    /// id).
+    pub static_membership: bool,
     /// Records buffered per input topic partition before it is paused.
     pub max_buffered: usize,
     /// Timeout of blocking Kafka calls.

@@ -13,7 +13,7 @@
 mod common;
 
 use earlykill::event::codec::{self, Decoder};
-use earlykill::event::validate::Limits;
+use earlykill::event::validate::{self, Limits};
 use earlykill::event::{
     ChangelogRecord, Contract, Decoded, InputDecoders, InputOffsets, InputTopic, InteractionKind,
     MonitoringDecision, Rejection,
@@ -26,7 +26,8 @@ use common::*;
 /// One valid record of `topic`, keyed by its variant.
 fn valid_input() -> impl Strategy<Value = (InputTopic, Vec<u8>, Vec<u8>)> {
     let id = || "[a-z0-9-]{1,24}".prop_map(String::from);
-    let time = T0 - 60 * MINUTE..T0 + 60 * MINUTE;
+    // Valid at T0: up to the default future skew ahead.
+    let time = T0 - 60 * MINUTE..=T0 + validate::DEFAULT_MAX_FUTURE_SKEW_MS;
     prop_oneof![
         (
             id(),

@@ -29,10 +29,16 @@ pub struct Limits {
     pub max_future_skew_ms: Option<Millis>,
 }
 
+/// The default future skew: a few seconds, room for clocks that disagree
+/// by that much. One event moves its partition's clock to its time, so a
+/// larger skew would let one record from a skewed producer or an API caller
+/// time out every session of the partition early.
+pub const DEFAULT_MAX_FUTURE_SKEW_MS: Millis = 5_000;
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_future_skew_ms: Some(60 * 60 * 1000),
+            max_future_skew_ms: Some(DEFAULT_MAX_FUTURE_SKEW_MS),
         }
     }
 }

@@ -12,7 +12,9 @@
 //! time, and every timeout whose deadline is at or before the new clock fires
 //! first, in deadline order (ties by variant_id). So a session covers event
 //! times `[posted_at, deadline)`: an interaction stamped exactly at the
-//! deadline arrives after the timeout and is late.
+//! deadline arrives after the timeout and is late. How far ahead of the wall
+//! clock an event may be is the shell's validation (a few seconds by
+//! default), so no single event moves the clock further than that.
 //!
 //! # Invariants
 //!
@@ -315,9 +317,19 @@ impl Monitor {
         }
         self.clock = time;
         self.clock_dirty = true;
+        self.settle(decisions);
+    }
+
+    /// Fires whatever is due at the current clock: the timeouts of sessions
+    /// whose deadline it has passed and the held interactions whose grace
+    /// has ended. Only a restore can leave such things behind, when the
+    /// shell recorded a clock advance before the decisions it causes (see
+    /// the processor's idle clock); settling makes those decisions again,
+    /// identical, since they depend only on the state and the clock.
+    pub fn settle(&mut self, decisions: &mut Vec<MonitoringDecision>) {
         self.fire_due(decisions);
         let (held, stats, dirty_keys) = (&mut self.held, &mut self.stats, &mut self.dirty_keys);
-        held.expire(time, |variant_id, why| {
+        held.expire(self.clock, |variant_id, why| {
             count_drop(stats, why);
             dirty_keys.push(variant_id.into());
         });

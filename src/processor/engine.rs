@@ -16,7 +16,7 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
-use super::kafka::{self, DeliveryContext, RestoreContext};
+use super::kafka::{self, DeliveryContext, RestoreContext, TopicQueues, Wake};
 use super::merge::{rank, Entry, Merge};
 use super::{ProcessorError, Shutdown, Status, StatusWatch, ABANDON, DRAIN, MAX_ABORTED_LISTED};
 use crate::config::{Guarantee, ProcessorConfig};
@@ -28,7 +28,7 @@ use crate::event::{
 use crate::monitor::{ChangelogChange, Input, Monitor, SessionView};
 use crate::telemetry;
 
-/// Most records taken from one poll before folding them.
+/// Most records taken from one input topic's queue before folding them.
 const MAX_BATCH: usize = 2_000;
 /// Longest the loop sleeps in a poll when nothing is due.
 const MAX_POLL: Duration = Duration::from_millis(100);
@@ -64,10 +64,23 @@ pub fn run(
         status,
     )?));
     sessions.attach(&core);
-    let consumer: BaseConsumer<Context> = kafka::input_consumer(&config)
+    let mut consumer: BaseConsumer<Context> = kafka::input_consumer(&config)
         .create_with_context(Context { core: core.clone() })
         .map_err(kafka_error("create the input consumer"))?;
+    let wake = Arc::new(Wake::default());
+    {
+        let wake = wake.clone();
+        consumer.set_nonempty_callback(move || wake.notify());
+    }
+    let consumer = Arc::new(consumer);
     let partitions = kafka::check_topics(&consumer, &config)?;
+    let queues = TopicQueues::split(
+        &consumer,
+        InputTopic::ALL.map(|t| config.topics.input(t)),
+        partitions,
+        &wake,
+    )?;
+    lock(&core).input_partitions = partitions;
     if config.guarantee == Guarantee::ExactlyOnce {
         lock(&core)
             .out
@@ -99,12 +112,13 @@ pub fn run(
         partitions,
         "processor started"
     );
-    let result = run_loop(&consumer, &core, &shutdown);
+    let result = run_loop(&consumer, &queues, &wake, &core, &shutdown);
     match (&result, shutdown.state()) {
         (_, ABANDON) => lock(&core).abandoned = true,
         (Ok(()), _) => leave(&consumer, &core, config.kafka_timeout),
         (Err(_), _) => lock(&core).abandoned = true,
     }
+    drop(queues);
     drop(consumer);
     let mut core = lock(&core);
     core.out.counters.running = false;
@@ -114,6 +128,8 @@ pub fn run(
 
 fn run_loop(
     consumer: &BaseConsumer<Context>,
+    queues: &TopicQueues<Context>,
+    wake: &Wake,
     core: &Mutex<Core>,
     shutdown: &Shutdown,
 ) -> Result<(), ProcessorError> {
@@ -124,27 +140,47 @@ fn run_loop(
             _ => {}
         }
         let timeout = lock(core).poll_timeout();
-        let mut taken = 0;
-        let mut next = consumer.poll(timeout);
-        while let Some(result) = next {
+        wake.clear();
+        // Rebalances and errors: the consumer's own queue holds no input
+        // records, which arrive on the topic queues.
+        while let Some(result) = consumer.poll(Duration::ZERO) {
             let mut core = lock(core);
-            let accepted = match result {
-                Ok(message) => core.accept(consumer, &message),
-                Err(e) => {
-                    core.consumer_error(e)?;
-                    Ok(())
+            match result {
+                Ok(message) => {
+                    tracing::warn!(topic = message.topic(), "record outside the topic queues");
                 }
-            };
-            taken += 1;
-            if let Err(failure) = accepted {
-                core.recover(consumer, failure)?;
-                break;
+                Err(e) => core.consumer_error(e)?,
             }
-            if taken == MAX_BATCH {
-                break;
+        }
+        let mut taken = 0;
+        'topics: for topic in InputTopic::ALL {
+            let mut from_topic = 0;
+            while let Some(result) = queues.poll(rank(topic)) {
+                let mut core = lock(core);
+                let accepted = match result {
+                    Ok(message) => core.accept(&message),
+                    Err(KafkaError::PartitionEOF(p)) => {
+                        core.reached_end(topic, p);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        core.consumer_error(e)?;
+                        Ok(())
+                    }
+                };
+                taken += 1;
+                from_topic += 1;
+                if let Err(failure) = accepted {
+                    core.recover(consumer, failure)?;
+                    break 'topics;
+                }
+                if from_topic == MAX_BATCH {
+                    break;
+                }
             }
-            drop(core);
-            next = consumer.poll(Duration::ZERO);
+        }
+        if taken == 0 {
+            wake.wait(timeout);
         }
         let mut core = lock(core);
         if let Some(fatal) = core.fatal.take() {
@@ -290,7 +326,17 @@ pub struct Context {
     core: Arc<Mutex<Core>>,
 }
 
-impl ClientContext for Context {}
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // librdkafka reports a partition read to its end as an error too;
+        // the topic queues deliver it where it is used.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            tracing::trace!(%reason, "input partition read to its end");
+        } else {
+            tracing::error!(error = %error, %reason, "input consumer: librdkafka error");
+        }
+    }
+}
 
 impl ConsumerContext for Context {
     fn rebalance(
@@ -345,6 +391,21 @@ struct DeadLetter {
     offset: i64,
 }
 
+/// How far the consumer has read one input topic partition, as its own
+/// fetches tell it: never from listed watermarks, which lag on real brokers
+/// and which a transactional producer's commit markers (never delivered)
+/// keep out of reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Progress {
+    /// Records may remain: nothing has said otherwise since the partition
+    /// was assigned or rewound, or since the last record arrived.
+    Behind,
+    /// The consumer's fetch reached the end of the partition (librdkafka's
+    /// partition EOF) and nothing has arrived since: whatever comes next is
+    /// still in flight.
+    CaughtUp,
+}
+
 /// One partition's state.
 struct Partition {
     monitor: Monitor,
@@ -352,39 +413,53 @@ struct Partition {
     /// Per input topic, the offset after the last record read (or the
     /// restored offset).
     next: [Option<i64>; 3],
-    /// Per input topic, its end offset asked of the broker when the
-    /// partition was restored (`i64::MAX` if it did not answer: the merge
-    /// then waits `merge-wait` for the topic). librdkafka's cached
-    /// watermarks can date from an earlier assignment of the partition to
-    /// this consumer, and a stale end would let the merge pass over a
-    /// topic that still has records; a topic is caught up only once read
-    /// to both.
-    ends: [i64; 3],
-    /// Since when the merge has held records back waiting for a topic.
+    /// Per input topic, how far it has been read.
+    progress: [Progress; 3],
+    /// Since when the merge has held records back waiting for a caught-up
+    /// topic that may still have records in flight.
     blocked_since: Option<Instant>,
     paused: [bool; 3],
     /// Changed since the last commit.
     dirty: bool,
+    /// Restored and not settled yet: what its recorded clock has made due
+    /// is still to be decided (see [`Monitor::settle`]).
+    unsettled: bool,
 }
 
 impl Partition {
-    /// Whether `topic` has nothing more to give the merge for now: read to
-    /// the end librdkafka last saw and to the end asked at restore.
-    fn caught_up(
-        &self,
-        consumer: &BaseConsumer<Context>,
-        topic_names: &[CString; 3],
-        p: i32,
-        topic: InputTopic,
-    ) -> bool {
-        let watermarks = kafka::cached_watermarks(consumer, &topic_names[rank(topic)], p);
-        let end = self.ends[rank(topic)];
-        match (self.next[rank(topic)], watermarks) {
-            (Some(next), Some((_, high))) => next >= high.max(end),
-            (Some(next), None) => next >= end,
-            (None, Some((low, high))) => low == high && high >= end,
-            (None, None) => false,
+    fn new(monitor: Monitor, offsets: InputOffsets) -> Partition {
+        Partition {
+            monitor,
+            merge: Merge::default(),
+            next: [offsets.posted, offsets.interactions, offsets.commands],
+            progress: [Progress::Behind; 3],
+            blocked_since: None,
+            paused: [false; 3],
+            dirty: false,
+            unsettled: true,
         }
+    }
+
+    /// The partition's own changelog record: its clock (`clock`, which may
+    /// run ahead of the monitor's when an advance is recorded before it is
+    /// made) and its input positions.
+    fn record(&self, clock: Millis) -> ChangelogChange {
+        ChangelogChange {
+            key: ChangelogRecord::PARTITION_KEY.to_owned(),
+            record: Some(ChangelogRecord {
+                variant_id: ChangelogRecord::PARTITION_KEY.to_owned(),
+                partition_clock: (clock != Millis::MIN).then_some(clock),
+                input_offsets: Some(self.offsets()),
+                session: None,
+                held: Vec::new(),
+            }),
+        }
+    }
+
+    /// Whether `topic` has nothing more to give the merge for now: the
+    /// consumer read it to its end.
+    fn caught_up(&self, topic: InputTopic) -> bool {
+        self.progress[rank(topic)] == Progress::CaughtUp
     }
 
     /// The offset to resume `topic` from: the first record not folded yet.
@@ -699,6 +774,9 @@ pub struct Core {
     partitions: BTreeMap<i32, Partition>,
     decisions: Vec<MonitoringDecision>,
     status: StatusWatch,
+    /// Partitions of each input topic, checked at start: the topic queues
+    /// cover exactly these.
+    input_partitions: i32,
     /// Set by the rebalance callback; the loop returns it.
     fatal: Option<ProcessorError>,
     /// Stopping as a crash would: commit nothing more.
@@ -755,6 +833,7 @@ impl Core {
             partitions: BTreeMap::new(),
             decisions: Vec::new(),
             status,
+            input_partitions: 0,
             fatal: None,
             abandoned: false,
             failed_in_a_row: 0,
@@ -778,11 +857,7 @@ impl Core {
     /// Decodes and validates one input record, and folds it at once if the
     /// merge would release it at once; else puts it in its partition's
     /// merge.
-    fn accept(
-        &mut self,
-        consumer: &BaseConsumer<Context>,
-        message: &BorrowedMessage<'_>,
-    ) -> Result<(), Failure> {
+    fn accept(&mut self, message: &BorrowedMessage<'_>) -> Result<(), Failure> {
         let Some(topic) = self.role(message.topic()) else {
             return Ok(());
         };
@@ -790,7 +865,6 @@ impl Core {
             config,
             out,
             decoders,
-            topic_names,
             partitions,
             decisions,
             ..
@@ -802,6 +876,7 @@ impl Core {
         };
         let offset = message.offset();
         part.next[rank(topic)] = Some(offset + 1);
+        part.progress[rank(topic)] = Progress::Behind;
         out.counters.records_in += 1;
         out.records_in[rank(topic)] += 1;
         let (key, value) = (message.key(), message.payload());
@@ -809,9 +884,10 @@ impl Core {
         let entry = match decoders.decode(topic, key, value, &config.limits, now) {
             Ok(decoded)
                 if part.merge.is_empty()
+                    && config.merge_wait.is_zero()
                     && InputTopic::ALL
                         .into_iter()
-                        .all(|t| t == topic || part.caught_up(consumer, topic_names, p, t)) =>
+                        .all(|t| t == topic || part.caught_up(t)) =>
             {
                 // Nothing is buffered and no other topic can still give an
                 // earlier record: the merge would release this one first,
@@ -856,6 +932,13 @@ impl Core {
         Ok(())
     }
 
+    /// The consumer read `topic` of partition `p` to its end.
+    fn reached_end(&mut self, topic: InputTopic, p: i32) {
+        if let Some(part) = self.partitions.get_mut(&p) {
+            part.progress[rank(topic)] = Progress::CaughtUp;
+        }
+    }
+
     fn consumer_error(&mut self, error: KafkaError) -> Result<(), ProcessorError> {
         match error {
             KafkaError::MessageConsumptionFatal(_) => Err(ProcessorError::Kafka {
@@ -883,7 +966,13 @@ impl Core {
                 let wait = due.saturating_add(lag).saturating_sub(now).max(0);
                 timeout = timeout.min(Duration::from_millis(wait as u64));
             }
-            if let Some(since) = part.blocked_since {
+            // Waking for the merge wait helps only when every topic it waits
+            // for is caught up: a topic that is behind wakes the loop itself,
+            // with its records or its end.
+            let waits_for_in_flight = InputTopic::ALL
+                .into_iter()
+                .all(|t| !part.merge.is_empty_for(t) || part.caught_up(t));
+            if let (Some(since), true) = (part.blocked_since, waits_for_in_flight) {
                 timeout = timeout.min(self.config.merge_wait.saturating_sub(since.elapsed()));
             }
         }
@@ -949,17 +1038,23 @@ impl Core {
             config,
             out,
             decoders,
-            topic_names,
             partitions,
             decisions,
             ..
         } = self;
         let now = Instant::now();
         let now_millis = wall_millis();
+        let mut idle = Vec::new();
         for (&p, part) in partitions.iter_mut() {
-            // Nothing is fetched while folding, so whether a topic has more
-            // to give is asked once per step (a lookup inside librdkafka).
-            let caught = InputTopic::ALL.map(|t| part.caught_up(consumer, topic_names, p, t));
+            if std::mem::take(&mut part.unsettled) {
+                part.monitor.settle(decisions);
+                if !decisions.is_empty() {
+                    out.begin()?;
+                    part.dirty = true;
+                    out.decisions(decisions, None)?;
+                }
+            }
+            let caught = InputTopic::ALL.map(|t| part.caught_up(t));
             let Partition {
                 monitor,
                 merge,
@@ -969,9 +1064,15 @@ impl Core {
                 dirty,
                 ..
             } = part;
-            let waited = blocked_since.is_some_and(|s| now - s >= config.merge_wait);
+            // The merge rule: a topic with nothing buffered is passed over
+            // only once the consumer has read it to its end, and then only
+            // after `merge-wait` (for records still in flight). A topic that
+            // is behind is waited for however long it takes: folding past
+            // it would run the clock ahead of records known to exist.
+            let waited = config.merge_wait.is_zero()
+                || blocked_since.is_some_and(|s| now - s >= config.merge_wait);
             let mut released = false;
-            while let Some((topic, entry)) = merge.pop(|t| waited || caught[rank(t)]) {
+            while let Some((topic, entry)) = merge.pop(|t| waited && caught[rank(t)]) {
                 if !released {
                     // Folding moves offsets and state even when it decides
                     // nothing: that needs a commit too.
@@ -1022,8 +1123,7 @@ impl Core {
                     buffered = ?InputTopic::ALL.map(|t| merge.len(t)),
                     caught_up = ?caught,
                     next = ?next,
-                    watermarks = ?InputTopic::ALL.map(|t| kafka::cached_watermarks(consumer, &topic_names[rank(t)], p)),
-                    "merge waits for a topic that is behind"
+                    "merge waits for a topic"
                 );
             }
             if merge.is_empty() && caught.iter().all(|c| *c) {
@@ -1032,10 +1132,7 @@ impl Core {
                 let target = now_millis - config.idle_lag.as_millis() as Millis;
                 let timeout_due = monitor.next_due().is_some_and(|d| d <= target);
                 if (timeout_due || monitor.held_interactions() > 0) && target > monitor.clock() {
-                    monitor.advance_to(target, decisions);
-                    *dirty = true;
-                    out.begin()?;
-                    out.decisions(decisions, None)?;
+                    idle.push((p, target));
                 }
             }
             for topic in InputTopic::ALL {
@@ -1058,6 +1155,46 @@ impl Core {
                     }
                 }
             }
+        }
+        self.advance_idle(consumer, idle)
+    }
+
+    /// Advances idle partitions' clocks from the wall clock, publishing what
+    /// that decides.
+    ///
+    /// The wall clock is not in the input, so a re-fold after a crash would
+    /// not make the same advance at the same point: under at-least-once it
+    /// could publish a kill where a timeout was already published. So the
+    /// advance is recorded before it is made: the open work is committed,
+    /// then each partition's record carrying the clock it advances to, and
+    /// only then the decisions; a restore from that record settles the
+    /// clock and makes the same decisions again (exactly-once needs none of
+    /// this: the advance commits atomically with its decisions or not at
+    /// all).
+    fn advance_idle(
+        &mut self,
+        consumer: &BaseConsumer<Context>,
+        idle: Vec<(i32, Millis)>,
+    ) -> Result<(), Failure> {
+        if idle.is_empty() {
+            return Ok(());
+        }
+        if self.config.guarantee == Guarantee::AtLeastOnce {
+            self.commit(consumer)?;
+            let records: Vec<(i32, ChangelogChange)> = idle
+                .iter()
+                .filter_map(|&(p, target)| Some((p, self.partitions.get(&p)?.record(target))))
+                .collect();
+            self.write_changelog_until_delivered(&records)?;
+        }
+        for (p, target) in idle {
+            let Some(part) = self.partitions.get_mut(&p) else {
+                continue;
+            };
+            part.monitor.advance_to(target, &mut self.decisions);
+            part.dirty = true;
+            self.out.begin()?;
+            self.out.decisions(&mut self.decisions, None)?;
         }
         Ok(())
     }
@@ -1146,21 +1283,7 @@ impl Core {
                     changes.push((p, change));
                 }
             }
-            let clock = part.monitor.clock();
-            let record = ChangelogRecord {
-                variant_id: ChangelogRecord::PARTITION_KEY.to_owned(),
-                partition_clock: (clock != Millis::MIN).then_some(clock),
-                input_offsets: Some(part.offsets()),
-                session: None,
-                held: Vec::new(),
-            };
-            changes.push((
-                p,
-                ChangelogChange {
-                    key: ChangelogRecord::PARTITION_KEY.to_owned(),
-                    record: Some(record),
-                },
-            ));
+            changes.push((p, part.record(part.monitor.clock())));
             part.dirty = false;
         }
         changes
@@ -1323,12 +1446,6 @@ impl Core {
             telemetry::restore_progress(p, n);
             tracing::info!(partition = p, records = n, "restoring");
         })?;
-        let ends = kafka::input_ends(
-            &self.restorer,
-            InputTopic::ALL.map(|t| self.config.topics.input(t)),
-            partitions,
-            self.config.kafka_timeout,
-        )?;
         let mut restored = BTreeMap::new();
         for (p, kafka::Restored { records, writer }) in state {
             self.out.counters.restored_records += records.len() as u64;
@@ -1350,7 +1467,6 @@ impl Core {
                 held = monitor.held_interactions(),
                 clock = monitor.clock(),
                 ?offsets,
-                ends = ?ends.get(&p),
                 writer = writer.as_deref().unwrap_or("-"),
                 "partition restored"
             );
@@ -1361,18 +1477,7 @@ impl Core {
                 }
                 from.push((p, writer));
             }
-            restored.insert(
-                p,
-                Partition {
-                    monitor,
-                    merge: Merge::default(),
-                    next: [offsets.posted, offsets.interactions, offsets.commands],
-                    ends: ends.get(&p).copied().unwrap_or([i64::MAX; 3]),
-                    blocked_since: None,
-                    paused: [false; 3],
-                    dirty: false,
-                },
-            );
+            restored.insert(p, Partition::new(monitor, offsets));
         }
         self.out.counters.restore_time += started.elapsed();
         tracing::info!(
@@ -1417,6 +1522,17 @@ impl Core {
                 by_topic[rank(topic)].insert(element.partition());
             }
         }
+        if let Some(&p) = by_topic[0].iter().find(|&&p| p >= self.input_partitions) {
+            // The topic queues cover the partitions counted at start-up; a
+            // topic that grew also moved keys to other partitions, away
+            // from their state.
+            self.fatal = Some(ProcessorError::PartitionsAdded {
+                partition: p,
+                counted: self.input_partitions,
+            });
+            let _ = consumer.assign(assigned);
+            return;
+        }
         if by_topic.iter().any(|set| *set != by_topic[0]) {
             self.fatal = Some(ProcessorError::MisalignedAssignment {
                 assignment: format!("{by_topic:?}"),
@@ -1443,6 +1559,12 @@ impl Core {
                         action: "take the assigned partitions",
                         source: e,
                     });
+                }
+                // Stopping a partition's fetch (at the last revocation)
+                // cleared its forward to its topic's queue.
+                let topics = InputTopic::ALL.map(|t| self.config.topics.input(t));
+                if let Err(e) = kafka::forward(consumer, topics, by_topic[0].iter().copied()) {
+                    self.fatal = Some(e);
                 }
                 tracing::info!(partitions = ?by_topic[0], "partitions assigned");
             }

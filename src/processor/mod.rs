@@ -275,6 +275,18 @@ pub enum ProcessorError {
         /// What was assigned.
         assignment: String,
     },
+    /// The input topics gained partitions while the processor ran.
+    #[error(
+        "partition {partition} of the input topics was assigned, but they had {counted} \
+         partitions at start-up: adding partitions moves variants away from their state; \
+         restart every instance (and see README, \"Topics\", before growing co-partitioned topics)"
+    )]
+    PartitionsAdded {
+        /// The partition beyond the count.
+        partition: i32,
+        /// The partition count at start-up.
+        counted: i32,
+    },
     /// A changelog record cannot be decoded or restored.
     #[error("changelog partition {partition} offset {offset} cannot be restored: {reason}")]
     CorruptChangelog {

@@ -42,11 +42,17 @@ impl Kafka {
     /// A one-broker cluster with every topic created, inputs and changelog
     /// with `partitions` partitions.
     pub fn new(partitions: i32) -> Kafka {
+        Kafka::with_brokers(partitions, 1)
+    }
+
+    /// As [`Kafka::new`], with `brokers` brokers; topics' leaders are
+    /// spread over them until a test moves them.
+    pub fn with_brokers(partitions: i32, brokers: i32) -> Kafka {
         let _ = tracing_subscriber::fmt()
             .with_test_writer()
             .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
             .try_init();
-        let cluster = MockCluster::new(1).expect("mock cluster");
+        let cluster = MockCluster::new(brokers).expect("mock cluster");
         let config = test_config(&cluster.bootstrap_servers());
         let topics = &config.topics;
         for topic in [
@@ -180,96 +186,120 @@ impl Kafka {
     }
 
     fn reader(&self, name: &str, eof: bool) -> BaseConsumer {
-        ClientConfig::new()
-            .set("bootstrap.servers", self.cluster.bootstrap_servers())
-            .set("group.id", format!("test-reader-{name}"))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", if eof { "true" } else { "false" })
-            .create()
-            .expect("reader")
+        reader(&self.cluster.bootstrap_servers(), name, eof)
     }
 
     /// Reads `topic` from the beginning, read_committed, until `enough`
     /// holds for what was read and every partition is at its end.
     pub fn read_until(&self, topic: &str, enough: impl Fn(&[Raw]) -> bool) -> Vec<Raw> {
-        let consumer = self.reader(topic, true);
-        let metadata = consumer
-            .fetch_metadata(Some(topic), PATIENCE)
-            .expect("metadata");
-        let count = metadata.topics()[0].partitions().len() as i32;
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..count {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .expect("tpl");
-        }
-        consumer.assign(&tpl).expect("assign");
-        let mut records = Vec::new();
-        let mut at_end = vec![false; count as usize];
-        let deadline = Instant::now() + PATIENCE;
-        loop {
-            if at_end.iter().all(|e| *e) && enough(&records) {
-                return records;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{topic}: gave up waiting; read {} records: {records:#?}",
-                records.len()
-            );
-            match consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(m)) => {
-                    at_end[m.partition() as usize] = false;
-                    let headers = m
-                        .headers()
-                        .map(|h| {
-                            use rdkafka::message::Headers;
-                            h.iter()
-                                .map(|h| {
-                                    (
-                                        h.key.to_owned(),
-                                        String::from_utf8_lossy(h.value.unwrap_or_default())
-                                            .into_owned(),
-                                    )
-                                })
-                                .collect()
-                        })
-                        .unwrap_or_default();
-                    records.push(Raw {
-                        partition: m.partition(),
-                        offset: m.offset(),
-                        key: m.key().map(<[u8]>::to_vec),
-                        value: m.payload().map(<[u8]>::to_vec),
-                        headers,
-                    });
-                }
-                Some(Err(KafkaError::PartitionEOF(p))) => at_end[p as usize] = true,
-                Some(Err(e)) => panic!("reading {topic}: {e}"),
-                None => {}
-            }
-        }
+        read_until(&self.cluster.bootstrap_servers(), topic, enough)
     }
 
     /// The decisions topic (one partition, so in publishing order),
     /// read_committed, once it holds at least `n` decisions and is read to
     /// its end.
     pub fn decisions(&self, n: usize) -> Vec<MonitoringDecision> {
-        let decoder = Decoder::new(Contract::MonitoringDecision);
-        self.read_until(&self.config.topics.decisions, |r| r.len() >= n)
-            .iter()
-            .map(|r| {
-                decoder
-                    .decode_reference(r.value.as_deref().expect("value"))
-                    .expect("decision decodes")
-            })
-            .collect()
+        decisions(
+            &self.cluster.bootstrap_servers(),
+            &self.config.topics.decisions,
+            n,
+        )
     }
+}
+
+fn reader(bootstrap: &str, name: &str, eof: bool) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", format!("test-reader-{name}"))
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("enable.partition.eof", if eof { "true" } else { "false" })
+        .create()
+        .expect("reader")
+}
+
+/// Reads `topic` of the cluster at `bootstrap` from the beginning,
+/// read_committed, until `enough` holds for what was read and every
+/// partition is at its end.
+pub fn read_until(bootstrap: &str, topic: &str, enough: impl Fn(&[Raw]) -> bool) -> Vec<Raw> {
+    let consumer = reader(bootstrap, topic, true);
+    let metadata = consumer
+        .fetch_metadata(Some(topic), PATIENCE)
+        .expect("metadata");
+    let count = metadata.topics()[0].partitions().len() as i32;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..count {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut records = Vec::new();
+    let mut at_end = vec![false; count as usize];
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if at_end.iter().all(|e| *e) && enough(&records) {
+            return records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: gave up waiting; read {} records: {records:#?}",
+            records.len()
+        );
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                at_end[m.partition() as usize] = false;
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        use rdkafka::message::Headers;
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                records.push(Raw {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                    headers,
+                });
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => at_end[p as usize] = true,
+            Some(Err(e)) => panic!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+}
+
+/// The decisions in `topic` at `bootstrap` (in publishing order, if it has
+/// one partition), read_committed, once it holds at least `n` and is read
+/// to its end.
+pub fn decisions(bootstrap: &str, topic: &str, n: usize) -> Vec<MonitoringDecision> {
+    let decoder = Decoder::new(Contract::MonitoringDecision);
+    read_until(bootstrap, topic, |r| r.len() >= n)
+        .iter()
+        .map(|r| {
+            decoder
+                .decode_reference(r.value.as_deref().expect("value"))
+                .expect("decision decodes")
+        })
+        .collect()
 }
 
 fn test_config(bootstrap: &str) -> ProcessorConfig {
     let mut config = ProcessorConfig::with_bootstrap(bootstrap);
     config.group_id = "earlykill-test".into();
     config.kafka_timeout = Duration::from_secs(30);
-    config.merge_wait = Duration::from_millis(50);
+    if let Ok(debug) = std::env::var("EARLYKILL_TEST_RDKAFKA_DEBUG") {
+        config.kafka.insert("debug".into(), debug);
+    }
     // The mock cluster's group coordinator rejects shorter sessions.
     config
         .kafka
@@ -316,13 +346,17 @@ impl Running {
         );
     }
 
-    /// Waits until the processor has committed every input record up to
-    /// `ends` for the partitions it owns.
+    /// Waits until the processor owns partitions and has committed every
+    /// input record up to `ends` for those it owns (an instance that owns
+    /// nothing yet, such as one restarted while its dead predecessor still
+    /// holds them, has committed nothing).
     pub fn wait_committed(&self, ends: &[(String, i32, i64)]) {
         let done = self.status.wait_until(PATIENCE, |s| {
-            ends.iter()
-                .filter(|(_, p, _)| s.partitions.contains(p))
-                .all(|(t, p, end)| *end == 0 || s.committed_offset(t, *p) == Some(*end))
+            !s.partitions.is_empty()
+                && ends
+                    .iter()
+                    .filter(|(_, p, _)| s.partitions.contains(p))
+                    .all(|(t, p, end)| *end == 0 || s.committed_offset(t, *p) == Some(*end))
         });
         assert!(
             done,

@@ -2,10 +2,12 @@
 //! so each test states only what it is about.
 #![allow(dead_code)]
 
+pub mod backlog;
 pub mod kafka;
 pub mod postgres;
 pub mod projector;
 pub mod proxy;
+pub mod tansu;
 
 use std::borrow::Cow;
 
