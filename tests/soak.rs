@@ -44,7 +44,7 @@ use earlykill::event::{Contract, DecisionKind, Decoder, Millis, MonitoringDecisi
 use earlykill::generate::traffic::{Generated, Traffic, TrafficConfig};
 use earlykill::monitor::{Input, Monitor};
 use earlykill::processor::{ProcessorError, Status};
-use earlykill::projector::{self, Positioned, ProjectorConfig, ProjectorStatus};
+use earlykill::projector::{self, ProjectorConfig, ProjectorStatus};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::bindings::rd_kafka_resp_err_t as RespErr;
@@ -274,27 +274,8 @@ impl Projection {
     /// make without any fault (schema `oracle` of the same database).
     fn tables(&self, oracle: &[MonitoringDecision]) -> (Vec<String>, Vec<String>) {
         block_on(async {
-            let admin = projector::connect(&self.db.url, 1).unwrap();
-            projector::create_schema(&admin, "oracle").await.unwrap();
-            let pool = projector::connect_in(&self.db.url, 1, Some("oracle")).unwrap();
-            projector::migrate(&pool).await.unwrap();
-            let store = projector::Store::open(pool).await.unwrap();
-            let positioned: Vec<Positioned> = oracle
-                .iter()
-                .enumerate()
-                .map(|(offset, decision)| Positioned {
-                    partition: 0,
-                    offset: offset as i64,
-                    decision: decision.clone(),
-                })
-                .collect();
-            for batch in positioned.chunks(500) {
-                store.apply("oracle", batch).await.unwrap();
-            }
-            (
-                self.db.table(None).await,
-                self.db.table(Some("oracle")).await,
-            )
+            let expected = self.db.table_of("oracle", oracle).await;
+            (self.db.table(None).await, expected)
         })
     }
 }

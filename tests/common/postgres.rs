@@ -5,6 +5,7 @@
 //! with one message saying what to install. Shared with
 //! `benches/projector.rs`.
 
+use earlykill::event::MonitoringDecision;
 use earlykill::projector;
 
 #[path = "pg_server.rs"]
@@ -83,6 +84,32 @@ impl TestDb {
             .iter()
             .map(|r| r.get(0))
             .collect()
+    }
+
+    /// The table that `decisions`, applied in order without any fault,
+    /// make in schema `schema` of this database (created and migrated
+    /// here), in [`TestDb::table`]'s form: what a projector must have
+    /// written.
+    #[allow(dead_code)]
+    pub async fn table_of(&self, schema: &str, decisions: &[MonitoringDecision]) -> Vec<String> {
+        let admin = projector::connect(&self.url, 1).unwrap();
+        projector::create_schema(&admin, schema).await.unwrap();
+        let pool = projector::connect_in(&self.url, 1, Some(schema)).unwrap();
+        projector::migrate(&pool).await.unwrap();
+        let store = projector::Store::open(pool).await.unwrap();
+        let positioned: Vec<projector::Positioned> = decisions
+            .iter()
+            .enumerate()
+            .map(|(offset, decision)| projector::Positioned {
+                partition: 0,
+                offset: offset as i64,
+                decision: decision.clone(),
+            })
+            .collect();
+        for batch in positioned.chunks(500) {
+            store.apply(schema, batch).await.unwrap();
+        }
+        self.table(Some(schema)).await
     }
 
     /// Drops the database (call at the end of a test).
