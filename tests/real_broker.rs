@@ -62,6 +62,8 @@ fn command(bootstrap: &str, instance: &str) -> Command {
         .args(["--guarantee", "at-least-once", "--instance-id", instance])
         .args(["--http-listen", "off", "--max-future-skew-seconds", "0"])
         .args(["--log-level", "warn"])
+        // tansu holds a group's first join for half the session timeout.
+        .args(["-X", "session.timeout.ms=6000"])
         .env("EARLYKILL_LOG_FORMAT", "text")
         .stdin(Stdio::null());
     command
@@ -157,7 +159,7 @@ fn kill_9_at_random_points_loses_nothing_and_never_changes_a_decision() {
     let mut projector = Command::new(env!("CARGO_BIN_EXE_earlykill"))
         .args(["project", "--bootstrap-servers", &tansu.bootstrap])
         .args(["--database-url", &db.url, "--http-listen", "off"])
-        .args(["--log-level", "warn"])
+        .args(["--log-level", "warn", "-X", "session.timeout.ms=6000"])
         .stdin(Stdio::null())
         .spawn()
         .expect("start earlykill project");

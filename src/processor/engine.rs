@@ -139,7 +139,7 @@ fn run_loop(
             ABANDON => return Ok(()),
             _ => {}
         }
-        let timeout = lock(core).poll_timeout();
+        let timeout = lock(core).poll_timeout(consumer);
         wake.clear();
         // Rebalances and errors: the consumer's own queue holds no input
         // records, which arrive on the topic queues.
@@ -158,7 +158,7 @@ fn run_loop(
             while let Some(result) = queues.poll(rank(topic)) {
                 let mut core = lock(core);
                 let accepted = match result {
-                    Ok(message) => core.accept(&message),
+                    Ok(message) => core.accept(consumer, &message),
                     Err(KafkaError::PartitionEOF(p)) => {
                         core.reached_end(topic, p);
                         Ok(())
@@ -397,13 +397,19 @@ struct DeadLetter {
 /// keep out of reach.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Progress {
-    /// Records may remain: nothing has said otherwise since the partition
-    /// was assigned or rewound, or since the last record arrived.
-    Behind,
+    /// Nothing heard since the partition was assigned or rewound: only its
+    /// end (EOF) can say it is caught up (librdkafka's cached high
+    /// watermark may date from an earlier assignment).
+    Assigned,
+    /// Records arrived: caught up once the position reaches the high
+    /// watermark of the consumer's own last fetch response (the one that
+    /// brought them), or at the partition's end.
+    Reading,
     /// The consumer's fetch reached the end of the partition (librdkafka's
-    /// partition EOF) and nothing has arrived since: whatever comes next is
-    /// still in flight.
-    CaughtUp,
+    /// partition EOF, emitted at the last stable offset, past control
+    /// markers) and nothing has arrived since: whatever comes next is still
+    /// in flight.
+    AtEnd,
 }
 
 /// One partition's state.
@@ -432,7 +438,7 @@ impl Partition {
             monitor,
             merge: Merge::default(),
             next: [offsets.posted, offsets.interactions, offsets.commands],
-            progress: [Progress::Behind; 3],
+            progress: [Progress::Assigned; 3],
             blocked_since: None,
             paused: [false; 3],
             dirty: false,
@@ -457,9 +463,17 @@ impl Partition {
     }
 
     /// Whether `topic` has nothing more to give the merge for now: the
-    /// consumer read it to its end.
-    fn caught_up(&self, topic: InputTopic) -> bool {
-        self.progress[rank(topic)] == Progress::CaughtUp
+    /// consumer read it to its end. `fetched_end` is the high watermark
+    /// librdkafka cached from its last fetch response for the partition.
+    fn caught_up(&self, topic: InputTopic, fetched_end: impl FnOnce() -> Option<i64>) -> bool {
+        let i = rank(topic);
+        match self.progress[i] {
+            Progress::AtEnd => true,
+            Progress::Assigned => false,
+            Progress::Reading => self.next[i]
+                .zip(fetched_end())
+                .is_some_and(|(n, end)| n >= end),
+        }
     }
 
     /// The offset to resume `topic` from: the first record not folded yet.
@@ -857,7 +871,11 @@ impl Core {
     /// Decodes and validates one input record, and folds it at once if the
     /// merge would release it at once; else puts it in its partition's
     /// merge.
-    fn accept(&mut self, message: &BorrowedMessage<'_>) -> Result<(), Failure> {
+    fn accept(
+        &mut self,
+        consumer: &BaseConsumer<Context>,
+        message: &BorrowedMessage<'_>,
+    ) -> Result<(), Failure> {
         let Some(topic) = self.role(message.topic()) else {
             return Ok(());
         };
@@ -865,6 +883,7 @@ impl Core {
             config,
             out,
             decoders,
+            topic_names,
             partitions,
             decisions,
             ..
@@ -876,7 +895,7 @@ impl Core {
         };
         let offset = message.offset();
         part.next[rank(topic)] = Some(offset + 1);
-        part.progress[rank(topic)] = Progress::Behind;
+        part.progress[rank(topic)] = Progress::Reading;
         out.counters.records_in += 1;
         out.records_in[rank(topic)] += 1;
         let (key, value) = (message.key(), message.payload());
@@ -885,9 +904,9 @@ impl Core {
             Ok(decoded)
                 if part.merge.is_empty()
                     && config.merge_wait.is_zero()
-                    && InputTopic::ALL
-                        .into_iter()
-                        .all(|t| t == topic || part.caught_up(t)) =>
+                    && InputTopic::ALL.into_iter().all(|t| {
+                        t == topic || part.caught_up(t, || fetched_end(consumer, topic_names, t, p))
+                    }) =>
             {
                 // Nothing is buffered and no other topic can still give an
                 // earlier record: the merge would release this one first,
@@ -935,7 +954,7 @@ impl Core {
     /// The consumer read `topic` of partition `p` to its end.
     fn reached_end(&mut self, topic: InputTopic, p: i32) {
         if let Some(part) = self.partitions.get_mut(&p) {
-            part.progress[rank(topic)] = Progress::CaughtUp;
+            part.progress[rank(topic)] = Progress::AtEnd;
         }
     }
 
@@ -954,14 +973,14 @@ impl Core {
 
     /// How long the next poll may block: until the next commit, timeout or
     /// merge wait falls due.
-    fn poll_timeout(&self) -> Duration {
+    fn poll_timeout(&self, consumer: &BaseConsumer<Context>) -> Duration {
         let mut timeout = MAX_POLL;
         if let Some(since) = self.out.open_since {
             timeout = timeout.min(self.config.commit_interval.saturating_sub(since.elapsed()));
         }
         let now = wall_millis();
         let lag = self.config.idle_lag.as_millis() as Millis;
-        for part in self.partitions.values() {
+        for (&p, part) in &self.partitions {
             if let Some(due) = part.monitor.next_due() {
                 let wait = due.saturating_add(lag).saturating_sub(now).max(0);
                 timeout = timeout.min(Duration::from_millis(wait as u64));
@@ -969,9 +988,10 @@ impl Core {
             // Waking for the merge wait helps only when every topic it waits
             // for is caught up: a topic that is behind wakes the loop itself,
             // with its records or its end.
-            let waits_for_in_flight = InputTopic::ALL
-                .into_iter()
-                .all(|t| !part.merge.is_empty_for(t) || part.caught_up(t));
+            let waits_for_in_flight = InputTopic::ALL.into_iter().all(|t| {
+                !part.merge.is_empty_for(t)
+                    || part.caught_up(t, || fetched_end(consumer, &self.topic_names, t, p))
+            });
             if let (Some(since), true) = (part.blocked_since, waits_for_in_flight) {
                 timeout = timeout.min(self.config.merge_wait.saturating_sub(since.elapsed()));
             }
@@ -1038,6 +1058,7 @@ impl Core {
             config,
             out,
             decoders,
+            topic_names,
             partitions,
             decisions,
             ..
@@ -1054,7 +1075,8 @@ impl Core {
                     out.decisions(decisions, None)?;
                 }
             }
-            let caught = InputTopic::ALL.map(|t| part.caught_up(t));
+            let caught = InputTopic::ALL
+                .map(|t| part.caught_up(t, || fetched_end(consumer, topic_names, t, p)));
             let Partition {
                 monitor,
                 merge,
@@ -1612,6 +1634,18 @@ impl Core {
             }
         });
     }
+}
+
+/// The high watermark of partition `p` of `topic` that librdkafka cached
+/// from its last fetch response: what the broker had when it answered the
+/// consumer's own fetch (no request is made).
+fn fetched_end(
+    consumer: &BaseConsumer<Context>,
+    topic_names: &[CString; 3],
+    topic: InputTopic,
+    p: i32,
+) -> Option<i64> {
+    kafka::cached_watermarks(consumer, &topic_names[rank(topic)], p).map(|(_, high)| high)
 }
 
 /// When `decision` was due, for its latency: a timeout at its deadline,

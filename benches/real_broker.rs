@@ -1,0 +1,364 @@
+//! `earlykill run` as a real process against a real Kafka-protocol broker
+//! over TCP on loopback (tansu, memory storage, at-least-once), each figure
+//! next to a baseline measured in the same run:
+//!
+//! - throughput: the processor folding a backlog of about 1 M records
+//!   written before it started, from partition assignment to the last
+//!   decision, against a plain librdkafka consumer reading the same topics
+//!   from the same broker;
+//! - restore: 1 M active variants rebuilt from the changelog after
+//!   `kill -9`, against a plain consumer reading the same changelog;
+//! - rejoin: from restarting a `kill -9`ed instance to its first decision,
+//!   with static group membership (the default) and without.
+//!
+//! `cargo bench --bench real_broker` runs them all; `-- throughput` (or
+//! `restore`, `rejoin`) runs one.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::backlog::{backlog, backlog_start, produce, Event};
+use common::tansu::Tansu;
+use common::{posted, MINUTE};
+use earlykill::config::{ProcessorConfig, Topics};
+use earlykill::event::Millis;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+const PARTITIONS: i32 = 6;
+const RUNS: usize = 3;
+
+fn main() {
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
+    if wanted("throughput") {
+        throughput();
+    }
+    if wanted("restore") {
+        restore();
+    }
+    if wanted("rejoin") {
+        rejoin();
+    }
+}
+
+/// Topic names of one run: shared inputs, its own changelog and decisions.
+fn topics(run: &str) -> Topics {
+    let mut topics = ProcessorConfig::with_bootstrap("unused").topics;
+    topics.changelog = format!("{}.{run}", topics.changelog);
+    topics.decisions = format!("{}.{run}", topics.decisions);
+    topics.dead_letters = format!("{}.{run}", topics.dead_letters);
+    topics
+}
+
+fn create(tansu: &Tansu, topics: &Topics, inputs: bool) {
+    let mut all = vec![
+        (topics.changelog.as_str(), PARTITIONS, true),
+        (topics.decisions.as_str(), 1, false),
+        (topics.dead_letters.as_str(), 1, false),
+    ];
+    if inputs {
+        all.extend([
+            (topics.posted.as_str(), PARTITIONS, false),
+            (topics.interactions.as_str(), PARTITIONS, false),
+            (topics.commands.as_str(), PARTITIONS, false),
+        ]);
+    }
+    tansu.create_topics(&all);
+}
+
+/// A running `earlykill run`, its JSON log lines sent to a channel.
+struct Processor {
+    child: Child,
+    started: Instant,
+    lines: mpsc::Receiver<(Instant, String)>,
+}
+
+impl Processor {
+    fn start(bootstrap: &str, topics: &Topics, group: &str, extra: &[&str]) -> Processor {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_earlykill"))
+            .args(["run", "--bootstrap-servers", bootstrap])
+            .args(["--guarantee", "at-least-once", "--instance-id", "bench-0"])
+            .args(["--group-id", group, "--http-listen", "off"])
+            .args(["--max-future-skew-seconds", "0"])
+            .args(["--changelog-topic", &topics.changelog])
+            .args(["--decisions-topic", &topics.decisions])
+            .args(["--dead-letter-topic", &topics.dead_letters])
+            .args(["--kafka-timeout-seconds", "120"])
+            // tansu holds a group's first join for half the session timeout
+            // (23 s at librdkafka's 45 s default; Kafka has
+            // group.initial.rebalance.delay.ms, 3 s, instead).
+            .args(["-X", "session.timeout.ms=10000"])
+            .args(extra)
+            .env("EARLYKILL_LOG_FORMAT", "json")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start earlykill run");
+        let started = Instant::now();
+        let stdout = child.stdout.take().expect("stdout");
+        let (send, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if send.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        Processor {
+            child,
+            started,
+            lines,
+        }
+    }
+
+    /// Waits for a log line containing `text`; returns when it came and the
+    /// line.
+    fn wait_for(&self, text: &str) -> (Instant, String) {
+        let deadline = Instant::now() + Duration::from_secs(600);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((at, line)) if line.contains(text) => return (at, line),
+                Ok(_) => {}
+                Err(e) => panic!("no log line with {text:?}: {e}"),
+            }
+        }
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads `topic` until it holds `n` distinct decision ids; returns when the
+/// last arrived.
+fn wait_decisions(bootstrap: &str, topic: &str, n: usize) -> Instant {
+    let consumer = reader(bootstrap, &[(topic, 1)]);
+    let mut ids = HashSet::new();
+    let mut last = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while ids.len() < n {
+        assert!(Instant::now() < deadline, "{} of {n} decisions", ids.len());
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let id = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "decision_id"))
+                .and_then(|h| h.value)
+                .map(<[u8]>::to_vec);
+            if let Some(id) = id {
+                if ids.insert(id) {
+                    last = Instant::now();
+                }
+            }
+        }
+    }
+    last
+}
+
+/// A group-less consumer of every partition of `topics`, from the start.
+fn reader(bootstrap: &str, topics: &[(&str, i32)]) -> BaseConsumer {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("reader");
+    assign(&consumer, topics);
+    consumer
+}
+
+fn assign(consumer: &BaseConsumer, topics: &[(&str, i32)]) {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partitions) in topics {
+        for p in 0..*partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .expect("tpl");
+        }
+    }
+    consumer.assign(&tpl).expect("assign");
+}
+
+/// The baseline: reads every record of `topics` once, to each partition's
+/// end (one partition end per topic partition: nothing is written while it
+/// reads); returns the records and the time from the assignment.
+fn plain_read(bootstrap: &str, topics: &[(&str, i32)]) -> (u64, Duration) {
+    // The fetch settings the processor's input consumer uses, so the
+    // baseline is not held back by librdkafka's 1 s queue backoff.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "bench-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .set("fetch.wait.max.ms", "100")
+        .set("fetch.queue.backoff.ms", "10")
+        .create()
+        .expect("reader");
+    // Timed from the assignment, as the processor's figure is.
+    let started = Instant::now();
+    assign(&consumer, topics);
+    let partitions: usize = topics.iter().map(|(_, n)| *n as usize).sum();
+    let (mut records, mut ends) = (0, 0);
+    while ends < partitions {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(_)) => records += 1,
+            Some(Err(KafkaError::PartitionEOF(_))) => ends += 1,
+            _ => {}
+        }
+    }
+    (records, started.elapsed())
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+fn throughput() {
+    let tansu = Tansu::start();
+    let base = topics("t0");
+    create(&tansu, &base, true);
+    let events = backlog(backlog_start(), 3_000, 320);
+    produce(&tansu.bootstrap, &base, &events);
+    let decisions = 2 * 3_000;
+    let inputs = [
+        (base.posted.as_str(), PARTITIONS),
+        (base.interactions.as_str(), PARTITIONS),
+        (base.commands.as_str(), PARTITIONS),
+    ];
+    let (mut plain, mut folded) = (Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        let (records, took) = plain_read(&tansu.bootstrap, &inputs);
+        assert_eq!(records as usize, events.len());
+        plain.push(records as f64 / took.as_secs_f64());
+        let name = format!("t{}", run + 1);
+        let own = topics(&name);
+        create(&tansu, &own, false);
+        let processor = Processor::start(&tansu.bootstrap, &own, &name, &[]);
+        let (assigned, _) = processor.wait_for("partitions assigned");
+        let last = wait_decisions(&tansu.bootstrap, &own.decisions, decisions);
+        let took = last - assigned;
+        folded.push(events.len() as f64 / took.as_secs_f64());
+        eprintln!(
+            "run {run}: plain {:.0} records/s; processor {:.0} records/s ({:.2} s from assignment, {:.2} s from start)",
+            plain[run],
+            folded[run],
+            took.as_secs_f64(),
+            (last - processor.started).as_secs_f64()
+        );
+        processor.kill();
+    }
+    let (plain, folded) = (median(plain), median(folded));
+    println!(
+        "real broker throughput: {} records; plain consumer {plain:.0} records/s, processor {folded:.0} records/s = {:.0} % (medians of {RUNS})",
+        events.len(),
+        100.0 * folded / plain
+    );
+}
+
+fn restore() {
+    const VARIANTS: u32 = 1_000_000;
+    let tansu = Tansu::start();
+    let own = topics("r");
+    create(&tansu, &own, true);
+    // A week-long window each: all of them stay active for the bench.
+    let now = chrono::Utc::now().timestamp_millis();
+    let events: Vec<(Millis, usize, Event)> = (0..VARIANTS)
+        .map(|i| {
+            let mut post = posted(&format!("v-{i:07}"), now - MINUTE, 0.5);
+            post.timeout_minutes = Some(10_080);
+            (post.posted_at, 0, Event::Posted(post))
+        })
+        .collect();
+    produce(&tansu.bootstrap, &own, &events);
+    let first = Processor::start(&tansu.bootstrap, &own, "restore", &[]);
+    wait_decisions(&tansu.bootstrap, &own.decisions, VARIANTS as usize);
+    // The state is in the changelog once its decisions are: wait for the
+    // commit after the last one, then crash.
+    std::thread::sleep(Duration::from_secs(2));
+    first.kill();
+    let changelog = [(own.changelog.as_str(), PARTITIONS)];
+    let (mut plain, mut restored) = (Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        let (records, took) = plain_read(&tansu.bootstrap, &changelog);
+        plain.push(took.as_secs_f64());
+        let processor = Processor::start(&tansu.bootstrap, &own, "restore", &[]);
+        let (_, line) = processor.wait_for("restore finished");
+        let elapsed_ms: f64 = line
+            .split("\"elapsed_ms\":")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .expect("elapsed_ms in the restore line");
+        restored.push(elapsed_ms / 1000.0);
+        eprintln!(
+            "run {run}: plain read of {records} changelog records {:.2} s; restore {:.2} s",
+            plain[run], restored[run]
+        );
+        processor.kill();
+    }
+    println!(
+        "real broker restore of {VARIANTS} active variants: {:.2} s (plain read of the changelog {:.2} s; medians of {RUNS})",
+        median(restored),
+        median(plain)
+    );
+}
+
+fn rejoin() {
+    let tansu = Tansu::start();
+    for (name, flags) in [
+        ("static", &[][..]),
+        ("dynamic", &["--static-membership", "false"][..]),
+    ] {
+        let own = topics(name);
+        create(&tansu, &own, false);
+        let base = topics("in");
+        let mut samples = Vec::new();
+        for run in 0..RUNS {
+            if run == 0 && name == "static" {
+                create(&tansu, &base, true);
+            }
+            let first = Processor::start(&tansu.bootstrap, &own, name, flags);
+            first.wait_for("partitions assigned");
+            first.kill();
+            // A post nobody has decided yet, then the restart.
+            let post = posted(
+                &format!("v-{name}-{run}"),
+                chrono::Utc::now().timestamp_millis(),
+                0.5,
+            );
+            produce(
+                &tansu.bootstrap,
+                &base,
+                &[(post.posted_at, 0, Event::Posted(post))],
+            );
+            let restarted = Processor::start(&tansu.bootstrap, &own, name, flags);
+            let last = wait_decisions(&tansu.bootstrap, &own.decisions, run + 1);
+            let took = last - restarted.started;
+            samples.push(took.as_secs_f64());
+            eprintln!(
+                "{name} run {run}: restart to first decision {:.2} s",
+                took.as_secs_f64()
+            );
+            restarted.kill();
+        }
+        println!(
+            "real broker rejoin after kill -9, {name} membership: restart to first decision {:.2} s (median of {RUNS})",
+            median(samples)
+        );
+    }
+}
