@@ -30,7 +30,7 @@ struct Cli {
 enum Command {
     /// Run the processor: consume the input topics, fold, and publish the
     /// decisions (exactly once by default). Stops cleanly on SIGTERM or
-    /// Ctrl-C: commits what is done and leaves the group.
+    /// Ctrl-C: commits what is done and unsubscribes.
     Run {
         /// TOML configuration file. Its keys are the flags' long names
         /// (`kill-threshold = 0.4`); librdkafka properties go in a

@@ -141,15 +141,20 @@ fn run_loop(
         }
         let timeout = lock(core).poll_timeout(consumer);
         wake.clear();
-        // Rebalances and errors: the consumer's own queue holds no input
-        // records, which arrive on the topic queues.
+        // Rebalances and errors. Input records arrive on the topic queues;
+        // one that reached the consumer's own queue all the same is folded
+        // like the others (its topic is on the record), never dropped.
         while let Some(result) = consumer.poll(Duration::ZERO) {
             let mut core = lock(core);
-            match result {
-                Ok(message) => {
-                    tracing::warn!(topic = message.topic(), "record outside the topic queues");
+            let accepted = match result {
+                Ok(message) => core.accept(consumer, &message),
+                Err(e) => {
+                    core.consumer_error(e)?;
+                    Ok(())
                 }
-                Err(e) => core.consumer_error(e)?,
+            };
+            if let Err(failure) = accepted {
+                core.recover(consumer, failure)?;
             }
         }
         let mut taken = 0;
@@ -190,8 +195,9 @@ fn run_loop(
     }
 }
 
-/// Commits what is done and leaves the group, so the partitions move at
-/// once rather than after the session timeout.
+/// Commits what is done and unsubscribes. A dynamic member leaves the
+/// group, so its partitions move at once; a static one (the default) keeps
+/// its place for the session timeout, for a restart to take back.
 fn leave(consumer: &BaseConsumer<Context>, core: &Mutex<Core>, timeout: Duration) {
     consumer.unsubscribe();
     let deadline = Instant::now() + timeout;
