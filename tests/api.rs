@@ -479,6 +479,11 @@ fn metrics_parse_as_prometheus_text_and_hold_every_name() {
     ));
     kafka.post(&posted("v-late", t - 11 * MINUTE, 0.5));
     kafka.post(&posted("v-stop", t, 0.5));
+    kafka.flush();
+    // Stopped once started, as an operator would: a stop sent right behind
+    // its post, on another topic, may be fetched first (records in flight
+    // between topics are what merge-wait-ms is for; its default is 0).
+    assert_eq!(kafka.decisions(5).len(), 5);
     kafka.stop(&stop("v-stop", t + 3));
     kafka.flush();
     assert_eq!(kafka.decisions(6).len(), 6);
