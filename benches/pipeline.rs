@@ -39,12 +39,11 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 const PARTITIONS: i32 = 4;
 const RUNS: usize = 3;
 
+#[path = "support/selection.rs"]
+mod selection;
+use selection::wanted;
+
 fn main() {
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wanted = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     if wanted("throughput") {
         throughput();
     }

@@ -334,13 +334,7 @@ pub struct Context {
 
 impl ClientContext for Context {
     fn error(&self, error: KafkaError, reason: &str) {
-        // librdkafka reports a partition read to its end as an error too;
-        // the topic queues deliver it where it is used.
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
-            tracing::trace!(%reason, "input partition read to its end");
-        } else {
-            tracing::error!(error = %error, %reason, "input consumer: librdkafka error");
-        }
+        kafka::log_client_error(&error, reason, "input consumer");
     }
 }
 

@@ -173,11 +173,18 @@ pub struct RestoreContext;
 
 impl ClientContext for RestoreContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
-            tracing::trace!(%reason, "changelog partition read to its end");
-        } else {
-            tracing::error!(error = %error, %reason, "changelog restore: librdkafka error");
-        }
+        log_client_error(&error, reason, "changelog restore");
+    }
+}
+
+/// Logs an error librdkafka reports to a consumer's context: a partition
+/// read to its end is reported there too, and is no error (the consumer's
+/// poll delivers it where it is used).
+pub fn log_client_error(error: &KafkaError, reason: &str, client: &str) {
+    if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+        tracing::trace!(%reason, client, "partition read to its end");
+    } else {
+        tracing::error!(%error, %reason, client, "librdkafka error");
     }
 }
 
