@@ -988,11 +988,17 @@ impl Core {
             // Waking for the merge wait helps only when every topic it waits
             // for is caught up: a topic that is behind wakes the loop itself,
             // with its records or its end.
+            let Some(since) = part.blocked_since else {
+                continue;
+            };
+            if self.config.merge_wait.is_zero() {
+                continue;
+            }
             let waits_for_in_flight = InputTopic::ALL.into_iter().all(|t| {
                 !part.merge.is_empty_for(t)
                     || part.caught_up(t, || fetched_end(consumer, &self.topic_names, t, p))
             });
-            if let (Some(since), true) = (part.blocked_since, waits_for_in_flight) {
+            if waits_for_in_flight {
                 timeout = timeout.min(self.config.merge_wait.saturating_sub(since.elapsed()));
             }
         }
