@@ -459,6 +459,7 @@ fn restore() {
                 views: 70,
                 status: SessionStatus::Active,
                 ended_at: None,
+                forget_at: None,
             }),
             held: Vec::new(),
         };

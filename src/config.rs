@@ -78,7 +78,7 @@ macro_rules! settings {
     ($( $(#[$meta:meta])* $name:ident : $ty:ty, )*) => {
         /// One layer of configuration (flags and environment, or the file):
         /// every field optional, `None` meaning "not set in this layer".
-        #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+        #[derive(Default, Clone, clap::Args, Deserialize)]
         #[serde(deny_unknown_fields, rename_all = "kebab-case")]
         pub struct Settings {
             $( $(#[$meta])* pub $name: Option<$ty>, )*
@@ -93,6 +93,26 @@ macro_rules! settings {
             #[arg(skip)]
             #[serde(default)]
             pub kafka: BTreeMap<String, String>,
+        }
+
+        /// Secrets (the token, the database URL, librdkafka passwords) show
+        /// as `***`.
+        impl std::fmt::Debug for Settings {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut d = f.debug_struct("Settings");
+                $(
+                    if SECRET_SETTINGS.contains(&stringify!($name)) {
+                        d.field(stringify!($name), &self.$name.as_ref().map(|_| "***"));
+                    } else {
+                        d.field(stringify!($name), &self.$name);
+                    }
+                )*
+                let properties: BTreeMap<String, String> =
+                    self.kafka_property.iter().cloned().collect();
+                d.field("kafka_property", &Redacted(&properties))
+                    .field("kafka", &Redacted(&self.kafka))
+                    .finish()
+            }
         }
 
         impl Settings {
@@ -168,6 +188,15 @@ settings! {
     /// Most interactions held per partition.
     #[arg(long, env = "EARLYKILL_HOLD_CAPACITY")]
     hold_capacity: usize,
+    /// Most interactions held for one variant; more are dropped and counted
+    /// (`earlykill_held_dropped_total{reason="refused"}`). Bounds the
+    /// variant's changelog record below the producer's message size.
+    #[arg(long, env = "EARLYKILL_HOLD_PER_VARIANT")]
+    hold_per_variant: usize,
+    /// Most sessions (active, or ended and remembered) per partition; a
+    /// post beyond that is a dead letter (`session_limit`).
+    #[arg(long, env = "EARLYKILL_MAX_SESSIONS")]
+    max_sessions: usize,
     /// How long, in event-time minutes, an ended session is remembered.
     #[arg(long, env = "EARLYKILL_ENDED_RETENTION_MINUTES")]
     ended_retention_minutes: u64,
@@ -197,10 +226,17 @@ settings! {
     /// Records buffered per input topic partition before it is paused.
     #[arg(long, env = "EARLYKILL_MAX_BUFFERED")]
     max_buffered: usize,
+    /// Bytes (keys and values) buffered per input topic partition before it
+    /// is paused.
+    #[arg(long, env = "EARLYKILL_MAX_BUFFERED_BYTES")]
+    max_buffered_bytes: usize,
     /// Timeout of blocking Kafka calls (transactions, restore), in seconds.
     #[arg(long, env = "EARLYKILL_KAFKA_TIMEOUT_SECONDS")]
     kafka_timeout_seconds: u64,
-    /// Log filter, e.g. `info` or `earlykill=debug,rdkafka=warn`.
+    /// Log level (trace, debug, info, warning, error, critical) or a filter
+    /// such as `earlykill=debug,rdkafka=warn`. The decision audit lines are
+    /// kept whatever the level, unless the filter names
+    /// `earlykill::audit` itself.
     #[arg(long, env = "PERFORMANCE_MONITOR_LOG_LEVEL")]
     log_level: String,
     /// Where the HTTP API (health, readiness, metrics, status, stop)
@@ -217,6 +253,41 @@ settings! {
     /// it.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
+}
+
+/// Settings whose values are secrets.
+const SECRET_SETTINGS: [&str; 2] = ["http_token", "database_url"];
+
+/// Whether a librdkafka property holds a secret (a password, a client
+/// secret, a private key, OAUTHBEARER or JAAS configuration).
+pub fn is_secret_property(key: &str) -> bool {
+    [
+        "password",
+        "secret",
+        "pem",
+        "sasl.oauthbearer.config",
+        "jaas",
+    ]
+    .iter()
+    .any(|s| key.contains(s))
+}
+
+/// librdkafka properties for debug output: secret values show as `***`.
+pub struct Redacted<'a>(pub &'a BTreeMap<String, String>);
+
+impl std::fmt::Debug for Redacted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.iter().map(|(k, v)| {
+                let v = if is_secret_property(k) {
+                    "***"
+                } else {
+                    v.as_str()
+                };
+                (k, v)
+            }))
+            .finish()
+    }
 }
 
 /// A value never shown in logs or debug output (tokens, URLs with
@@ -340,6 +411,10 @@ impl Settings {
                 .hold_grace_seconds
                 .map_or(monitor_defaults.hold_grace_ms, |s| millis(s * 1000)),
             hold_capacity: self.hold_capacity.unwrap_or(monitor_defaults.hold_capacity),
+            hold_per_variant: self
+                .hold_per_variant
+                .unwrap_or(monitor_defaults.hold_per_variant),
+            max_sessions: self.max_sessions.unwrap_or(monitor_defaults.max_sessions),
             ended_retention_ms: self
                 .ended_retention_minutes
                 .map_or(monitor_defaults.ended_retention_ms, |m| {
@@ -371,6 +446,21 @@ impl Settings {
                 "set at least 1 (the default is 10000)",
             ));
         }
+        let max_buffered_bytes = self.max_buffered_bytes.unwrap_or(64 << 20);
+        if max_buffered_bytes < 2 << 20 {
+            return Err(invalid(
+                "max-buffered-bytes",
+                format!("{max_buffered_bytes} is less than 2 MiB, the size of two records at the producer's limit"),
+                "set at least 2097152 (the default is 67108864, 64 MiB)",
+            ));
+        }
+        if monitor.max_sessions == 0 {
+            return Err(invalid(
+                "max-sessions",
+                "0 would start no session".into(),
+                "set at least 1 (the default is 1000000)",
+            ));
+        }
         let kafka_timeout = Duration::from_secs(self.kafka_timeout_seconds.unwrap_or(30));
         if kafka_timeout.is_zero() {
             return Err(invalid(
@@ -389,6 +479,35 @@ impl Settings {
                 });
             }
         }
+        let message_max = match kafka.get("message.max.bytes") {
+            None => DEFAULT_MESSAGE_MAX_BYTES,
+            Some(v) => v.trim().parse().map_err(|_| {
+                invalid(
+                    "kafka-property",
+                    format!("message.max.bytes = {v:?} is not a number of bytes"),
+                    "set it in bytes, e.g. 1000000",
+                )
+            })?,
+        };
+        let most_held = held_record_fits(message_max);
+        if !(1..=most_held).contains(&monitor.hold_per_variant) {
+            return Err(invalid(
+                "hold-per-variant",
+                format!(
+                    "{} is outside 1..={most_held}: a variant's changelog record must fit the producer's message.max.bytes ({message_max})",
+                    monitor.hold_per_variant
+                ),
+                "set at most that (the default is 1000), or raise message.max.bytes on the brokers and with -X message.max.bytes",
+            ));
+        }
+        let log_level = crate::telemetry::log_filter(self.log_level.as_deref().unwrap_or("info"))
+            .map_err(|problem| {
+                invalid(
+                    "log-level",
+                    problem,
+                    "use trace, debug, info, warning, error or critical, or a filter such as earlykill=debug,rdkafka=warn",
+                )
+            })?;
         let group_id = self.group_id.unwrap_or_else(|| "earlykill".to_owned());
         let instance_id = match self.instance_id {
             Some(id) => id,
@@ -431,20 +550,21 @@ impl Settings {
                 )
             })?),
         };
-        if self
-            .http_token
-            .as_deref()
-            .is_some_and(|t| t.trim().is_empty())
-        {
-            return Err(invalid(
-                "http-token",
-                "it is empty".into(),
-                "set a long random token, or leave the key out",
-            ));
+        let http_token = self.http_token.filter(|t| !t.trim().is_empty());
+        if http_token.is_none() {
+            if let Some(address) = http_listen.filter(|a| !a.ip().is_loopback()) {
+                return Err(invalid(
+                    "http-token",
+                    format!(
+                        "the API listens on {address}, beyond this machine, and its write endpoints (start-monitoring, stop) would be open to anyone who reaches it"
+                    ),
+                    "set a long random token (EARLYKILL_HTTP_TOKEN, e.g. from `openssl rand -hex 32`), or listen on 127.0.0.1, or set http-listen = off",
+                ));
+            }
         }
         Ok(ProcessorConfig {
             http_listen,
-            http_token: self.http_token.map(Secret),
+            http_token: http_token.map(Secret),
             database_url: self.database_url.map(Secret),
             bootstrap_servers: self
                 .bootstrap_servers
@@ -461,12 +581,28 @@ impl Settings {
             idle_lag: Duration::from_millis(self.idle_lag_ms.unwrap_or(0)),
             static_membership: self.static_membership.unwrap_or(true),
             max_buffered,
+            max_buffered_bytes,
             kafka_timeout,
-            log_level: self.log_level.unwrap_or_else(|| "info".into()),
+            log_level,
             crash_after_decisions: None,
         })
     }
 }
+
+/// librdkafka's default `message.max.bytes`.
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
+
+/// Most interactions one variant may hold so that its changelog record fits
+/// in `message_max` bytes: a held interaction encodes to at most
+/// [`MAX_HELD_BYTES`], and 8 KiB covers the session and the record's
+/// framing.
+pub fn held_record_fits(message_max: usize) -> usize {
+    message_max.saturating_sub(8 << 10) / MAX_HELD_BYTES
+}
+
+/// Longest encoding of one held interaction: an event id of at most 256
+/// bytes with its length, the kind, and four longs of at most 10 bytes.
+pub const MAX_HELD_BYTES: usize = 256 + 2 + 1 + 4 * 10;
 
 fn millis(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -503,8 +639,9 @@ fn reserved(property: &str) -> Option<&'static str> {
     })
 }
 
-/// Everything `earlykill run` needs, resolved and checked.
-#[derive(Debug, Clone)]
+/// Everything `earlykill run` needs, resolved and checked. Its debug output
+/// shows secrets as `***`.
+#[derive(Clone)]
 pub struct ProcessorConfig {
     /// Kafka bootstrap servers.
     pub bootstrap_servers: String,
@@ -534,6 +671,8 @@ pub struct ProcessorConfig {
     pub static_membership: bool,
     /// Records buffered per input topic partition before it is paused.
     pub max_buffered: usize,
+    /// Bytes buffered per input topic partition before it is paused.
+    pub max_buffered_bytes: usize,
     /// Timeout of blocking Kafka calls.
     pub kafka_timeout: Duration,
     /// Log filter.
@@ -549,6 +688,32 @@ pub struct ProcessorConfig {
     /// the transaction left open) right after producing this many
     /// decisions. Not settable from the command line.
     pub crash_after_decisions: Option<u64>,
+}
+
+impl std::fmt::Debug for ProcessorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessorConfig")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("kafka", &Redacted(&self.kafka))
+            .field("group_id", &self.group_id)
+            .field("instance_id", &self.instance_id)
+            .field("guarantee", &self.guarantee)
+            .field("commit_interval", &self.commit_interval)
+            .field("topics", &self.topics)
+            .field("monitor", &self.monitor)
+            .field("limits", &self.limits)
+            .field("merge_wait", &self.merge_wait)
+            .field("idle_lag", &self.idle_lag)
+            .field("static_membership", &self.static_membership)
+            .field("max_buffered", &self.max_buffered)
+            .field("max_buffered_bytes", &self.max_buffered_bytes)
+            .field("kafka_timeout", &self.kafka_timeout)
+            .field("log_level", &self.log_level)
+            .field("http_listen", &self.http_listen)
+            .field("http_token", &self.http_token)
+            .field("database_url", &self.database_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ProcessorConfig {

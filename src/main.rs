@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 
 use std::net::SocketAddr;
@@ -44,7 +44,7 @@ enum Command {
     /// and the projector's offsets). Running it again is a no-op.
     Migrate {
         /// PostgreSQL URL, e.g. postgresql://user:password@host:5432/database.
-        #[arg(long, env = "DATABASE_URL")]
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
         database_url: String,
     },
     /// Run the projector: apply the decisions topic to the variant_monitoring
@@ -761,9 +761,11 @@ async fn terminate() {
 /// or `text` overrides the choice. Installs the metrics recorder too.
 fn init_logging(filter: &str) -> Result<()> {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).with_context(|| {
-        format!("configuration key `log-level`: {filter:?} is not a log filter; use e.g. `info` or `earlykill=debug`")
-    })?;
+    let filter = earlykill::telemetry::log_filter(filter)
+        .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).map_err(|e| e.to_string()))
+        .map_err(|problem| {
+            anyhow!("configuration key `log-level`: {problem}; use trace, debug, info, warning, error or critical, or a filter such as earlykill=debug")
+        })?;
     // Before any worker starts, so that no early metric is lost.
     earlykill::telemetry::prometheus();
     let json = match std::env::var("EARLYKILL_LOG_FORMAT").as_deref() {

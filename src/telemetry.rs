@@ -103,31 +103,43 @@ const RATE_BUCKETS: [f64; 12] = [
 /// The process's Prometheus recorder, installed on first use. Call it
 /// before starting the workers: what is recorded before it is lost.
 ///
-/// Gauges not updated for a minute are dropped, so a partition that moved
-/// to another instance stops reporting its lag here.
+/// No series expires: gauges such as `earlykill_build_info` are set once
+/// and must stay. A partition that moves to another instance has its gauges
+/// set to zero here when it is revoked ([`partition_revoked`]).
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
-            .idle_timeout(MetricKindMask::GAUGE, Some(Duration::from_secs(60)))
-            .set_buckets_for_metric(Matcher::Full(EVALUATION_LATENCY.into()), &LATENCY_BUCKETS)
-            .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Full(SESSION_DURATION.into()), &DURATION_BUCKETS)
-            })
-            .and_then(|b| {
-                b.set_buckets_for_metric(Matcher::Full(ENGAGEMENT_AT_KILL.into()), &RATE_BUCKETS)
-            })
-            .expect("the bucket lists are not empty");
-        let recorder = builder.build_recorder();
+        let recorder = builder(None).build_recorder();
         let handle = recorder.handle();
         // Another recorder may be installed already (an embedding
         // application's); then this handle renders nothing of ours, which
         // is the embedder's choice.
         let _ = metrics::set_global_recorder(recorder);
         describe();
-        metrics::gauge!("earlykill_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+        build_info();
         handle
     })
+}
+
+/// `earlykill_build_info{version}`: 1 while the process runs.
+fn build_info() {
+    metrics::gauge!("earlykill_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+/// The recorder's configuration, with histogram buckets suited to each
+/// value. `idle` drops counters and histograms not updated for that long;
+/// gauges never expire whatever it is.
+pub fn builder(idle: Option<Duration>) -> PrometheusBuilder {
+    PrometheusBuilder::new()
+        .idle_timeout(MetricKindMask::COUNTER | MetricKindMask::HISTOGRAM, idle)
+        .set_buckets_for_metric(Matcher::Full(EVALUATION_LATENCY.into()), &LATENCY_BUCKETS)
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(SESSION_DURATION.into()), &DURATION_BUCKETS)
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(Matcher::Full(ENGAGEMENT_AT_KILL.into()), &RATE_BUCKETS)
+        })
+        .expect("the bucket lists are not empty")
 }
 
 fn describe() {
@@ -237,7 +249,7 @@ pub fn decision(d: &MonitoringDecision, latency: Duration) {
         }
     }
     tracing::info!(
-        target: "earlykill::audit",
+        target: AUDIT_TARGET,
         decision_id = %d.decision_id,
         kind,
         variant_id = %d.variant_id,
@@ -303,6 +315,15 @@ pub fn sessions_active(active: usize) {
     metrics::gauge!(SESSIONS_ACTIVE).set(active as f64);
 }
 
+/// A partition moved away: its gauges read zero here from now on (its new
+/// owner reports them).
+pub fn partition_revoked(input_topics: [&str; 3], partition: i32) {
+    for topic in input_topics {
+        consumer_lag(topic, partition, 0);
+    }
+    restore_progress(partition, 0);
+}
+
 /// Consumer lag of one input partition.
 pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
     metrics::gauge!(CONSUMER_LAG, "topic" => topic.to_owned(), "partition" => partition.to_string())
@@ -324,4 +345,95 @@ pub fn projector_batch(started: u64, ended: u64, skipped: u64) {
 /// A projector database attempt failed.
 pub fn projector_db_failure() {
     metrics::counter!(PROJECTOR_DB_FAILURES).increment(1);
+}
+
+/// Turns the log level setting into a tracing filter. The seeds' level
+/// names are accepted in any case (`WARNING`, `CRITICAL`, `FATAL`); a
+/// single word that is no level is refused rather than read as a target
+/// name, which would silence every line. A filter with directives
+/// (`earlykill=debug,rdkafka=warn`) is taken as it is. Unless it names the
+/// audit target, `earlykill::audit=info` is added: the decision audit trail
+/// stays on at any level.
+pub fn log_filter(setting: &str) -> Result<String, String> {
+    let trimmed = setting.trim();
+    let filter = if trimmed.contains(['=', ',', ':']) {
+        trimmed.to_owned()
+    } else {
+        let level = match trimmed.to_ascii_lowercase().as_str() {
+            "trace" => "trace",
+            "debug" => "debug",
+            "info" => "info",
+            "warn" | "warning" => "warn",
+            "error" | "critical" | "fatal" => "error",
+            "off" => "off",
+            _ => {
+                return Err(format!(
+                    "{setting:?} is not a log level or a filter with directives"
+                ))
+            }
+        };
+        level.to_owned()
+    };
+    let parsed = tracing_subscriber::EnvFilter::try_new(&filter)
+        .map_err(|e| format!("{setting:?} is not a log filter: {e}"))?;
+    drop(parsed);
+    Ok(if filter.contains(AUDIT_TARGET) {
+        filter
+    } else {
+        format!("{filter},{AUDIT_TARGET}=info")
+    })
+}
+
+/// The tracing target of the decision audit lines.
+pub const AUDIT_TARGET: &str = "earlykill::audit";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seeds_level_names_map_to_levels_and_keep_the_audit_trail() {
+        assert_eq!(log_filter("WARNING").unwrap(), "warn,earlykill::audit=info");
+        assert_eq!(
+            log_filter("CRITICAL").unwrap(),
+            "error,earlykill::audit=info"
+        );
+        assert_eq!(log_filter("Info").unwrap(), "info,earlykill::audit=info");
+        assert_eq!(
+            log_filter("earlykill=debug,earlykill::audit=off").unwrap(),
+            "earlykill=debug,earlykill::audit=off"
+        );
+    }
+
+    #[test]
+    fn an_unknown_level_word_is_refused() {
+        let error = log_filter("VERBOSE").unwrap_err();
+        assert!(error.contains("VERBOSE"), "{error}");
+    }
+
+    #[test]
+    fn gauges_outlive_the_idle_timeout() {
+        let recorder = builder(Some(Duration::from_millis(50))).build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            build_info();
+            partitions(0, 3);
+            commit();
+        });
+        // The recorder notes when it first renders a series and drops it at
+        // a later render once it is idle for longer than the timeout.
+        let first = handle.render();
+        assert!(
+            first.contains("earlykill_transaction_commits_total 1"),
+            "{first}"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let text = handle.render();
+        assert!(text.contains("earlykill_build_info{version="), "{text}");
+        assert!(text.contains("earlykill_partitions_assigned 3"), "{text}");
+        assert!(
+            !text.contains("earlykill_transaction_commits_total"),
+            "counters do expire after the idle timeout, so the wait was long enough: {text}"
+        );
+    }
 }

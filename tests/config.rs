@@ -145,7 +145,7 @@ fn the_http_listener_is_loopback_by_default_off_on_request_and_checked() {
     assert_eq!(config.http_listen, Some("127.0.0.1:8080".parse().unwrap()));
     let off = flags(&["--http-listen", "off"]).resolve().expect("off");
     assert_eq!(off.http_listen, None);
-    let all = flags(&["--http-listen", "0.0.0.0:9000"])
+    let all = flags(&["--http-listen", "0.0.0.0:9000", "--http-token", "t0k"])
         .resolve()
         .expect("all");
     assert_eq!(all.http_listen, Some("0.0.0.0:9000".parse().unwrap()));
@@ -172,4 +172,94 @@ fn the_token_and_the_database_url_never_appear_in_debug_output() {
     let shown = format!("{config:?}");
     assert!(!shown.contains("tok-9f8e7d"), "{shown}");
     assert!(!shown.contains("pw-1a2b3c"), "{shown}");
+}
+
+#[test]
+fn a_listener_beyond_loopback_without_a_token_is_refused_with_how_to_set_one() {
+    for listen in ["0.0.0.0:8080", "10.1.2.3:8080", "[::]:8080"] {
+        match flags(&["--http-listen", listen]).resolve() {
+            Err(ConfigError::Invalid { key, fix, .. }) => {
+                assert_eq!(key, "http-token");
+                assert!(fix.contains("EARLYKILL_HTTP_TOKEN"), "{fix}");
+            }
+            other => panic!("{listen}: expected an error naming http-token, got {other:?}"),
+        }
+    }
+    for listen in ["127.0.0.1:8080", "[::1]:8080"] {
+        flags(&["--http-listen", listen])
+            .resolve()
+            .unwrap_or_else(|e| panic!("{listen} needs no token: {e}"));
+    }
+}
+
+#[test]
+fn kafka_passwords_from_the_file_never_appear_in_debug_output() {
+    let settings = file(
+        r#"
+[kafka]
+"sasl.username" = "svc-user"
+"sasl.password" = "pw-77aa66"
+"ssl.key.password" = "kp-55cc44"
+"sasl.oauthbearer.client.secret" = "cs-33ee22"
+"#,
+    )
+    .or(flags(&["-X", "ssl.keystore.password=ks-11ff00"]));
+    let shown = format!("{settings:?}");
+    let config = settings.resolve().expect("valid");
+    let resolved = format!("{config:?}");
+    for secret in ["pw-77aa66", "kp-55cc44", "cs-33ee22", "ks-11ff00"] {
+        assert!(!shown.contains(secret), "{shown}");
+        assert!(!resolved.contains(secret), "{resolved}");
+    }
+    assert!(resolved.contains("svc-user"), "{resolved}");
+    assert_eq!(config.kafka["sasl.password"], "pw-77aa66");
+}
+
+#[test]
+fn help_never_prints_the_database_url_from_the_environment() {
+    for command in ["migrate", "project", "replay", "run", "demo"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_earlykill"))
+            .args([command, "--help"])
+            .env("DATABASE_URL", "postgresql://u:pw-9d8c7b@db/x")
+            .env("EARLYKILL_HTTP_TOKEN", "tok-6e5f4a")
+            .output()
+            .expect("run earlykill");
+        assert!(output.status.success(), "{command} --help failed");
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(!help.contains("pw-9d8c7b"), "{command} --help: {help}");
+        assert!(!help.contains("tok-6e5f4a"), "{command} --help: {help}");
+    }
+}
+
+#[test]
+fn the_seeds_log_level_names_are_understood_and_an_unknown_one_refused() {
+    let warning = flags(&[]).or(file("log-level = \"WARNING\"\n")).resolve();
+    assert_eq!(
+        warning.expect("WARNING is a level").log_level,
+        "warn,earlykill::audit=info"
+    );
+    match file("log-level = \"LOUD\"\n").resolve() {
+        Err(ConfigError::Invalid { key, .. }) => assert_eq!(key, "log-level"),
+        other => panic!("expected an error naming log-level, got {other:?}"),
+    }
+}
+
+#[test]
+fn hold_per_variant_must_fit_the_producers_message_size() {
+    match flags(&["--hold-per-variant", "100000"]).resolve() {
+        Err(ConfigError::Invalid { key, problem, .. }) => {
+            assert_eq!(key, "hold-per-variant");
+            assert!(problem.contains("message.max.bytes"), "{problem}");
+        }
+        other => panic!("expected an error naming hold-per-variant, got {other:?}"),
+    }
+    let larger = flags(&[
+        "--hold-per-variant",
+        "10000",
+        "-X",
+        "message.max.bytes=4000000",
+    ])
+    .resolve()
+    .expect("fits a 4 MB message");
+    assert_eq!(larger.monitor.hold_per_variant, 10_000);
 }

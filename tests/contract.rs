@@ -42,8 +42,12 @@ const FINGERPRINTS_BY_FASTAVRO: [(Contract, &str); 5] = [
     (Contract::Interaction, "1d47303b4474424d"),
     (Contract::StopMonitoring, "e3b37b0ae053ffa7"),
     (Contract::MonitoringDecision, "0e908c80f23d92b2"),
-    (Contract::ChangelogRecord, "b75f7ebc43596297"),
+    (Contract::ChangelogRecord, "86f9c434d2a575ab"),
 ];
+
+/// Earlier versions in `schemas/history/`, fingerprinted the same way.
+const HISTORY_BY_FASTAVRO: [(Contract, &str); 1] =
+    [(Contract::ChangelogRecord, "b75f7ebc43596297")];
 
 #[test]
 fn every_schema_parses_and_its_fingerprint_matches_another_implementation() {
@@ -163,6 +167,7 @@ fn sample_changelog() -> ChangelogRecord {
             views: 70,
             status: SessionStatus::TimedOut,
             ended_at: Some(T0 + 10 * MINUTE),
+            forget_at: Some(T0 + 75 * MINUTE),
         }),
         held: vec![HeldInteraction {
             event_id: "e-1".into(),
@@ -458,5 +463,73 @@ proptest! {
         if let Err(e) = fast {
             prop_assert!(!e.to_string().is_empty());
         }
+    }
+}
+
+#[test]
+fn changelog_records_of_the_earlier_schema_version_still_decode() {
+    for (contract, expected) in HISTORY_BY_FASTAVRO {
+        let history = contract.history();
+        assert_eq!(history.len(), 1);
+        let fingerprint = codec::fingerprint(history[0]).expect("history schema parses");
+        let hex: String = fingerprint.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, expected, "{contract:?} history fingerprint");
+        let schema = apache_avro::Schema::parse_str(history[0]).expect("parses");
+        // A v1 record: the same session without forget_at.
+        let mut record = sample_changelog();
+        if let Some(session) = &mut record.session {
+            session.forget_at = None;
+        }
+        let mut bytes = Vec::new();
+        #[derive(serde::Serialize)]
+        struct V1Session<'a> {
+            persona_id: &'a str,
+            post_id: &'a str,
+            expected_engagement_rate: f64,
+            kill_threshold: f64,
+            min_interactions: i32,
+            timeout_minutes: i32,
+            posted_at: i64,
+            interactions: i64,
+            views: i64,
+            status: SessionStatus,
+            ended_at: Option<i64>,
+        }
+        #[derive(serde::Serialize)]
+        struct V1<'a> {
+            variant_id: &'a str,
+            partition_clock: Option<i64>,
+            input_offsets: Option<earlykill::event::InputOffsets>,
+            session: Option<V1Session<'a>>,
+            held: &'a [HeldInteraction],
+        }
+        let s = record.session.as_ref().expect("session");
+        let v1 = V1 {
+            variant_id: &record.variant_id,
+            partition_clock: None,
+            input_offsets: None,
+            session: Some(V1Session {
+                persona_id: &s.persona_id,
+                post_id: &s.post_id,
+                expected_engagement_rate: s.expected_engagement_rate,
+                kill_threshold: s.kill_threshold,
+                min_interactions: s.min_interactions,
+                timeout_minutes: s.timeout_minutes,
+                posted_at: s.posted_at,
+                interactions: s.interactions,
+                views: s.views,
+                status: s.status,
+                ended_at: s.ended_at,
+            }),
+            held: &record.held,
+        };
+        codec::encode_with_schema(&schema, fingerprint, &v1, &mut bytes).expect("encodes as v1");
+        let decoder = Decoder::new(contract);
+        let fast: ChangelogRecord = decoder.decode(&bytes).expect("fast decoder reads v1");
+        assert_eq!(fast, record);
+        let reference: ChangelogRecord = decoder
+            .decode_reference(&bytes)
+            .expect("reference reads v1");
+        assert_eq!(reference, record);
     }
 }

@@ -561,3 +561,92 @@ fn the_drained_changelog_compacts_to_the_snapshot() {
         "only the partition record: a was purged, b's hold expired"
     );
 }
+
+#[test]
+fn views_that_keep_coming_after_a_session_ended_are_late_and_never_held() {
+    let mut m = posted_monitor("v");
+    apply(&mut m, Input::Stop(&stop("v", T0 + MINUTE)));
+    // The real post keeps getting a view a minute for three hours: the
+    // session stays remembered (each view finds it, so none is held).
+    for minute in 2..180 {
+        let event = interaction(
+            &format!("view-{minute}"),
+            "v",
+            View,
+            1,
+            T0 + minute * MINUTE,
+        );
+        let (outcome, _) = apply(&mut m, Input::Interaction(&event));
+        assert_eq!(outcome, Outcome::Late, "minute {minute}");
+    }
+    assert_eq!(m.held_interactions(), 0);
+    assert_eq!(m.stats().late, 178);
+    let kept = m.session("v").expect("still remembered");
+    assert!(kept.state.forget_at.is_some_and(|t| t > T0 + 179 * MINUTE));
+    // Once the views stop it is forgotten a retention after the last one
+    // that moved its forget time.
+    advance(&mut m, T0 + 179 * MINUTE + 60 * MINUTE);
+    assert!(m.session("v").is_none());
+}
+
+#[test]
+fn one_variant_holds_at_most_hold_per_variant_and_its_record_stays_small() {
+    let mut m = Monitor::new(MonitorConfig {
+        hold_per_variant: 1_000,
+        ..MonitorConfig::default()
+    });
+    let id = "e".repeat(256);
+    for n in 0..30_000 {
+        let event = interaction(&format!("{n:05}{}", &id[5..]), "flood", View, 1, T0);
+        let (outcome, _) = apply(&mut m, Input::Interaction(&event));
+        let expected = if n < 1_000 {
+            Outcome::Held
+        } else {
+            Outcome::HoldRefused
+        };
+        assert_eq!(outcome, expected, "interaction {n}");
+    }
+    assert_eq!(m.held_interactions(), 1_000);
+    assert_eq!(m.stats().held_refused, 29_000);
+    let record = m
+        .drain_changes()
+        .into_iter()
+        .find(|c| c.key == "flood")
+        .and_then(|c| c.record)
+        .expect("the variant's record");
+    let bytes =
+        earlykill::event::codec::encode(earlykill::event::Contract::ChangelogRecord, &record)
+            .expect("encodes");
+    assert!(
+        bytes.len() <= (8 << 10) + 1_000 * earlykill::config::MAX_HELD_BYTES,
+        "{} bytes",
+        bytes.len()
+    );
+    // The held ones still apply, oldest first, when the post arrives.
+    let (_, decisions) = apply(&mut m, Input::Posted(&posted("flood", T0, 0.1)));
+    assert_eq!(m.session("flood").unwrap().state.views, 1_000);
+    assert_eq!(decisions.len(), 1);
+}
+
+#[test]
+fn a_post_beyond_max_sessions_starts_nothing() {
+    let mut m = Monitor::new(MonitorConfig {
+        max_sessions: 2,
+        ..MonitorConfig::default()
+    });
+    for v in ["a", "b"] {
+        assert_eq!(
+            apply(&mut m, Input::Posted(&posted(v, T0, 0.1))).0,
+            Outcome::Started
+        );
+    }
+    let (outcome, decisions) = apply(&mut m, Input::Posted(&posted("c", T0, 0.1)));
+    assert_eq!(outcome, Outcome::SessionLimit);
+    assert!(decisions.is_empty());
+    assert!(m.session("c").is_none());
+    assert_eq!(m.stats().session_limit, 1);
+    // Ended sessions count until they are forgotten; then room is made.
+    advance(&mut m, T0 + 70 * MINUTE);
+    let (outcome, _) = apply(&mut m, Input::Posted(&posted("c", T0 + 70 * MINUTE, 0.1)));
+    assert_eq!(outcome, Outcome::Started);
+}

@@ -25,6 +25,11 @@ const VARIANTS: [&str; 6] = ["v0", "v1", "v2", "v3", "v4", "v5"];
 /// Small windows so that timeouts, expiries, evictions and purges all happen
 /// within a short random sequence.
 fn config(hold_capacity: usize) -> MonitorConfig {
+    limited(hold_capacity, 2, VARIANTS.len())
+}
+
+/// [`config`] with a per-variant hold limit and a session limit.
+fn limited(hold_capacity: usize, hold_per_variant: usize, max_sessions: usize) -> MonitorConfig {
     MonitorConfig {
         defaults: Thresholds {
             kill_threshold: 0.5,
@@ -33,6 +38,8 @@ fn config(hold_capacity: usize) -> MonitorConfig {
         },
         hold_grace_ms: 2 * MINUTE,
         hold_capacity,
+        hold_per_variant,
+        max_sessions,
         ended_retention_ms: 5 * MINUTE,
     }
 }
@@ -147,11 +154,17 @@ struct OracleSession {
     interactions: u64,
     views: u64,
     ended_at: Option<Millis>,
+    /// Set when late events kept the ended session remembered longer.
+    forget_at: Option<Millis>,
 }
 
 impl OracleSession {
     fn deadline(&self) -> Millis {
         self.posted_at + self.timeout_minutes * MINUTE
+    }
+
+    fn forget_at(&self, retention: Millis) -> Millis {
+        self.forget_at.unwrap_or(self.deadline() + retention)
     }
 }
 
@@ -239,7 +252,7 @@ impl Oracle {
         }
         let (clock, retention) = (self.clock, self.config.ended_retention_ms);
         self.sessions
-            .retain(|s| s.ended_at.is_none() || s.deadline() + retention > clock);
+            .retain(|s| s.ended_at.is_none() || s.forget_at(retention) > clock);
     }
 
     fn advance(&mut self, t: Millis) {
@@ -248,6 +261,16 @@ impl Oracle {
             self.settle();
             let (clock, grace) = (self.clock, self.config.hold_grace_ms);
             self.held.retain(|h| h.held_at + grace > clock);
+        }
+    }
+
+    /// An event for the ended session `i`: with less than half the
+    /// retention left, it is remembered a full retention from now.
+    fn late(&mut self, i: usize) {
+        let (clock, retention) = (self.clock, self.config.ended_retention_ms);
+        let s = &mut self.sessions[i];
+        if clock >= s.deadline() && s.forget_at(retention) - clock < retention / 2 {
+            s.forget_at = Some(clock + retention);
         }
     }
 
@@ -284,7 +307,10 @@ impl Oracle {
             Event::Advance(t) => self.advance(*t),
             Event::Posted(p) => {
                 self.advance(p.posted_at);
-                if self.find(&p.variant_id).is_some() {
+                if let Some(i) = self.find(&p.variant_id) {
+                    if self.sessions[i].ended_at.is_some() {
+                        self.late(i);
+                    }
                     return;
                 }
                 let d = self.config.defaults;
@@ -293,6 +319,9 @@ impl Oracle {
                     .map_or(d.timeout_minutes as i64, i64::from);
                 if p.posted_at + timeout * MINUTE + self.config.ended_retention_ms <= self.clock {
                     return; // would already be forgotten: late
+                }
+                if self.sessions.len() >= self.config.max_sessions {
+                    return; // the partition remembers as many as it may
                 }
                 self.sessions.push(OracleSession {
                     variant: p.variant_id.to_string(),
@@ -306,6 +335,7 @@ impl Oracle {
                     interactions: 0,
                     views: 0,
                     ended_at: None,
+                    forget_at: None,
                 });
                 let i = self.sessions.len() - 1;
                 self.emit(DecisionKind::Started, i, self.clock, None);
@@ -326,10 +356,14 @@ impl Oracle {
                     Some(i) if self.sessions[i].ended_at.is_none() => {
                         self.count(i, e.kind, e.count, &e.event_id)
                     }
-                    Some(_) => {}
+                    Some(i) => self.late(i),
                     None => {
                         if self.config.hold_capacity == 0 {
                             return;
+                        }
+                        let mine = self.held.iter().filter(|h| h.variant == *e.variant_id);
+                        if mine.count() >= self.config.hold_per_variant {
+                            return; // refused: the variant holds the most it may
                         }
                         if self.held.len() >= self.config.hold_capacity {
                             self.held.remove(0);
@@ -346,12 +380,13 @@ impl Oracle {
             }
             Event::Stop(s) => {
                 self.advance(s.requested_at);
-                if let Some(i) = self
-                    .find(&s.variant_id)
-                    .filter(|&i| self.sessions[i].ended_at.is_none())
-                {
-                    self.sessions[i].ended_at = Some(self.clock);
-                    self.emit(DecisionKind::Stopped, i, self.clock, None);
+                match self.find(&s.variant_id) {
+                    Some(i) if self.sessions[i].ended_at.is_none() => {
+                        self.sessions[i].ended_at = Some(self.clock);
+                        self.emit(DecisionKind::Stopped, i, self.clock, None);
+                    }
+                    Some(i) => self.late(i),
+                    None => {}
                 }
             }
         }
@@ -406,11 +441,15 @@ proptest! {
 
     #[test]
     fn kills_timeouts_and_stops_match_the_oracle_event_by_event(
-        events in arb_events(true), capacity in 0usize..4,
+        events in arb_events(true),
+        capacity in 0usize..4,
+        per_variant in 1usize..4,
+        max_sessions in 3usize..8,
     ) {
-        let fold = run(&mut Monitor::new(config(capacity)), &events);
+        let config = limited(capacity, per_variant, max_sessions);
+        let fold = run(&mut Monitor::new(config), &events);
         let fold: Vec<_> = fold.iter().map(decided).collect();
-        prop_assert_eq!(fold, oracle(config(capacity), &events));
+        prop_assert_eq!(fold, oracle(config, &events));
     }
 
     #[test]

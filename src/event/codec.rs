@@ -133,12 +133,21 @@ pub struct Decoder {
 }
 
 impl Decoder {
-    /// A decoder that accepts records written with the bundled schema.
+    /// A decoder that accepts records written with the bundled schema and
+    /// with its earlier versions ([`Contract::history`]).
     pub fn new(contract: Contract) -> Self {
-        Self {
+        let mut decoder = Self {
             contract,
             registered: Vec::new(),
+        };
+        for json in contract.history() {
+            // A bundled version that does not register is a build defect,
+            // caught by the contract tests.
+            if let Err(e) = decoder.register_writer_schema(json) {
+                panic!("bundled history schema of {contract:?} does not register: {e}");
+            }
         }
+        decoder
     }
 
     /// Accepts records written with `writer_json`, another version of the

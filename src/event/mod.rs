@@ -256,6 +256,10 @@ pub struct SessionState {
     /// When it ended; `None` while active.
     #[serde(default)]
     pub ended_at: Option<Millis>,
+    /// When an ended session is forgotten, if events for it pushed that
+    /// past `deadline + retention`; `None` otherwise.
+    #[serde(default)]
+    pub forget_at: Option<Millis>,
 }
 
 /// An interaction held until its variant is posted (`HeldInteraction`).

@@ -70,6 +70,18 @@ impl Contract {
         }
     }
 
+    /// Earlier versions of the schema that this build wrote, oldest first,
+    /// from `schemas/history/`: every [`crate::event::Decoder`] accepts
+    /// them, so an upgrade restores the state an older release wrote.
+    pub fn history(self) -> &'static [&'static str] {
+        match self {
+            Self::ChangelogRecord => &[include_str!(
+                "../../schemas/history/changelog_record.v1.avsc"
+            )],
+            _ => &[],
+        }
+    }
+
     /// The schema's JSON exactly as shipped.
     pub fn json(self) -> &'static str {
         self.fast().json()

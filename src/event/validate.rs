@@ -17,6 +17,10 @@ pub const MAX_METADATA_ENTRIES: usize = 64;
 pub const MAX_METADATA_VALUE_BYTES: usize = 1024;
 /// Longest monitoring window accepted as an override: one week.
 pub const MAX_TIMEOUT_MINUTES: i32 = 7 * 24 * 60;
+/// Largest `count` one interaction may carry: a billion. Sums of counts
+/// saturate at `i64::MAX` in decisions; with this bound no realistic
+/// sequence gets there, so live and restored sums always agree.
+pub const MAX_COUNT: i64 = 1_000_000_000;
 /// Latest event time accepted, whatever the clock: 9999-12-31T23:59:59.999Z.
 pub const MAX_EVENT_TIME: Millis = 253_402_300_799_999;
 
@@ -72,6 +76,18 @@ pub enum ValidationError {
         /// The value found.
         value: String,
     },
+    /// A control character (U+0000 to U+001F, U+007F to U+009F) where none
+    /// is allowed: anywhere in an id; in free text, anything but tab, line
+    /// feed and carriage return. PostgreSQL cannot store U+0000 at all.
+    #[error("{field} contains the control character U+{code:04X} at byte {at}")]
+    ControlCharacter {
+        /// The field.
+        field: &'static str,
+        /// The character's code point.
+        code: u32,
+        /// Its byte offset in the field.
+        at: usize,
+    },
     /// An event time too far ahead of the wall clock.
     #[error("{field} is {ahead_ms} ms ahead of the wall clock, more than the {max_ms} ms allowed")]
     InFuture {
@@ -92,6 +108,7 @@ impl ValidationError {
             Self::TooLong { .. } => "oversized_field",
             Self::OutOfRange { .. } => "out_of_range",
             Self::InFuture { .. } => "future_timestamp",
+            Self::ControlCharacter { .. } => "control_character",
         }
     }
 
@@ -101,19 +118,30 @@ impl ValidationError {
             Self::Empty { field }
             | Self::TooLong { field, .. }
             | Self::OutOfRange { field, .. }
-            | Self::InFuture { field, .. } => field,
+            | Self::InFuture { field, .. }
+            | Self::ControlCharacter { field, .. } => field,
         }
     }
 }
 
-fn id(field: &'static str, value: &str) -> Result<(), ValidationError> {
+/// Checks an identifier: not empty, at most [`MAX_ID_BYTES`], no control
+/// character. Public so the HTTP API checks path ids the same way.
+pub fn id(field: &'static str, value: &str) -> Result<(), ValidationError> {
     if value.is_empty() {
         return Err(ValidationError::Empty { field });
     }
-    text(field, value, MAX_ID_BYTES)
+    length(field, value, MAX_ID_BYTES)?;
+    no_control(field, value, |_| false)
 }
 
-fn text(field: &'static str, value: &str, max: usize) -> Result<(), ValidationError> {
+/// Checks free text: at most `max` bytes, no control character but tab,
+/// line feed and carriage return.
+pub fn text(field: &'static str, value: &str, max: usize) -> Result<(), ValidationError> {
+    length(field, value, max)?;
+    no_control(field, value, |c| matches!(c, '\t' | '\n' | '\r'))
+}
+
+fn length(field: &'static str, value: &str, max: usize) -> Result<(), ValidationError> {
     if value.len() > max {
         return Err(ValidationError::TooLong {
             field,
@@ -122,6 +150,24 @@ fn text(field: &'static str, value: &str, max: usize) -> Result<(), ValidationEr
         });
     }
     Ok(())
+}
+
+fn no_control(
+    field: &'static str,
+    value: &str,
+    allowed: impl Fn(char) -> bool,
+) -> Result<(), ValidationError> {
+    match value
+        .char_indices()
+        .find(|&(_, c)| c.is_control() && !allowed(c))
+    {
+        Some((at, c)) => Err(ValidationError::ControlCharacter {
+            field,
+            code: u32::from(c),
+            at,
+        }),
+        None => Ok(()),
+    }
 }
 
 fn time(
@@ -217,10 +263,10 @@ pub fn interaction(
 ) -> Result<(), ValidationError> {
     id("event_id", &event.event_id)?;
     id("variant_id", &event.variant_id)?;
-    if event.count < 0 {
+    if !(0..=MAX_COUNT).contains(&event.count) {
         return Err(ValidationError::OutOfRange {
             field: "count",
-            expected: "at least 0",
+            expected: "between 0 and 1000000000",
             value: event.count.to_string(),
         });
     }

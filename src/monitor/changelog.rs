@@ -52,7 +52,9 @@ pub enum RestoreError {
     },
 }
 
-pub(crate) fn session_state(session: &Session) -> SessionState {
+/// A session as stored; `forget_at` is set when events kept it remembered
+/// past `deadline + retention`.
+pub(crate) fn session_state(session: &Session, forget_at: Option<Millis>) -> SessionState {
     let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     SessionState {
         persona_id: session.persona_id().to_owned(),
@@ -66,6 +68,7 @@ pub(crate) fn session_state(session: &Session) -> SessionState {
         views: clamp(session.views),
         status: session.status,
         ended_at: (session.status != SessionStatus::Active).then_some(session.ended_at),
+        forget_at,
     }
 }
 
@@ -82,11 +85,12 @@ impl Monitor {
 
     /// The current record of `key`, or `None` if the key holds nothing.
     fn record(&self, key: &str) -> Option<ChangelogRecord> {
-        let session = self
-            .sessions
-            .find(key)
-            .and_then(|slot| self.sessions.get(slot))
-            .map(session_state);
+        let session = self.sessions.find(key).and_then(|slot| {
+            let forget_at = self.kept.get(&slot).copied();
+            self.sessions
+                .get(slot)
+                .map(|session| session_state(session, forget_at))
+        });
         let held: Vec<_> = self
             .held
             .get(key)
@@ -228,15 +232,21 @@ impl Monitor {
         if state.status != SessionStatus::Active {
             session.ended_at = state.ended_at.unwrap_or(deadline);
         }
+        let forget_at = state
+            .forget_at
+            .filter(|_| state.status != SessionStatus::Active);
         let due = if deadline > self.clock || session.is_active() {
             deadline
         } else {
-            deadline.saturating_add(self.config.ended_retention_ms)
+            forget_at.unwrap_or_else(|| deadline.saturating_add(self.config.ended_retention_ms))
         };
         if session.is_active() {
             self.active += 1;
         }
         let slot = self.sessions.insert(session);
+        if let Some(forget_at) = forget_at {
+            self.kept.insert(slot, forget_at);
+        }
         self.timers.push(due, slot);
         Ok(())
     }

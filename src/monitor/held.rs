@@ -2,10 +2,12 @@
 //!
 //! The posted and interactions topics are read independently, so an
 //! interaction can overtake its post. It is held here, in arrival order, and
-//! applied when the post arrives. Holding is bounded twice: an interaction is
-//! dropped once the partition clock reaches `held_at + grace`, and when the
-//! partition holds `capacity` interactions the oldest is dropped to make
-//! room. Both drops are counted.
+//! applied when the post arrives. Holding is bounded three times: an
+//! interaction is dropped once the partition clock reaches `held_at + grace`;
+//! a variant that already holds `per_variant` interactions holds no more
+//! (the newcomer is refused), which also bounds the variant's changelog
+//! record; and when the partition holds `capacity` interactions the oldest
+//! is dropped to make room. Every drop is counted.
 //!
 //! A FIFO of `(expires_at, seq, variant)` gives the expiry and eviction
 //! order; `held_at` is the partition clock at arrival, so the FIFO is sorted
@@ -31,8 +33,12 @@ struct Expiry {
 /// Why a held interaction was dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Dropped {
+    /// Its grace period ended before its post arrived.
     Expired,
+    /// The partition's buffer was full and it was the oldest.
     Evicted,
+    /// Its variant already held as many as one variant may.
+    Refused,
 }
 
 pub(crate) struct Held {
@@ -42,10 +48,11 @@ pub(crate) struct Held {
     next_seq: i64,
     grace_ms: Millis,
     capacity: usize,
+    per_variant: usize,
 }
 
 impl Held {
-    pub(crate) fn new(grace_ms: Millis, capacity: usize) -> Self {
+    pub(crate) fn new(grace_ms: Millis, capacity: usize, per_variant: usize) -> Self {
         Self {
             by_variant: HashMap::with_hasher(FixedState::with_seed(HELD_SEED)),
             fifo: VecDeque::new(),
@@ -53,6 +60,7 @@ impl Held {
             next_seq: 0,
             grace_ms,
             capacity,
+            per_variant,
         }
     }
 
@@ -61,8 +69,10 @@ impl Held {
         self.len
     }
 
-    /// Holds an interaction; if that overflows the capacity, drops the oldest
-    /// held interaction and reports its variant through `dropped`.
+    /// Holds an interaction, unless its variant already holds `per_variant`
+    /// (reported as [`Dropped::Refused`], nothing changes); if holding it
+    /// overflows the capacity, drops the oldest held interaction and reports
+    /// its variant through `dropped`.
     pub(crate) fn hold(
         &mut self,
         variant_id: &str,
@@ -72,6 +82,11 @@ impl Held {
     ) {
         if self.capacity == 0 {
             dropped(variant_id, Dropped::Evicted);
+            return;
+        }
+        let held = self.by_variant.get(variant_id).map_or(0, VecDeque::len);
+        if held >= self.per_variant {
+            dropped(variant_id, Dropped::Refused);
             return;
         }
         while self.len >= self.capacity {

@@ -23,6 +23,14 @@
 //!   A session is remembered until `deadline + ended_retention_ms`, then
 //!   forgotten; a VariantPosted whose session would already be forgotten by
 //!   then is late too, so a replayed post can never start its session twice.
+//!   An ended session that keeps receiving events is remembered longer: an
+//!   event that finds less than half the retention left moves forgetting to
+//!   `ended_retention_ms` after the partition clock. So the views a killed
+//!   post keeps getting are counted late, never held as if for a post to
+//!   come.
+//! - A partition remembers at most `max_sessions` sessions; a post beyond
+//!   that starts nothing ([`Outcome::SessionLimit`]) and the shell
+//!   dead-letters it.
 //! - Interactions for a variant not posted yet are held (see `held.rs`) and
 //!   applied, in arrival order, when the post arrives.
 
@@ -39,6 +47,8 @@ use crate::event::{
     DecisionKind, Decoded, HeldInteraction, Interaction, InteractionKind, Millis,
     MonitoringDecision, SessionState, SessionStatus, StopMonitoring, VariantPosted, MAX_ID_BYTES,
 };
+use foldhash::fast::FixedState;
+use hashbrown::HashMap;
 use held::{Dropped, Held};
 use rule::Thresholds;
 use sessions::{Ids, Session, Sessions};
@@ -59,6 +69,12 @@ pub struct MonitorConfig {
     /// Most interactions held at once per partition; when full, the oldest
     /// is dropped to make room.
     pub hold_capacity: usize,
+    /// Most interactions held for one variant; more are refused (dropped
+    /// and counted). Bounds the size of one changelog record.
+    pub hold_per_variant: usize,
+    /// Most sessions (active, or ended and still remembered) per partition;
+    /// a post beyond that starts nothing.
+    pub max_sessions: usize,
     /// How long after its deadline, in event time, a session is remembered so
     /// that late events and repeated posts for it are recognised.
     pub ended_retention_ms: Millis,
@@ -70,6 +86,8 @@ impl Default for MonitorConfig {
             defaults: Thresholds::default(),
             hold_grace_ms: 5 * rule::MINUTE_MS,
             hold_capacity: 100_000,
+            hold_per_variant: 1_000,
+            max_sessions: 1_000_000,
             ended_retention_ms: 60 * rule::MINUTE_MS,
         }
     }
@@ -131,6 +149,12 @@ pub enum Outcome {
     Stopped,
     /// An interaction for a variant not posted yet is held.
     Held,
+    /// An interaction for a variant not posted yet that already holds
+    /// `hold_per_variant` interactions: dropped.
+    HoldRefused,
+    /// A VariantPosted when the partition already remembers `max_sessions`
+    /// sessions: nothing started; the shell dead-letters the record.
+    SessionLimit,
     /// The event's session has ended: nothing changed.
     Late,
     /// A stop command for a variant with no session: ignored.
@@ -164,6 +188,10 @@ pub struct MonitorStats {
     pub held_expired: u64,
     /// Held interactions dropped because the buffer was full.
     pub held_evicted: u64,
+    /// Interactions not held because their variant held the most it may.
+    pub held_refused: u64,
+    /// Posts refused because the partition remembered `max_sessions`.
+    pub session_limit: u64,
     /// Stop commands for variants with no session (ignored).
     pub unknown_stops: u64,
     /// Events the fold could not apply (see `Outcome::Rejected`).
@@ -199,6 +227,9 @@ pub struct Monitor {
     dirty_slots: Vec<u32>,
     /// Keys removed or whose held interactions changed since the last drain.
     dirty_keys: Vec<Box<str>>,
+    /// Ended sessions remembered past `deadline + ended_retention_ms`
+    /// because events kept arriving: slot to the time they are forgotten.
+    kept: HashMap<u32, Millis, FixedState>,
     clock_dirty: bool,
     /// Scratch space for due timers, kept to avoid an allocation per step.
     due: Vec<(Millis, u32)>,
@@ -212,11 +243,16 @@ impl Monitor {
             clock: Millis::MIN,
             sessions: Sessions::default(),
             timers: Timers::default(),
-            held: Held::new(config.hold_grace_ms, config.hold_capacity),
+            held: Held::new(
+                config.hold_grace_ms,
+                config.hold_capacity,
+                config.hold_per_variant,
+            ),
             active: 0,
             stats: MonitorStats::default(),
             dirty_slots: Vec::new(),
             dirty_keys: Vec::new(),
+            kept: HashMap::with_hasher(FixedState::with_seed(0)),
             clock_dirty: false,
             due: Vec::new(),
         }
@@ -262,10 +298,11 @@ impl Monitor {
 
     /// The session of `variant_id`, active or recently ended.
     pub fn session(&self, variant_id: &str) -> Option<SessionView> {
-        let session = self.sessions.get(self.sessions.find(variant_id)?)?;
+        let slot = self.sessions.find(variant_id)?;
+        let session = self.sessions.get(slot)?;
         Some(SessionView {
             variant_id: variant_id.to_owned(),
-            state: changelog::session_state(session),
+            state: changelog::session_state(session, self.kept.get(&slot).copied()),
             deadline: session.deadline(),
             engagement_rate: rule::engagement_rate(session.interactions, session.views),
         })
@@ -278,7 +315,7 @@ impl Monitor {
             .filter(|(_, s)| s.is_active())
             .map(|(_, s)| SessionView {
                 variant_id: s.variant_id().to_owned(),
-                state: changelog::session_state(s),
+                state: changelog::session_state(s, None),
                 deadline: s.deadline(),
                 engagement_rate: rule::engagement_rate(s.interactions, s.views),
             })
@@ -351,8 +388,7 @@ impl Monitor {
                 self.stats.duplicate_posts += 1;
                 Outcome::DuplicatePost
             } else {
-                self.stats.late += 1;
-                Outcome::Late
+                self.late(slot)
             };
         }
         let thresholds = self.config.defaults.with_overrides(
@@ -379,6 +415,10 @@ impl Monitor {
             // Its session would already have ended and been forgotten.
             self.stats.late += 1;
             return Outcome::Late;
+        }
+        if self.sessions.len() >= self.config.max_sessions {
+            self.stats.session_limit += 1;
+            return Outcome::SessionLimit;
         }
         let slot = self.sessions.insert(session);
         self.dirty_slots.push(slot);
@@ -441,10 +481,7 @@ impl Monitor {
                     Outcome::Counted
                 }
             }
-            Some(_) => {
-                self.stats.late += 1;
-                Outcome::Late
-            }
+            Some(slot) => self.late(slot),
             None => {
                 let held = HeldInteraction {
                     event_id: interaction.event_id.as_ref().to_owned(),
@@ -455,15 +492,23 @@ impl Monitor {
                     seq: 0,
                 };
                 let (stats, dirty_keys) = (&mut self.stats, &mut self.dirty_keys);
+                let mut refused = false;
                 self.held.hold(
                     &interaction.variant_id,
                     held,
                     self.clock,
                     |variant_id, why| {
                         count_drop(stats, why);
-                        dirty_keys.push(variant_id.into());
+                        if why == Dropped::Refused {
+                            refused = true;
+                        } else {
+                            dirty_keys.push(variant_id.into());
+                        }
                     },
                 );
+                if refused {
+                    return Outcome::HoldRefused;
+                }
                 self.stats.held += 1;
                 self.dirty_keys.push(interaction.variant_id.as_ref().into());
                 Outcome::Held
@@ -482,8 +527,7 @@ impl Monitor {
             return Outcome::UnknownVariant;
         };
         if !self.sessions.get(slot).is_some_and(Session::is_active) {
-            self.stats.late += 1;
-            return Outcome::Late;
+            return self.late(slot);
         }
         let clock = self.clock;
         if let Some(session) = self.end(slot, SessionStatus::Stopped, clock) {
@@ -540,6 +584,46 @@ impl Monitor {
         true
     }
 
+    /// Counts an event for the ended session in `slot` as late, and keeps
+    /// the session remembered while such events keep coming: when less than
+    /// half the retention is left, forgetting moves to a full retention
+    /// after the clock.
+    fn late(&mut self, slot: u32) -> Outcome {
+        self.stats.late += 1;
+        let Some(session) = self.sessions.get_mut(slot) else {
+            return Outcome::Late;
+        };
+        let retention = self.config.ended_retention_ms;
+        let deadline = session.deadline();
+        let forget_at = self
+            .kept
+            .get(&slot)
+            .copied()
+            .unwrap_or_else(|| deadline.saturating_add(retention));
+        // Before its deadline a session's timer entry is the deadline, which
+        // then moves on to the forget time: only past it is the entry the
+        // forget time, to be replaced here.
+        if self.clock < deadline || forget_at.saturating_sub(self.clock) >= retention / 2 {
+            return Outcome::Late;
+        }
+        let later = self.clock.saturating_add(retention);
+        self.kept.insert(slot, later);
+        self.timers.push(later, slot);
+        if !session.dirty {
+            session.dirty = true;
+            self.dirty_slots.push(slot);
+        }
+        Outcome::Late
+    }
+
+    /// When the ended session in `slot` is forgotten.
+    fn forget_at(&self, slot: u32, deadline: Millis) -> Millis {
+        self.kept
+            .get(&slot)
+            .copied()
+            .unwrap_or_else(|| deadline.saturating_add(self.config.ended_retention_ms))
+    }
+
     /// Ends an active session. Its timer entry stays where it is: at the
     /// deadline it is moved on to the purge time.
     fn end(&mut self, slot: u32, status: SessionStatus, at: Millis) -> Option<&Session> {
@@ -586,11 +670,12 @@ impl Monitor {
             return;
         };
         let (active, deadline) = (session.is_active(), session.deadline());
-        let purge_at = deadline.saturating_add(self.config.ended_retention_ms);
+        let purge_at = self.forget_at(slot, deadline);
         if !active && at == purge_at {
             if let Some(session) = self.sessions.remove(slot) {
                 self.dirty_keys.push(session.variant_id().into());
             }
+            self.kept.remove(&slot);
             self.stats.purged += 1;
         } else if at == deadline {
             if active {
@@ -617,6 +702,7 @@ fn count_drop(stats: &mut MonitorStats, why: Dropped) {
     match why {
         Dropped::Expired => stats.held_expired += 1,
         Dropped::Evicted => stats.held_evicted += 1,
+        Dropped::Refused => stats.held_refused += 1,
     }
 }
 

@@ -143,6 +143,11 @@ impl Sessions {
             .copied()
     }
 
+    /// Number of sessions stored.
+    pub(crate) fn len(&self) -> usize {
+        self.index.len()
+    }
+
     pub(crate) fn get(&self, slot: u32) -> Option<&Session> {
         self.slots.get(slot as usize).and_then(Option::as_ref)
     }

@@ -1625,6 +1625,10 @@ impl Core {
             .committed
             .retain(|((_, p), _)| !gone.contains(p));
         let _ = consumer.unassign();
+        let topics = InputTopic::ALL.map(|t| self.config.topics.input(t));
+        for &p in &gone {
+            telemetry::partition_revoked(topics, p);
+        }
         tracing::info!(partitions = ?gone, "partitions revoked");
         self.publish();
     }
