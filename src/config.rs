@@ -582,6 +582,7 @@ impl Settings {
             static_membership: self.static_membership.unwrap_or(true),
             max_buffered,
             max_buffered_bytes,
+            message_max_bytes: message_max,
             kafka_timeout,
             log_level,
             crash_after_decisions: None,
@@ -598,6 +599,13 @@ pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 /// framing.
 pub fn held_record_fits(message_max: usize) -> usize {
     message_max.saturating_sub(8 << 10) / MAX_HELD_BYTES
+}
+
+/// Most bytes of a rejected record's value a dead letter carries: half the
+/// producer's message size, so the copy, the key and the headers always
+/// fit. A longer value is cut, and the dead letter says its full size.
+pub fn dead_letter_value_max(message_max: usize) -> usize {
+    message_max / 2
 }
 
 /// Longest encoding of one held interaction: an event id of at most 256
@@ -673,6 +681,9 @@ pub struct ProcessorConfig {
     pub max_buffered: usize,
     /// Bytes buffered per input topic partition before it is paused.
     pub max_buffered_bytes: usize,
+    /// The producer's `message.max.bytes`: every record earlykill writes
+    /// is kept below it.
+    pub message_max_bytes: usize,
     /// Timeout of blocking Kafka calls.
     pub kafka_timeout: Duration,
     /// Log filter.
@@ -707,6 +718,7 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("static_membership", &self.static_membership)
             .field("max_buffered", &self.max_buffered)
             .field("max_buffered_bytes", &self.max_buffered_bytes)
+            .field("message_max_bytes", &self.message_max_bytes)
             .field("kafka_timeout", &self.kafka_timeout)
             .field("log_level", &self.log_level)
             .field("http_listen", &self.http_listen)

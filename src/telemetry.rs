@@ -19,6 +19,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 
 use crate::event::{DecisionKind, MonitoringDecision};
+use crate::monitor::MonitorStats;
 
 /// Sessions started by a VariantPosted (the seeds' name).
 pub const SESSIONS_STARTED: &str = "performance_monitor_sessions_started_total";
@@ -63,8 +64,17 @@ pub const PROJECTOR_DECISIONS: &str = "earlykill_projector_decisions_total";
 /// Failed database attempts by the projector.
 pub const PROJECTOR_DB_FAILURES: &str = "earlykill_projector_database_failures_total";
 
+/// Input events the fold applied without effect, by reason (late,
+/// duplicate_post, unknown_stop, rejected, session_limit).
+pub const EVENTS_IGNORED: &str = "earlykill_events_ignored_total";
+/// Interactions for variants not posted yet, by what became of them (held,
+/// applied, expired, evicted, refused).
+pub const HELD_INTERACTIONS: &str = "earlykill_held_interactions_total";
+
 /// Every metric name, for the tests and the deployment checks.
-pub const ALL: [&str; 20] = [
+pub const ALL: [&str; 22] = [
+    EVENTS_IGNORED,
+    HELD_INTERACTIONS,
     SESSIONS_STARTED,
     SESSIONS_ACTIVE,
     VARIANTS_KILLED,
@@ -195,6 +205,14 @@ fn describe() {
         "Decisions the projector wrote, by result (started, ended, skipped)."
     );
     describe_counter!(
+        EVENTS_IGNORED,
+        "Input events the fold applied without effect, by reason."
+    );
+    describe_counter!(
+        HELD_INTERACTIONS,
+        "Interactions for variants not posted yet, by what became of them."
+    );
+    describe_counter!(
         PROJECTOR_DB_FAILURES,
         "Failed database attempts by the projector."
     );
@@ -212,6 +230,12 @@ pub fn processor_started(input_topics: [&str; 3], rejection_kinds: &[&'static st
     metrics::gauge!(PARTITIONS_ASSIGNED).set(0.0);
     for kind in ["started", "killed", "timed_out", "stopped"] {
         metrics::counter!(DECISIONS_TOTAL, "kind" => kind).absolute(0);
+    }
+    for reason in IGNORED_REASONS {
+        metrics::counter!(EVENTS_IGNORED, "reason" => reason).absolute(0);
+    }
+    for result in HELD_RESULTS {
+        metrics::counter!(HELD_INTERACTIONS, "result" => result).absolute(0);
     }
     for topic in input_topics {
         for kind in rejection_kinds {
@@ -271,6 +295,44 @@ pub fn decision(d: &MonitoringDecision, latency: Duration) {
         latency_ms = latency.as_secs_f64() * 1000.0,
         "decision"
     );
+}
+
+const IGNORED_REASONS: [&str; 5] = [
+    "late",
+    "duplicate_post",
+    "unknown_stop",
+    "rejected",
+    "session_limit",
+];
+const HELD_RESULTS: [&str; 5] = ["held", "applied", "expired", "evicted", "refused"];
+
+/// Adds what a partition's fold counted since `before` to the counters.
+pub fn fold_stats(now: &MonitorStats, before: &MonitorStats) {
+    let delta = |a: u64, b: u64| a.saturating_sub(b);
+    let ignored = [
+        delta(now.late, before.late),
+        delta(now.duplicate_posts, before.duplicate_posts),
+        delta(now.unknown_stops, before.unknown_stops),
+        delta(now.rejected, before.rejected),
+        delta(now.session_limit, before.session_limit),
+    ];
+    for (reason, n) in IGNORED_REASONS.into_iter().zip(ignored) {
+        if n > 0 {
+            metrics::counter!(EVENTS_IGNORED, "reason" => reason).increment(n);
+        }
+    }
+    let held = [
+        delta(now.held, before.held),
+        delta(now.held_applied, before.held_applied),
+        delta(now.held_expired, before.held_expired),
+        delta(now.held_evicted, before.held_evicted),
+        delta(now.held_refused, before.held_refused),
+    ];
+    for (result, n) in HELD_RESULTS.into_iter().zip(held) {
+        if n > 0 {
+            metrics::counter!(HELD_INTERACTIONS, "result" => result).increment(n);
+        }
+    }
 }
 
 /// A record went to the dead-letter topic.

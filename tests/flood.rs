@@ -17,6 +17,23 @@ use earlykill::event::{
 use earlykill::monitor::{Input, Monitor};
 
 const VARIANTS: usize = 40;
+
+/// Every rejection kind of a record on its own; `session_limit` depends on
+/// the partition's state and has its own test below.
+const INPUT_KINDS: [&str; 12] = [
+    "empty_value",
+    "truncated",
+    "bad_marker",
+    "unknown_schema",
+    "malformed",
+    "empty_field",
+    "oversized_field",
+    "out_of_range",
+    "future_timestamp",
+    "control_character",
+    "key_mismatch",
+    "missing_key",
+];
 const BAD_PER_VALID_VARIANT: usize = 75;
 
 /// One valid event.
@@ -44,7 +61,7 @@ fn bad(kafka: &Kafka, n: usize, t: Millis) -> Bad {
     let id = format!("bad-{n}");
     let key = Some(id.clone().into_bytes());
     let good_post = encode(Contract::VariantPosted, &posted(&id, t, 0.5)).unwrap();
-    let kind = Rejection::KINDS[n % Rejection::KINDS.len()];
+    let kind = INPUT_KINDS[n % INPUT_KINDS.len()];
     let (topic, key, value) = match kind {
         "empty_value" => (&topics.commands, key, None),
         "truncated" => (&topics.posted, key, Some(good_post[..1 + n % 9].to_vec())),
@@ -108,6 +125,15 @@ fn bad(kafka: &Kafka, n: usize, t: Millis) -> Bad {
                 &topics.interactions,
                 key,
                 Some(encode(Contract::Interaction, &i).unwrap()),
+            )
+        }
+        "control_character" => {
+            let mut s = stop(&id, t);
+            s.reason = format!("{}\u{0}{}", "r".repeat(n % 5), n).into();
+            (
+                &topics.commands,
+                key,
+                Some(encode(Contract::StopMonitoring, &s).unwrap()),
             )
         }
         "key_mismatch" => (
@@ -256,7 +282,16 @@ fn a_flood_of_bad_records_loses_no_decision_and_dead_letters_each_one() {
         kinds.swap_remove(at);
         *per_kind.entry(b.kind).or_default() += 1;
     }
-    assert_eq!(per_kind.len(), Rejection::KINDS.len(), "every kind flooded");
+    assert_eq!(per_kind.len(), INPUT_KINDS.len(), "every kind flooded");
+    let mut all: Vec<&str> = INPUT_KINDS.to_vec();
+    all.push("session_limit");
+    all.sort_unstable();
+    let mut kinds = Rejection::KINDS.to_vec();
+    kinds.sort_unstable();
+    assert_eq!(
+        all, kinds,
+        "every rejection kind is flooded or tested below"
+    );
 
     // The status and the metric count exactly these records.
     assert_eq!(processor.status.get().dead_letters, bads.len() as u64);
@@ -273,4 +308,100 @@ fn a_flood_of_bad_records_loses_no_decision_and_dead_letters_each_one() {
         assert_eq!(counted, *count as f64, "{kind} in the metric:\n{metrics}");
     }
     processor.stop().expect("clean stop");
+}
+
+/// Records at the limits: a value near the broker's message size, a huge
+/// key, a flood of interactions held for one variant with the longest event
+/// ids, posts beyond the partition's session limit. None of them may stop
+/// the processor; each dead letter fits, cut where it must be and saying
+/// the full size.
+#[test]
+fn records_at_the_limits_never_stop_the_processor_and_every_dead_letter_fits() {
+    let kafka = Kafka::new(1);
+    let mut config = kafka.processor_config("limits");
+    config.limits.max_future_skew_ms = Some(2 * 24 * 60 * MINUTE);
+    config.monitor.max_sessions = 3;
+    let t = chrono::Utc::now().timestamp_millis() + 24 * 60 * MINUTE;
+    let topics = kafka.config.topics.clone();
+
+    // 4,000 interactions with 256-byte event ids for a variant posted
+    // later, committed before the post arrives: held all in one changelog
+    // record they would be 1.1 MB, over the producer's 1 MB limit.
+    let flood = "held-flood";
+    for n in 0..4_000 {
+        let id = format!("{n:06}{}", "e".repeat(250));
+        kafka.interact(&interaction(&id, flood, InteractionKind::View, 1, t));
+    }
+    kafka.flush();
+    let processor = Running::start(config.clone());
+    processor.wait_committed(&kafka.input_ends());
+    assert!(
+        processor.status.get().running,
+        "the held flood is committed"
+    );
+    kafka.post(&posted(flood, t + SECOND, 0.5));
+    // Four more posts: two start (three sessions in all), two are refused.
+    for v in 0..4 {
+        kafka.post(&posted(&format!("v-{v}"), t + 2 * SECOND + v, 0.5));
+    }
+    // A value of 900,000 bytes (not Avro), and a post keyed by a
+    // 600,000-byte non-UTF-8 key.
+    let huge_value = vec![0xAB; 900_000];
+    kafka.send_raw(&topics.posted, Some(b"huge-value"), Some(&huge_value), &[]);
+    let huge_key = vec![0xFF; 600_000];
+    let keyed = encode(
+        Contract::VariantPosted,
+        &posted("v-key", t + 3 * SECOND, 0.5),
+    )
+    .unwrap();
+    kafka.send_raw(&topics.posted, Some(&huge_key), Some(&keyed), &[]);
+    kafka.flush();
+    processor.wait_committed(&kafka.input_ends());
+    let decisions = kafka.decisions(3);
+    let started: Vec<&str> = decisions
+        .iter()
+        .filter(|d| d.kind == earlykill::event::DecisionKind::Started)
+        .map(|d| d.variant_id.as_str())
+        .collect();
+    assert_eq!(started, [flood, "v-0", "v-1"]);
+    let status = processor.status.get();
+    assert!(status.running, "the processor is still running");
+
+    let letters = kafka.read_until(&topics.dead_letters, |r| r.len() >= 4);
+    assert_eq!(letters.len(), 4);
+    let kinds: Vec<&str> = letters
+        .iter()
+        .map(|l| l.headers["earlykill.error.kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "session_limit",
+            "session_limit",
+            "bad_marker",
+            "key_mismatch"
+        ]
+    );
+    let value_max = earlykill::config::dead_letter_value_max(config.message_max_bytes);
+    let cut_value = &letters[2];
+    assert_eq!(cut_value.value.as_deref(), Some(&huge_value[..value_max]));
+    assert_eq!(cut_value.headers["earlykill.source.value_size"], "900000");
+    let cut_key = &letters[3];
+    assert_eq!(cut_key.key.as_deref().map(<[u8]>::len), Some(4096));
+    assert_eq!(cut_key.headers["earlykill.source.key_size"], "600000");
+    assert!(cut_key.headers["earlykill.error.message"].len() <= 1024);
+    assert_eq!(cut_key.value.as_deref(), Some(&keyed[..]));
+    processor.stop().expect("clean stop");
+
+    // The held flood: one variant held at most hold-per-variant of them,
+    // applied when its post came.
+    let restarted = Running::start(config.clone());
+    restarted.wait_for_partitions(1);
+    let live = restarted
+        .sessions
+        .get(flood)
+        .expect("lookup")
+        .expect("live session");
+    assert_eq!(live.state.views, config.monitor.hold_per_variant as i64);
+    restarted.stop().expect("clean stop");
 }

@@ -67,7 +67,7 @@ pub struct Rejection {
 
 impl Rejection {
     /// Every kind a rejection of input can have (the README lists them).
-    pub const KINDS: [&'static str; 11] = [
+    pub const KINDS: [&'static str; 13] = [
         "empty_value",
         "truncated",
         "bad_marker",
@@ -77,9 +77,23 @@ impl Rejection {
         "oversized_field",
         "out_of_range",
         "future_timestamp",
+        "control_character",
         "key_mismatch",
         "missing_key",
+        "session_limit",
     ];
+
+    /// A VariantPosted refused because its partition already remembers
+    /// `max-sessions` sessions.
+    pub fn session_limit(max_sessions: usize) -> Rejection {
+        Rejection {
+            kind: "session_limit",
+            message: format!(
+                "the partition already remembers {max_sessions} sessions (max-sessions); \
+                 no session was started for this post"
+            ),
+        }
+    }
 }
 
 impl From<CodecError> for Rejection {
@@ -166,8 +180,8 @@ impl InputDecoders {
             Some(key) => Err(Rejection {
                 kind: "key_mismatch",
                 message: format!(
-                    "record key {:?} is not its variant_id {:?}; producers must key by variant_id",
-                    String::from_utf8_lossy(key),
+                    "record key {} is not its variant_id {:?}; producers must key by variant_id",
+                    shown_key(key),
                     decoded.variant_id()
                 ),
             }),
@@ -179,5 +193,20 @@ impl InputDecoders {
                 ),
             }),
         }
+    }
+}
+
+/// A key for an error message: at most 64 bytes of it, escaped, with its
+/// length when cut, so a huge key never makes a huge message.
+fn shown_key(key: &[u8]) -> String {
+    const SHOWN: usize = 64;
+    if key.len() <= SHOWN {
+        format!("{:?}", String::from_utf8_lossy(key))
+    } else {
+        format!(
+            "{:?}... ({} bytes)",
+            String::from_utf8_lossy(&key[..SHOWN]),
+            key.len()
+        )
     }
 }

@@ -25,7 +25,7 @@ use crate::event::{
     ChangelogRecord, Contract, DecisionKind, InputDecoders, InputOffsets, InputTopic, Millis,
     MonitoringDecision, Rejection,
 };
-use crate::monitor::{ChangelogChange, Input, Monitor, SessionView};
+use crate::monitor::{ChangelogChange, Input, Monitor, MonitorStats, Outcome, SessionView};
 use crate::telemetry;
 
 /// Most records taken from one input topic's queue before folding them.
@@ -38,6 +38,24 @@ const MAX_FAILURES_IN_A_ROW: u32 = 6;
 /// First backoff after a failed transaction, doubled on each failure in a
 /// row (100 ms to 3.2 s).
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// Longest key a dead letter copies; a longer one is cut and its size
+/// given in `earlykill.source.key_size`.
+const DEAD_LETTER_KEY_MAX: usize = 4096;
+/// Longest reason text in a dead letter's `earlykill.error.message`.
+const DEAD_LETTER_MESSAGE_MAX: usize = 1024;
+
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn bounded_text(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// How often the metrics kept as plain counters are copied out.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -382,6 +400,37 @@ enum Record {
     Dead(Box<DeadLetter>),
 }
 
+impl Record {
+    /// Bytes the record holds, for the merge's byte bound.
+    fn size(&self) -> usize {
+        match self {
+            Record::Event { key, value, .. } => key.len() + value.len(),
+            Record::Dead(dead) => {
+                dead.key.as_ref().map_or(0, Vec::len) + dead.value.as_ref().map_or(0, Vec::len)
+            }
+        }
+    }
+}
+
+/// What the shell does with an event the fold applied: a post refused for
+/// the session limit becomes a dead letter (its rejection is returned); a
+/// stop for a variant with no active session is logged.
+fn after_fold(outcome: Outcome, input: Input<'_, '_>, max_sessions: usize) -> Option<Rejection> {
+    match (outcome, input) {
+        (Outcome::SessionLimit, _) => Some(Rejection::session_limit(max_sessions)),
+        (Outcome::UnknownVariant | Outcome::Late, Input::Stop(stop)) => {
+            tracing::warn!(
+                variant_id = %stop.variant_id,
+                requested_by = %stop.requested_by,
+                known = outcome == Outcome::Late,
+                "stop for a variant with no active session: nothing to stop"
+            );
+            None
+        }
+        _ => None,
+    }
+}
+
 struct DeadLetter {
     key: Option<Vec<u8>>,
     value: Option<Vec<u8>>,
@@ -425,6 +474,10 @@ struct Partition {
     /// topic that may still have records in flight.
     blocked_since: Option<Instant>,
     paused: [bool; 3],
+    /// Bytes (keys and values) buffered in the merge, per input topic.
+    buffered_bytes: [usize; 3],
+    /// The fold's counts last copied to the metrics.
+    exported: MonitorStats,
     /// Changed since the last commit.
     dirty: bool,
     /// Restored and not settled yet: what its recorded clock has made due
@@ -441,6 +494,8 @@ impl Partition {
             progress: [Progress::Assigned; 3],
             blocked_since: None,
             paused: [false; 3],
+            buffered_bytes: [0; 3],
+            exported: MonitorStats::default(),
             dirty: false,
             unsettled: true,
         }
@@ -539,6 +594,24 @@ struct Output {
     transaction_label: String,
     buf: Vec<u8>,
     counters: Status,
+    /// The topic of the record being sent, for errors.
+    sending: String,
+}
+
+/// Produce errors that the same record will meet again however often it is
+/// sent: retrying them (abort, rewind, fold again) would loop forever.
+fn refused_for_good(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidTimestamp
+            | RDKafkaErrorCode::InvalidRequiredAcks
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+    )
 }
 
 impl Output {
@@ -549,6 +622,24 @@ impl Output {
         };
         if code == Some(RDKafkaErrorCode::UnsupportedFeature) {
             return Failure::Fatal(ProcessorError::TransactionsUnsupported { source });
+        }
+        if code.is_some_and(refused_for_good) {
+            return Failure::Fatal(ProcessorError::RecordRefused {
+                topic: self.sending.clone(),
+                source,
+            });
+        }
+        // A transaction that fails to commit because the broker refused one
+        // of its records says so only in that record's delivery report.
+        if let (failed, Some((refused, topic))) = self.producer.context().failures() {
+            if failed > self.failures_seen
+                && refused.rdkafka_error_code().is_some_and(refused_for_good)
+            {
+                return Failure::Fatal(ProcessorError::RecordRefused {
+                    topic,
+                    source: refused,
+                });
+            }
         }
         let fatal = match &source {
             KafkaError::Transaction(e) => e.is_fatal(),
@@ -589,6 +680,10 @@ impl Output {
 
     fn send(&mut self, record: BaseRecord<'_, [u8], [u8]>) -> Result<(), Failure> {
         self.begin()?;
+        if self.sending != record.topic {
+            self.sending.clear();
+            self.sending.push_str(record.topic);
+        }
         let mut record = record;
         loop {
             match self.producer.send(record) {
@@ -664,10 +759,23 @@ impl Output {
         Ok(())
     }
 
+    /// Sends a rejected record to the dead-letter topic: its key, value
+    /// and headers, each cut to a bound so that the dead letter always fits
+    /// the producer's message size (the full sizes go in headers), and the
+    /// reason.
     fn dead_letter(&mut self, topic: InputTopic, dead: &DeadLetter) -> Result<(), Failure> {
         let source = self.config.topics.input(topic).to_owned();
-        let mut headers = OwnedHeaders::new_with_capacity(dead.headers.len() + 5);
+        let value_max = crate::config::dead_letter_value_max(self.config.message_max_bytes);
+        let headers_max = self.config.message_max_bytes / 16;
+        let mut headers = OwnedHeaders::new_with_capacity(dead.headers.len() + 9);
+        let (mut header_bytes, mut headers_dropped) = (0usize, 0usize);
         for (key, value) in &dead.headers {
+            let size = key.len() + value.as_ref().map_or(0, Vec::len);
+            if header_bytes + size > headers_max {
+                headers_dropped += 1;
+                continue;
+            }
+            header_bytes += size;
             headers = headers.insert(Header {
                 key,
                 value: value.as_deref(),
@@ -675,6 +783,35 @@ impl Output {
         }
         let partition = dead.partition.to_string();
         let offset = dead.offset.to_string();
+        let message = bounded_text(&dead.rejection.message, DEAD_LETTER_MESSAGE_MAX);
+        let key = dead
+            .key
+            .as_deref()
+            .map(|k| &k[..k.len().min(DEAD_LETTER_KEY_MAX)]);
+        let value = dead.value.as_deref().map(|v| &v[..v.len().min(value_max)]);
+        let mut sizes = Vec::new();
+        if let Some(k) = dead
+            .key
+            .as_deref()
+            .filter(|k| k.len() > DEAD_LETTER_KEY_MAX)
+        {
+            sizes.push(("earlykill.source.key_size", k.len().to_string()));
+        }
+        if let Some(v) = dead.value.as_deref().filter(|v| v.len() > value_max) {
+            sizes.push(("earlykill.source.value_size", v.len().to_string()));
+        }
+        if headers_dropped > 0 {
+            sizes.push((
+                "earlykill.source.headers_dropped",
+                headers_dropped.to_string(),
+            ));
+        }
+        for (name, size) in &sizes {
+            headers = headers.insert(Header {
+                key: name,
+                value: Some(size),
+            });
+        }
         let headers = headers
             .insert(Header {
                 key: "earlykill.error.kind",
@@ -682,7 +819,7 @@ impl Output {
             })
             .insert(Header {
                 key: "earlykill.error.message",
-                value: Some(&dead.rejection.message),
+                value: Some(message),
             })
             .insert(Header {
                 key: "earlykill.source.topic",
@@ -698,11 +835,11 @@ impl Output {
             });
         let dlq = self.config.topics.dead_letters.clone();
         let mut record = BaseRecord::<[u8], [u8]>::to(&dlq).headers(headers);
-        if let Some(key) = &dead.key {
-            record = record.key(&key[..]);
+        if let Some(key) = key {
+            record = record.key(key);
         }
-        if let Some(value) = &dead.value {
-            record = record.payload(&value[..]);
+        if let Some(value) = value {
+            record = record.payload(value);
         }
         self.send(record)?;
         self.counters.dead_letters += 1;
@@ -712,7 +849,8 @@ impl Output {
             partition = dead.partition,
             offset = dead.offset,
             kind = dead.rejection.kind,
-            message = %dead.rejection.message,
+            message = %message,
+            cut = !sizes.is_empty(),
             "dead letter"
         );
         Ok(())
@@ -769,10 +907,13 @@ impl Output {
         let (failed, last) = self.producer.context().failures();
         if failed > self.failures_seen {
             self.failures_seen = failed;
-            tracing::warn!(error = ?last, "deliveries failed");
-            return Err(Failure::Abortable(KafkaError::MessageProduction(
-                RDKafkaErrorCode::Fail,
-            )));
+            let (error, topic) = last.unwrap_or((
+                KafkaError::MessageProduction(RDKafkaErrorCode::Fail),
+                String::new(),
+            ));
+            tracing::warn!(%error, %topic, "deliveries failed");
+            self.sending = topic;
+            return Err(self.classify(error));
         }
         Ok(())
     }
@@ -835,6 +976,7 @@ impl Core {
                 transaction: 0,
                 transaction_label: String::new(),
                 buf: Vec::with_capacity(512),
+                sending: String::new(),
                 counters: Status {
                     incarnation: incarnation(&config.instance_id),
                     ..Status::default()
@@ -913,7 +1055,21 @@ impl Core {
                 // so it is folded here, without a copy or a second decode.
                 out.begin()?;
                 part.dirty = true;
-                part.monitor.apply(Input::from(&decoded), decisions);
+                let input = Input::from(&decoded);
+                let outcome = part.monitor.apply(input, decisions);
+                if let Some(rejection) = after_fold(outcome, input, config.monitor.max_sessions) {
+                    out.dead_letter(
+                        topic,
+                        &DeadLetter {
+                            key: key.map(<[u8]>::to_vec),
+                            value: value.map(<[u8]>::to_vec),
+                            headers: Vec::new(),
+                            rejection,
+                            partition: p,
+                            offset,
+                        },
+                    )?;
+                }
                 let appended = message.timestamp().to_millis().unwrap_or(now);
                 out.decisions(decisions, Some(appended))?;
                 return Ok(());
@@ -947,6 +1103,7 @@ impl Core {
                 })),
             },
         };
+        part.buffered_bytes[rank(topic)] += entry.item.size();
         part.merge.push(topic, entry);
         Ok(())
     }
@@ -1046,8 +1203,11 @@ impl Core {
             ],
         );
         let mut active = 0;
-        for (&p, part) in &self.partitions {
+        for (&p, part) in self.partitions.iter_mut() {
             active += part.monitor.active_sessions();
+            let stats = *part.monitor.stats();
+            telemetry::fold_stats(&stats, &part.exported);
+            part.exported = stats;
             for topic in InputTopic::ALL {
                 let name = &self.topic_names[rank(topic)];
                 if let Some((low, high)) = kafka::cached_watermarks(consumer, name, p) {
@@ -1089,6 +1249,7 @@ impl Core {
                 next,
                 blocked_since,
                 paused,
+                buffered_bytes,
                 dirty,
                 ..
             } = part;
@@ -1108,6 +1269,7 @@ impl Core {
                     released = true;
                 }
                 *dirty = true;
+                buffered_bytes[rank(topic)] -= entry.item.size();
                 let appended = match &entry.item {
                     Record::Event { appended, .. } => Some(*appended),
                     Record::Dead(_) => None,
@@ -1122,7 +1284,22 @@ impl Core {
                             now_millis,
                         ) {
                             Ok(decoded) => {
-                                monitor.apply(Input::from(&decoded), decisions);
+                                let input = Input::from(&decoded);
+                                let outcome = monitor.apply(input, decisions);
+                                let limit = config.monitor.max_sessions;
+                                if let Some(rejection) = after_fold(outcome, input, limit) {
+                                    out.dead_letter(
+                                        topic,
+                                        &DeadLetter {
+                                            key: Some(key.clone()),
+                                            value: Some(value.clone()),
+                                            headers: Vec::new(),
+                                            rejection,
+                                            partition: p,
+                                            offset: entry.offset,
+                                        },
+                                    )?;
+                                }
                             }
                             Err(rejection) => out.dead_letter(
                                 topic,
@@ -1166,8 +1343,11 @@ impl Core {
             for topic in InputTopic::ALL {
                 let len = merge.len(topic);
                 let i = rank(topic);
-                let pause = len >= config.max_buffered;
-                let resume = paused[i] && len <= config.max_buffered / 2;
+                let bytes = buffered_bytes[i];
+                let pause = len >= config.max_buffered || bytes >= config.max_buffered_bytes;
+                let resume = paused[i]
+                    && len <= config.max_buffered / 2
+                    && bytes <= config.max_buffered_bytes / 2;
                 if pause && !paused[i] || resume {
                     let mut tpl = TopicPartitionList::new();
                     tpl.add_partition(config.topics.input(topic), p);
@@ -1176,7 +1356,7 @@ impl Core {
                     } else {
                         consumer.resume(&tpl)
                     };
-                    tracing::debug!(partition = p, ?topic, len, pause, "backpressure");
+                    tracing::debug!(partition = p, ?topic, len, bytes, pause, "backpressure");
                     match result {
                         Ok(()) => paused[i] = pause,
                         Err(e) => tracing::warn!(error = %e, partition = p, "pause/resume failed"),

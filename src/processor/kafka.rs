@@ -126,12 +126,13 @@ pub fn producer(config: &ProcessorConfig) -> ClientConfig {
 #[derive(Default)]
 pub struct DeliveryContext {
     failed: AtomicU64,
-    last_error: Mutex<Option<String>>,
+    last_error: Mutex<Option<(KafkaError, String)>>,
 }
 
 impl DeliveryContext {
-    /// Failed deliveries so far, and the last failure's message.
-    pub fn failures(&self) -> (u64, Option<String>) {
+    /// Failed deliveries so far, and the last failure with its record's
+    /// topic.
+    pub fn failures(&self) -> (u64, Option<(KafkaError, String)>) {
         let last = self
             .last_error
             .lock()
@@ -194,9 +195,9 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((error, _)) = result {
+        if let Err((error, message)) = result {
             if let Ok(mut last) = self.last_error.lock() {
-                *last = Some(error.to_string());
+                *last = Some((error.clone(), message.topic().to_owned()));
             }
             self.failed.fetch_add(1, Ordering::AcqRel);
         }

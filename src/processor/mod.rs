@@ -308,6 +308,20 @@ pub enum ProcessorError {
         /// The limit.
         timeout: Duration,
     },
+    /// The broker refused a record in a way that sending it again cannot
+    /// change (too large, invalid).
+    #[error(
+        "the brokers refused a record for topic {topic:?} ({source}); sending it again would \
+         fail the same way. If it is too large, raise the topic's max.message.bytes and \
+         earlykill's -X message.max.bytes together (hold-per-variant and dead-letter copies \
+         are sized from the latter)"
+    )]
+    RecordRefused {
+        /// The topic of the record.
+        topic: String,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
     /// The crash injected by `crash_after_decisions` (tests only).
     #[error("stopped by an injected crash after {decisions} decisions")]
     InjectedCrash {
