@@ -131,7 +131,27 @@ fn check(
     result: Result<Decoded<'_>, Rejection>,
 ) -> Result<(), TestCaseError> {
     match result {
-        Ok(decoded) => prop_assert_eq!(decoded.variant_id().as_bytes(), key),
+        Ok(decoded) => {
+            prop_assert_eq!(decoded.variant_id().as_bytes(), key);
+            // Nothing that reaches the fold (and so the decisions and the
+            // table) carries a control character: PostgreSQL refuses U+0000
+            // in text and jsonb.
+            let texts: Vec<&str> = match &decoded {
+                Decoded::Posted(p) => [&*p.variant_id, &*p.persona_id, &*p.post_id]
+                    .into_iter()
+                    .chain(p.metadata.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]))
+                    .collect(),
+                Decoded::Interaction(i) => vec![&*i.variant_id, &*i.event_id],
+                Decoded::Stop(c) => vec![&*c.variant_id, &*c.reason, &*c.requested_by],
+            };
+            for text in texts {
+                prop_assert!(
+                    !text.contains(|c: char| c.is_control() && !matches!(c, '\t' | '\n' | '\r')),
+                    "{:?} reached the fold",
+                    text
+                );
+            }
+        }
         Err(rejection) => {
             prop_assert!(
                 Rejection::KINDS.contains(&rejection.kind),

@@ -19,7 +19,8 @@ fn field(err: ValidationError) -> (&'static str, &'static str) {
         ValidationError::Empty { field }
         | ValidationError::TooLong { field, .. }
         | ValidationError::OutOfRange { field, .. }
-        | ValidationError::InFuture { field, .. } => *field,
+        | ValidationError::InFuture { field, .. }
+        | ValidationError::ControlCharacter { field, .. } => *field,
     };
     assert!(
         err.to_string().contains(field),
@@ -157,5 +158,46 @@ fn metadata_is_bounded() {
     assert_eq!(
         field(validate::posted(&p, &limits(), NOW).unwrap_err()).0,
         "metadata value"
+    );
+}
+
+#[test]
+fn control_characters_are_rejected_in_ids_and_text_but_tabs_and_newlines_in_text_pass() {
+    let mut s = stop("v", T0);
+    s.reason = "spam\u{0}".into();
+    assert_eq!(
+        field(validate::stop(&s, &limits(), NOW).unwrap_err()),
+        ("reason", "control_character")
+    );
+    s.reason = "line one\nline two\tend\r".into();
+    assert_eq!(validate::stop(&s, &limits(), NOW), Ok(()));
+    let i = interaction("e\u{7f}", "v", InteractionKind::View, 1, T0);
+    assert_eq!(
+        field(validate::interaction(&i, &limits(), NOW).unwrap_err()),
+        ("event_id", "control_character")
+    );
+    let p = posted("v\u{85}", T0, 0.06);
+    assert_eq!(
+        field(validate::posted(&p, &limits(), NOW).unwrap_err()),
+        ("variant_id", "control_character")
+    );
+    let mut p = posted("v", T0, 0.06);
+    p.metadata.insert("arm".into(), "B\u{1b}[31m".into());
+    assert_eq!(
+        field(validate::posted(&p, &limits(), NOW).unwrap_err()),
+        ("metadata value", "control_character")
+    );
+    let error = validate::stop(&stop("v\u{0}x", T0), &limits(), NOW).unwrap_err();
+    assert!(error.to_string().contains("U+0000"), "{error}");
+}
+
+#[test]
+fn count_is_bounded_so_sums_never_saturate() {
+    let ok = interaction("e", "v", InteractionKind::View, validate::MAX_COUNT, T0);
+    assert_eq!(validate::interaction(&ok, &limits(), NOW), Ok(()));
+    let huge = interaction("e", "v", InteractionKind::View, i64::MAX, T0);
+    assert_eq!(
+        field(validate::interaction(&huge, &limits(), NOW).unwrap_err()),
+        ("count", "out_of_range")
     );
 }
