@@ -87,8 +87,17 @@ impl Http {
         (status, serde_json::from_str(&body).expect("a JSON body"))
     }
 
+    /// A POST with `Content-Type: application/json` unless `headers` name
+    /// another.
     fn post(&self, path: &str, headers: &[&str], body: &str) -> (u16, Value) {
-        let (status, body) = self.request("POST", path, headers, body);
+        let mut headers = headers.to_vec();
+        if !headers
+            .iter()
+            .any(|h| h.to_ascii_lowercase().starts_with("content-type:"))
+        {
+            headers.push("Content-Type: application/json");
+        }
+        let (status, body) = self.request("POST", path, &headers, body);
         (status, serde_json::from_str(&body).expect("a JSON body"))
     }
 }
@@ -551,4 +560,116 @@ fn metrics_parse_as_prometheus_text_and_hold_every_name() {
     projector.join().unwrap().unwrap();
     running.stop().unwrap();
     tokio::runtime::Runtime::new().unwrap().block_on(db.drop());
+}
+
+#[test]
+fn writes_take_json_only_so_a_cross_site_form_cannot_send_one() {
+    let kafka = Kafka::new(1);
+    let http = Http::serve(Api {
+        publisher: Some(publisher(&kafka)),
+        ..Api::default()
+    });
+    for content_type in [
+        "Content-Type: text/plain",
+        "Content-Type: application/x-www-form-urlencoded",
+        "Content-Type: multipart/form-data; boundary=x",
+    ] {
+        let (status, body) = http.post(
+            "/performance-monitor/stop/v-1",
+            &[content_type],
+            r#"{"reason": "from a web page"}"#,
+        );
+        assert_eq!(status, 415, "{content_type}: {body}");
+    }
+    let (status, raw) = http.request("POST", "/performance-monitor/stop/v-1", &[], "");
+    assert_eq!(status, 415, "no content type: {raw}");
+    let (status, body) = http.post(
+        "/performance-monitor/stop/v-1",
+        &["Content-Type: application/json; charset=utf-8"],
+        "",
+    );
+    assert_eq!(status, 202, "{body}");
+}
+
+#[test]
+fn control_characters_in_a_write_are_refused_with_the_field() {
+    let kafka = Kafka::new(1);
+    let http = Http::serve(Api {
+        publisher: Some(publisher(&kafka)),
+        ..Api::default()
+    });
+    let (status, body) = http.post(
+        "/performance-monitor/stop/v-1",
+        &[],
+        r#"{"reason": "\u0000"}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "reason");
+    let (status, body) = http.post(
+        "/performance-monitor/start-monitoring",
+        &[],
+        r#"{"variant_id": "v\u0007", "persona_id": "p", "post_id": "t",
+            "expected_engagement_rate": 0.06}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "variant_id");
+    let (status, body) = http.post("/performance-monitor/stop/v%00x", &[], "");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["field"], "variant_id");
+}
+
+/// The API answers from its own view of the sessions: a status request
+/// while the processor sits in a slow commit (every broker answer a few
+/// seconds late) comes back before that commit ends, and health with it.
+#[test]
+fn status_and_health_answer_while_the_processor_is_inside_a_slow_commit() {
+    let kafka = Kafka::new(1);
+    let running = Running::start(kafka.processor_config("api-slow"));
+    running.wait_for_partitions(1);
+    let http = Http::serve(with_processor(&running));
+    kafka.post(&posted("v-slow", now(), 0.1));
+    kafka.flush();
+    kafka.decisions(1);
+    let (status, body) = http.get("/performance-monitor/status/v-slow");
+    assert_eq!(status, 200, "{body}");
+    let commits = running.status.get().commits;
+    // Every answer of the broker now takes three seconds: the next
+    // transaction (add partitions, produce, offsets, commit) takes several.
+    kafka
+        .cluster
+        .broker_round_trip_time(1, Duration::from_secs(3))
+        .expect("rtt");
+    kafka.interact(&interaction(
+        "e-1",
+        "v-slow",
+        InteractionKind::View,
+        5,
+        now(),
+    ));
+    assert!(
+        running.status.wait_until(PATIENCE, |s| s.committing),
+        "the processor never began to commit the interaction"
+    );
+    assert_eq!(running.status.get().commits, commits, "not committed yet");
+    assert_eq!(http.get("/healthz").0, 200);
+    let (status, body) = http.get("/performance-monitor/status/v-slow");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["source"], "live");
+    let (status, body) = http.get("/performance-monitor/active");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], 1);
+    let after = running.status.get();
+    assert!(
+        after.committing && after.commits == commits,
+        "the answers came while the commit was still under way: {after:?}"
+    );
+    assert_eq!(
+        body["sessions"][0]["views"], 0,
+        "the view is not committed yet"
+    );
+    kafka
+        .cluster
+        .broker_round_trip_time(1, Duration::ZERO)
+        .expect("rtt");
+    running.stop().expect("clean stop");
 }

@@ -139,7 +139,11 @@ fn check(
             let texts: Vec<&str> = match &decoded {
                 Decoded::Posted(p) => [&*p.variant_id, &*p.persona_id, &*p.post_id]
                     .into_iter()
-                    .chain(p.metadata.iter().flat_map(|(k, v)| [k.as_str(), v.as_str()]))
+                    .chain(
+                        p.metadata
+                            .iter()
+                            .flat_map(|(k, v)| [k.as_str(), v.as_str()]),
+                    )
                     .collect(),
                 Decoded::Interaction(i) => vec![&*i.variant_id, &*i.event_id],
                 Decoded::Stop(c) => vec![&*c.variant_id, &*c.reason, &*c.requested_by],

@@ -76,6 +76,7 @@ pub fn router(api: Api) -> Router {
             "/performance-monitor/stop/{variant_id}",
             post(sessions::stop),
         )
+        .route_layer(axum::middleware::from_fn(require_json))
         .route_layer(axum::middleware::from_fn_with_state(
             api.clone(),
             require_token,
@@ -102,7 +103,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let address = listener.local_addr()?;
-    if !address.ip().is_loopback() && api.token.is_none() {
+    if !address.ip().is_loopback() && api.token.is_none() && api.publisher.is_some() {
         tracing::warn!(
             %address,
             "the HTTP API listens beyond loopback with no token: anyone who can reach it can \
@@ -160,6 +161,28 @@ async fn require_token(State(api): State<Shared>, request: Request, next: Next) 
             );
             return response;
         }
+    }
+    next.run(request).await
+}
+
+/// Writes take `Content-Type: application/json` only (an empty stop body
+/// included). A browser sends a cross-site `text/plain` or form POST
+/// without asking first; a JSON one it must ask about (CORS preflight),
+/// which this API never allows. So a web page cannot steer the API of a
+/// machine it runs on.
+async fn require_json(request: Request, next: Next) -> Response {
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "this endpoint takes `Content-Type: application/json`",
+            None,
+        );
     }
     next.run(request).await
 }

@@ -213,6 +213,20 @@ pub struct SessionView {
     pub engagement_rate: Option<f64>,
 }
 
+impl SessionView {
+    /// The view of a session as stored in the changelog.
+    pub fn from_state(variant_id: &str, state: SessionState) -> SessionView {
+        let timeout_minutes = u32::try_from(state.timeout_minutes).unwrap_or(0);
+        let clamp = |n: i64| u64::try_from(n).unwrap_or(0);
+        SessionView {
+            variant_id: variant_id.to_owned(),
+            deadline: rule::deadline(state.posted_at, timeout_minutes),
+            engagement_rate: rule::engagement_rate(clamp(state.interactions), clamp(state.views)),
+            state,
+        }
+    }
+}
+
 /// The fold for one partition: its sessions, its clock, its timers and its
 /// held interactions.
 pub struct Monitor {

@@ -1,11 +1,11 @@
 //! The processor's loop and the state it keeps per partition. See the
 //! module documentation of [`crate::processor`] for the flow.
 
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::bindings::rd_kafka_resp_err_t as RespErr;
@@ -18,14 +18,16 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 
 use super::kafka::{self, DeliveryContext, RestoreContext, TopicQueues, Wake};
 use super::merge::{rank, Entry, Merge};
-use super::{ProcessorError, Shutdown, Status, StatusWatch, ABANDON, DRAIN, MAX_ABORTED_LISTED};
+use super::{
+    ProcessorError, Sessions, Shutdown, Status, StatusWatch, ABANDON, DRAIN, MAX_ABORTED_LISTED,
+};
 use crate::config::{Guarantee, ProcessorConfig};
 use crate::event::codec::encode_into;
 use crate::event::{
     ChangelogRecord, Contract, DecisionKind, InputDecoders, InputOffsets, InputTopic, Millis,
     MonitoringDecision, Rejection,
 };
-use crate::monitor::{ChangelogChange, Input, Monitor, MonitorStats, Outcome, SessionView};
+use crate::monitor::{ChangelogChange, Input, Monitor, MonitorStats, Outcome};
 use crate::telemetry;
 
 /// Most records taken from one input topic's queue before folding them.
@@ -81,7 +83,7 @@ pub fn run(
         restorer,
         status,
     )?));
-    sessions.attach(&core);
+    lock(&core).read = sessions.clone();
     let mut consumer: BaseConsumer<Context> = kafka::input_consumer(&config)
         .create_with_context(Context { core: core.clone() })
         .map_err(kafka_error("create the input consumer"))?;
@@ -121,6 +123,7 @@ pub fn run(
     {
         let mut core = lock(&core);
         core.out.counters.running = true;
+        core.read.set_running(true);
         core.publish();
     }
     tracing::info!(
@@ -140,6 +143,7 @@ pub fn run(
     drop(consumer);
     let mut core = lock(&core);
     core.out.counters.running = false;
+    core.read.set_running(false);
     core.publish();
     result
 }
@@ -231,110 +235,6 @@ fn leave(consumer: &BaseConsumer<Context>, core: &Mutex<Core>, timeout: Duration
         }
     }
     tracing::info!("processor left the group");
-}
-
-/// Read access to a running processor's sessions, for the HTTP API: a
-/// query locks the processor's state for as long as it reads, so answers
-/// are live (including the open transaction's effects).
-#[derive(Clone, Default)]
-pub struct Sessions(Arc<Mutex<Weak<Mutex<Core>>>>);
-
-/// The processor behind a [`Sessions`] is not running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the processor is not running")]
-pub struct NotRunning;
-
-/// One page of active sessions, in `variant_id` order.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ActivePage {
-    /// The sessions, at most the limit asked for.
-    pub sessions: Vec<SessionView>,
-    /// Active sessions on this instance, in all.
-    pub total: usize,
-    /// The cursor for the next page, when there is one.
-    pub next: Option<String>,
-}
-
-impl std::fmt::Debug for Sessions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Sessions")
-    }
-}
-
-impl Sessions {
-    fn attach(&self, core: &Arc<Mutex<Core>>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(core);
-    }
-
-    fn core(&self) -> Result<Arc<Mutex<Core>>, NotRunning> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .upgrade()
-            .ok_or(NotRunning)
-    }
-
-    /// The session of `variant_id` on this instance, active or recently
-    /// ended; `None` if this instance's partitions do not know it.
-    pub fn get(&self, variant_id: &str) -> Result<Option<SessionView>, NotRunning> {
-        let core = self.core()?;
-        let core = lock(&core);
-        Ok(core
-            .partitions
-            .values()
-            .find_map(|part| part.monitor.session(variant_id)))
-    }
-
-    /// Active sessions on this instance.
-    pub fn active_count(&self) -> Result<usize, NotRunning> {
-        let core = self.core()?;
-        let core = lock(&core);
-        Ok(core
-            .partitions
-            .values()
-            .map(|part| part.monitor.active_sessions())
-            .sum())
-    }
-
-    /// Up to `limit` active sessions whose `variant_id` comes after
-    /// `after`, in `variant_id` order.
-    pub fn active(&self, after: Option<&str>, limit: usize) -> Result<ActivePage, NotRunning> {
-        let core = self.core()?;
-        let core = lock(&core);
-        // The `limit + 1` smallest ids after the cursor: one more than
-        // asked tells whether there is a next page.
-        let mut smallest: BinaryHeap<(&str, i32)> = BinaryHeap::with_capacity(limit + 2);
-        let mut total = 0;
-        for (&p, part) in &core.partitions {
-            total += part.monitor.active_sessions();
-            for id in part.monitor.active_ids() {
-                if after.is_some_and(|after| id <= after) {
-                    continue;
-                }
-                if smallest.len() <= limit {
-                    smallest.push((id, p));
-                } else if smallest.peek().is_some_and(|(top, _)| id < *top) {
-                    smallest.pop();
-                    smallest.push((id, p));
-                }
-            }
-        }
-        let more = smallest.len() > limit;
-        let mut page = smallest.into_sorted_vec();
-        page.truncate(limit);
-        let sessions: Vec<SessionView> = page
-            .iter()
-            .filter_map(|(id, p)| core.partitions.get(p)?.monitor.session(id))
-            .collect();
-        let next = more
-            .then(|| sessions.last().map(|s| s.variant_id.clone()))
-            .flatten();
-        Ok(ActivePage {
-            sessions,
-            total,
-            next,
-        })
-    }
 }
 
 fn lock(core: &Mutex<Core>) -> MutexGuard<'_, Core> {
@@ -932,6 +832,8 @@ pub struct Core {
     /// Partitions of each input topic, checked at start: the topic queues
     /// cover exactly these.
     input_partitions: i32,
+    /// The API's view of the sessions, updated after each commit.
+    read: Sessions,
     /// Set by the rebalance callback; the loop returns it.
     fatal: Option<ProcessorError>,
     /// Stopping as a crash would: commit nothing more.
@@ -990,6 +892,7 @@ impl Core {
             decisions: Vec::new(),
             status,
             input_partitions: 0,
+            read: Sessions::default(),
             fatal: None,
             abandoned: false,
             failed_in_a_row: 0,
@@ -1418,9 +1321,10 @@ impl Core {
         }
         let timeout = self.config.kafka_timeout;
         let started = Instant::now();
+        self.status.update(|status| status.committing = true);
+        let changes = self.changes();
         let offsets = match self.config.guarantee {
             Guarantee::ExactlyOnce => {
-                let changes = self.changes();
                 self.out.write(&changes)?;
                 let offsets = self.input_offsets();
                 let out = &mut self.out;
@@ -1440,7 +1344,6 @@ impl Core {
                 // a decision refused here is remade after the rewind, from
                 // a changelog that never saw this batch.
                 self.out.delivered()?;
-                let changes = self.changes();
                 self.write_changelog_until_delivered(&changes)?;
                 let offsets = self.input_offsets();
                 if offsets.count() > 0 {
@@ -1477,6 +1380,7 @@ impl Core {
         self.failed_in_a_row = 0;
         telemetry::commit();
         out.counters.committed = listed(&offsets);
+        self.read.committed(&changes);
         self.publish();
         Ok(())
     }
@@ -1662,6 +1566,7 @@ impl Core {
                 .find(|r| r.is_partition_record())
                 .and_then(|r| r.input_offsets)
                 .unwrap_or_default();
+            self.read.restored(p, &records);
             let monitor = Monitor::restore(self.config.monitor, records).map_err(|e| {
                 ProcessorError::CorruptChangelog {
                     partition: p,
@@ -1805,6 +1710,7 @@ impl Core {
             .committed
             .retain(|((_, p), _)| !gone.contains(p));
         let _ = consumer.unassign();
+        self.read.revoked(&gone);
         let topics = InputTopic::ALL.map(|t| self.config.topics.input(t));
         for &p in &gone {
             telemetry::partition_revoked(topics, p);

@@ -31,6 +31,7 @@
 mod engine;
 pub(crate) mod kafka;
 pub mod merge;
+mod read_model;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -38,7 +39,8 @@ use std::time::Duration;
 
 use rdkafka::error::KafkaError;
 
-pub use engine::{run, ActivePage, NotRunning, Sessions};
+pub use engine::run;
+pub use read_model::{ActivePage, NotRunning, Sessions};
 
 /// What ends a processor, and whether it ends cleanly.
 #[derive(Debug, Clone, Default)]
@@ -99,8 +101,11 @@ pub struct Status {
     pub restoring: Vec<i32>,
     /// Partitions assigned and restored.
     pub partitions: Vec<i32>,
-    /// Input records read.
+    /// Input records read (as of the last commit).
     pub records_in: u64,
+    /// A commit (the transaction, or at-least-once the acknowledgements and
+    /// offsets) is under way.
+    pub committing: bool,
     /// Records sent to the dead-letter topic.
     pub dead_letters: u64,
     /// Decisions produced (committed or not).
