@@ -59,7 +59,8 @@ pub const PARTITIONS_ASSIGNED: &str = "earlykill_partitions_assigned";
 /// partition of the decisions topic.
 pub const PROJECTOR_LAG: &str = "earlykill_projector_lag_records";
 /// Decisions the projector wrote, by what they did (started, ended,
-/// skipped).
+/// skipped, rejected: refused by the database as data and kept in
+/// `projector_rejected`).
 pub const PROJECTOR_DECISIONS: &str = "earlykill_projector_decisions_total";
 /// Failed database attempts by the projector.
 pub const PROJECTOR_DB_FAILURES: &str = "earlykill_projector_database_failures_total";
@@ -202,7 +203,7 @@ fn describe() {
     );
     describe_counter!(
         PROJECTOR_DECISIONS,
-        "Decisions the projector wrote, by result (started, ended, skipped)."
+        "Decisions the projector wrote, by result (started, ended, skipped, rejected)."
     );
     describe_counter!(
         EVENTS_IGNORED,
@@ -247,7 +248,7 @@ pub fn processor_started(input_topics: [&str; 3], rejection_kinds: &[&'static st
 
 /// Registers the projector's series at zero.
 pub fn projector_started() {
-    for result in ["started", "ended", "skipped"] {
+    for result in ["started", "ended", "skipped", "rejected"] {
         metrics::counter!(PROJECTOR_DECISIONS, "result" => result).absolute(0);
     }
     metrics::counter!(PROJECTOR_DB_FAILURES).absolute(0);
@@ -398,10 +399,15 @@ pub fn projector_lag(partition: i32, lag: i64) {
 }
 
 /// A projector batch committed.
-pub fn projector_batch(started: u64, ended: u64, skipped: u64) {
-    metrics::counter!(PROJECTOR_DECISIONS, "result" => "started").increment(started);
-    metrics::counter!(PROJECTOR_DECISIONS, "result" => "ended").increment(ended);
-    metrics::counter!(PROJECTOR_DECISIONS, "result" => "skipped").increment(skipped);
+pub fn projector_batch(applied: &crate::projector::Applied) {
+    for (result, n) in [
+        ("started", applied.started),
+        ("ended", applied.ended),
+        ("skipped", applied.skipped),
+        ("rejected", applied.rejected),
+    ] {
+        metrics::counter!(PROJECTOR_DECISIONS, "result" => result).increment(n);
+    }
 }
 
 /// A projector database attempt failed.

@@ -60,7 +60,7 @@ fn positioned(decisions: &[MonitoringDecision], first_offset: i64) -> Vec<Positi
 async fn migrated(test: &str) -> (TestDb, Store) {
     let db = TestDb::create(test).await;
     let pool = projector::connect(&db.url, 4).unwrap();
-    assert_eq!(projector::migrate(&pool).await.unwrap(), vec![1]);
+    assert_eq!(projector::migrate(&pool).await.unwrap(), vec![1, 2]);
     let store = Store::open(pool).await.unwrap();
     (db, store)
 }
@@ -164,7 +164,8 @@ async fn a_started_decision_opens_an_active_row_and_its_end_closes_it() {
         Applied {
             started: 0,
             ended: 3,
-            skipped: 0
+            skipped: 0,
+            rejected: 0,
         }
     );
     let closed = rows(&db).await;
@@ -221,7 +222,8 @@ async fn a_redelivered_batch_is_skipped_by_offset_and_changes_nothing() {
         Applied {
             started: 0,
             ended: 0,
-            skipped: 6
+            skipped: 6,
+            rejected: 0,
         }
     );
     assert_eq!(rows(&db).await, before);
@@ -306,4 +308,66 @@ async fn the_table_does_not_depend_on_batching_or_redelivery() {
         live.drop().await;
     }
     once.drop().await;
+}
+
+/// A decision PostgreSQL cannot store (U+0000 in a text, as a stop reason
+/// written before validation refused them) is set aside with its offset,
+/// and the rest of its batch is written: the projector goes on.
+#[tokio::test]
+async fn a_decision_the_database_refuses_as_data_is_set_aside_and_the_batch_goes_on() {
+    let (db, store) = migrated("rejected").await;
+    let mut decisions = lifecycle();
+    let stopped = decisions
+        .iter_mut()
+        .find(|d| d.kind == DecisionKind::Stopped)
+        .expect("v3 was stopped");
+    stopped.reason = "stopped by ops: \u{0}".into();
+    let batch = positioned(&decisions, 0);
+    let error = store.apply(TOPIC, &batch).await.unwrap_err();
+    assert_eq!(error.data_error(), Some("22P05"), "{error}");
+    let applied = store.apply_or_reject(TOPIC, &batch).await.unwrap();
+    assert_eq!(
+        applied,
+        Applied {
+            started: 3,
+            ended: 2,
+            skipped: 0,
+            rejected: 1,
+        }
+    );
+    let rows = rows(&db).await;
+    let v3 = rows.iter().find(|r| r.variant_id == "v3").unwrap();
+    assert!(v3.is_active, "v3's stop is the one set aside: {v3:?}");
+    assert!(rows
+        .iter()
+        .filter(|r| r.variant_id != "v3")
+        .all(|r| r.ended));
+    let client = tokio_postgres::connect(&db.url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (client, connection) = client;
+    tokio::spawn(connection);
+    let kept = client
+        .query(
+            "SELECT \"offset\", sqlstate, decision FROM projector_rejected",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(kept.len(), 1);
+    let offset = batch
+        .iter()
+        .find(|p| p.decision.kind == DecisionKind::Stopped)
+        .unwrap()
+        .offset;
+    assert_eq!(kept[0].get::<_, i64>(0), offset);
+    assert_eq!(kept[0].get::<_, &str>(1), "22P05");
+    assert!(kept[0]
+        .get::<_, &str>(2)
+        .contains("stopped by ops: \\u0000"));
+    // Written once: the same batch again is skipped whole.
+    let again = store.apply_or_reject(TOPIC, &batch).await.unwrap();
+    assert_eq!(again.skipped, batch.len() as u64);
+    assert_eq!(store.offsets(TOPIC).await.unwrap()[&0], batch.len() as i64);
+    db.drop().await;
 }

@@ -545,9 +545,11 @@ fn apply(
         if guard.batch.is_empty() {
             break;
         }
-        let result = guard
-            .handle
-            .block_on(guard.store.apply(&config.decisions_topic, &guard.batch));
+        let result = guard.handle.block_on(
+            guard
+                .store
+                .apply_or_reject(&config.decisions_topic, &guard.batch),
+        );
         match result {
             Ok(applied) => {
                 let mut next = BTreeMap::new();
@@ -556,7 +558,7 @@ fn apply(
                     *o = (*o).max(p.offset + 1);
                 }
                 guard.batch.clear();
-                telemetry::projector_batch(applied.started, applied.ended, applied.skipped);
+                telemetry::projector_batch(&applied);
                 guard.status.update(|s| {
                     s.ready = true;
                     s.last_error = None;
@@ -564,6 +566,7 @@ fn apply(
                     s.applied.started += applied.started;
                     s.applied.ended += applied.ended;
                     s.applied.skipped += applied.skipped;
+                    s.applied.rejected += applied.rejected;
                     s.next_offsets.extend(next);
                 });
                 if attempt > 1 {
@@ -754,7 +757,7 @@ pub fn replay(
         if batch.is_empty() {
             return Ok::<_, ProjectorError>(());
         }
-        let applied = runtime.block_on(store.apply(topic, batch))?;
+        let applied = runtime.block_on(store.apply_or_reject(topic, batch))?;
         summary.applied.started += applied.started;
         summary.applied.ended += applied.ended;
         summary.applied.skipped += applied.skipped;

@@ -26,7 +26,7 @@ pub enum StoreError {
         detail: String,
     },
     /// A statement failed.
-    #[error("database error: {0}")]
+    #[error("database error: {}", database_detail(.0))]
     Database(#[from] tokio_postgres::Error),
     /// No connection could be had.
     #[error("cannot get a database connection: {0}")]
@@ -188,6 +188,44 @@ pub struct Applied {
     pub ended: u64,
     /// Decisions below their partition's stored offset: applied before.
     pub skipped: u64,
+    /// Decisions the database refused as data, kept in
+    /// `projector_rejected` instead.
+    pub rejected: u64,
+}
+
+impl StoreError {
+    /// The SQLSTATE of a database error in classes 22 (data exception: a
+    /// value it cannot store, such as U+0000 in text) and 23 (integrity
+    /// constraint violation): the same rows fail the same way however
+    /// often they are written, so they are set aside, not retried.
+    pub fn data_error(&self) -> Option<&str> {
+        match self {
+            StoreError::Database(e) => e
+                .code()
+                .map(tokio_postgres::error::SqlState::code)
+                .filter(|code| code.starts_with("22") || code.starts_with("23")),
+            _ => None,
+        }
+    }
+}
+
+/// The server's message and SQLSTATE when it sent one (tokio-postgres
+/// shows only "db error" for those), else the client's error.
+fn database_detail(error: &tokio_postgres::Error) -> String {
+    match error.as_db_error() {
+        Some(db) => format!(
+            "{} (SQLSTATE {}{})",
+            db.message(),
+            db.code().code(),
+            db.detail().map_or_else(String::new, |d| format!("; {d}"))
+        ),
+        None => error.to_string(),
+    }
+}
+
+/// Text as PostgreSQL can store it: U+0000 written as `\u0000`.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\\u0000")
 }
 
 /// The projector's view of the database.
@@ -321,6 +359,89 @@ impl Store {
             )
             .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// [`Store::apply`], and when the database refuses the batch as data
+    /// ([`StoreError::data_error`]), the batch again one decision at a
+    /// time, setting each refused one aside in `projector_rejected` with
+    /// its offset stored in the same transaction. Any other error is
+    /// returned: the caller retries the whole batch, whose decisions
+    /// written meanwhile are then skipped by offset.
+    pub async fn apply_or_reject(
+        &self,
+        topic: &str,
+        batch: &[Positioned],
+    ) -> Result<Applied, StoreError> {
+        match self.apply(topic, batch).await {
+            Err(e) if e.data_error().is_some() => {}
+            other => return other,
+        }
+        let mut total = Applied::default();
+        for one in batch {
+            match self.apply(topic, std::slice::from_ref(one)).await {
+                Ok(applied) => {
+                    total.started += applied.started;
+                    total.ended += applied.ended;
+                    total.skipped += applied.skipped;
+                }
+                Err(e) => {
+                    let Some(sqlstate) = e.data_error() else {
+                        return Err(e);
+                    };
+                    let d = &one.decision;
+                    tracing::error!(
+                        partition = one.partition,
+                        offset = one.offset,
+                        decision_id = %d.decision_id.escape_debug(),
+                        sqlstate,
+                        error = %e,
+                        "the database refused a decision as data; kept in projector_rejected, going on"
+                    );
+                    self.reject(topic, one, sqlstate, &e.to_string()).await?;
+                    total.rejected += 1;
+                }
+            }
+        }
+        Ok(total)
+    }
+
+    /// Sets one decision aside in `projector_rejected` and stores its
+    /// partition's next offset, in one transaction.
+    async fn reject(
+        &self,
+        topic: &str,
+        one: &Positioned,
+        sqlstate: &str,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let d = &one.decision;
+        let decision =
+            serde_json::to_string(d).unwrap_or_else(|e| format!("{{\"unserialisable\": \"{e}\"}}"));
+        tx.execute(
+            "INSERT INTO projector_rejected \
+             (topic, partition, \"offset\", decision_id, variant_id, sqlstate, error, decision) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING",
+            &[
+                &topic,
+                &one.partition,
+                &one.offset,
+                &storable(&d.decision_id),
+                &storable(&d.variant_id),
+                &sqlstate,
+                &storable(error),
+                &storable(&decision),
+            ],
+        )
+        .await?;
+        tx.execute(
+            STORE_OFFSETS,
+            &[&topic, &vec![one.partition], &vec![one.offset + 1]],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Writes a batch of decisions read from `topic`, and the partitions'
