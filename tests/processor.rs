@@ -331,3 +331,56 @@ fn at_least_once_works_against_a_broker_without_transactions() {
     assert_each_once(&decisions, 2);
     processor.stop().expect("clean stop");
 }
+
+/// A restore that keeps receiving records goes on as long as it needs:
+/// only a changelog that sends nothing for kafka-timeout times out. Here
+/// the changelog is 61 small record batches, fetched one or a few at a
+/// time with a round trip of 100 ms each: the restore takes several times the
+/// timeout while records arrive all along.
+#[test]
+fn a_slow_restore_that_makes_progress_never_times_out() {
+    let kafka = Kafka::new(1);
+    let mut config = kafka.processor_config("slow-restore");
+    let t = now();
+    let mut monitor = earlykill::monitor::Monitor::new(config.monitor);
+    let mut out = Vec::new();
+    for v in 0..60 {
+        let mut p = posted(&format!("v-{v:03}"), t, 0.5);
+        p.persona_id = format!("persona-{v:03}-{}", "p".repeat(240)).into();
+        p.post_id = format!("post-{v:03}-{}", "q".repeat(240)).into();
+        monitor.apply(earlykill::monitor::Input::Posted(&p), &mut out);
+    }
+    for record in monitor.snapshot() {
+        let value = encode(Contract::ChangelogRecord, &record).expect("encode");
+        kafka.send_raw(
+            &kafka.config.topics.changelog,
+            Some(record.variant_id.as_bytes()),
+            Some(&value),
+            &[],
+        );
+        // One record batch each.
+        kafka.flush();
+    }
+    config.kafka_timeout = std::time::Duration::from_secs(2);
+    config
+        .kafka
+        .insert("max.partition.fetch.bytes".into(), "4000".into());
+    kafka
+        .cluster
+        .broker_round_trip_time(1, std::time::Duration::from_millis(100))
+        .expect("rtt");
+    let running = Running::start(config.clone());
+    running.wait_for_partitions(1);
+    let status = running.status.get();
+    assert_eq!(status.restored_records, 61, "{status:?}");
+    assert!(
+        status.restore_time > config.kafka_timeout,
+        "the restore took longer than the timeout, so the test shows what it claims: {status:?}"
+    );
+    assert_eq!(running.sessions.active_count(), Ok(60));
+    kafka
+        .cluster
+        .broker_round_trip_time(1, std::time::Duration::ZERO)
+        .expect("rtt");
+    running.stop().expect("clean stop");
+}

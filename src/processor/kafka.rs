@@ -459,10 +459,13 @@ pub fn read_changelog<C: ConsumerContext>(
     let mut read: BTreeMap<i32, u64> = BTreeMap::new();
     let mut remaining = partitions.clone();
     let mut last_progress = Instant::now();
-    let deadline = Instant::now() + config.kafka_timeout;
+    // A restore may take as long as the changelog needs; it times out only
+    // when nothing at all has arrived for kafka-timeout-seconds.
+    let mut heard = Instant::now();
     while !remaining.is_empty() {
         match restorer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
+                heard = Instant::now();
                 let p = message.partition();
                 let key = message.key().unwrap_or_default().to_vec();
                 let record = match message.payload() {
@@ -490,11 +493,12 @@ pub fn read_changelog<C: ConsumerContext>(
                 *read.entry(p).or_default() += 1;
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
+                heard = Instant::now();
                 remaining.remove(&p);
                 progress(p, read.get(&p).copied().unwrap_or(0));
             }
             Some(Err(e)) => tracing::warn!(error = %e, "changelog restore: consumer error"),
-            None if Instant::now() > deadline => {
+            None if heard.elapsed() > config.kafka_timeout => {
                 return Err(ProcessorError::RestoreTimeout {
                     partitions: remaining.into_iter().collect(),
                     timeout: config.kafka_timeout,

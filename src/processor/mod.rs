@@ -304,8 +304,8 @@ pub enum ProcessorError {
     },
     /// The changelog could not be read to its end in time.
     #[error(
-        "restoring changelog partitions {partitions:?} did not reach their end within \
-         {timeout:?}; check the brokers, or raise kafka-timeout-seconds"
+        "restoring changelog partitions {partitions:?} received nothing for {timeout:?} before \
+         reaching their end; check the brokers, or raise kafka-timeout-seconds"
     )]
     RestoreTimeout {
         /// Partitions not restored.
