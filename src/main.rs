@@ -57,7 +57,7 @@ enum Command {
     /// Rebuild the variant_monitoring table from the decisions topic, from
     /// offset 0: into another schema for analysis (`--into-schema`), or
     /// into the live table (`--confirm-live`; stop the projectors first).
-    #[command(group(clap::ArgGroup::new("target").required(true).args(["into_schema", "confirm_live"])))]
+    #[command(group(clap::ArgGroup::new("target").required(true).multiple(true).args(["into_schema", "confirm_live"])))]
     Replay {
         #[command(flatten)]
         args: ProjectorArgs,
@@ -65,9 +65,16 @@ enum Command {
         /// its copy of the table is emptied first).
         #[arg(long)]
         into_schema: Option<String>,
-        /// Rebuild the live table: its rows are deleted first.
+        /// Rebuild the live table: its rows are deleted first. Also needed
+        /// when --into-schema names the live table's schema.
         #[arg(long)]
         confirm_live: bool,
+        /// Rebuild even when the decisions topic no longer starts at offset
+        /// 0: the sessions of the decisions retention dropped lose their
+        /// rows. Without it such a replay is refused before anything is
+        /// deleted.
+        #[arg(long)]
+        accept_lost_decisions: bool,
     },
     /// Publish simulated upstream traffic to the input topics: variants
     /// posted over time, a mix of good and poor performers, views and
@@ -330,7 +337,8 @@ fn main() -> Result<()> {
             args,
             into_schema,
             confirm_live,
-        } => replay(args, into_schema, confirm_live)?,
+            accept_lost_decisions,
+        } => replay(args, into_schema, confirm_live, accept_lost_decisions)?,
         Command::Migrate { database_url } => {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -677,12 +685,21 @@ where
 
 /// Rebuilds the table, with a progress bar on a terminal and a log line
 /// every five seconds otherwise, then prints a summary.
-fn replay(args: ProjectorArgs, into_schema: Option<String>, confirm_live: bool) -> Result<()> {
+fn replay(
+    args: ProjectorArgs,
+    into_schema: Option<String>,
+    confirm_live: bool,
+    accept_lost_decisions: bool,
+) -> Result<()> {
     use std::io::IsTerminal;
     init_logging(&args.log_level)?;
-    let config = args.resolve()?;
+    let mut config = args.resolve()?;
+    config.accept_lost_decisions = accept_lost_decisions;
     let target = match into_schema {
-        Some(schema) => ReplayTarget::Schema(schema),
+        Some(name) => ReplayTarget::Schema {
+            name,
+            confirmed_live: confirm_live,
+        },
         None => ReplayTarget::Live {
             confirmed: confirm_live,
         },
@@ -714,7 +731,7 @@ fn replay(args: ProjectorArgs, into_schema: Option<String>, confirm_live: bool) 
         bar.finish();
     }
     let where_ = match &target {
-        ReplayTarget::Schema(schema) => format!("schema {schema}"),
+        ReplayTarget::Schema { name, .. } => format!("schema {name}"),
         ReplayTarget::Live { .. } => "the live table".to_owned(),
     };
     println!(

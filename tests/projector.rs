@@ -281,10 +281,8 @@ fn a_replay_rebuilds_the_table_the_live_projector_built() {
 
     let config = env.config(&env.db.url);
     let mut seen = Vec::new();
-    let summary = projector::replay(&config, &ReplayTarget::Schema("analysis".into()), |p| {
-        seen.push(p)
-    })
-    .expect("replay into a schema");
+    let summary = projector::replay(&config, &ReplayTarget::schema("analysis"), |p| seen.push(p))
+        .expect("replay into a schema");
     assert_eq!(summary.read, 60);
     assert_eq!(summary.rows, (30, 0));
     assert_eq!(seen.last().map(|p| (p.read, p.total)), Some((60, 60)));
@@ -292,20 +290,29 @@ fn a_replay_rebuilds_the_table_the_live_projector_built() {
     assert_eq!(env.table(None), live, "the live table is untouched");
 
     // Again into the same schema: emptied first, same result.
-    let again = projector::replay(&config, &ReplayTarget::Schema("analysis".into()), |_| {})
+    let again = projector::replay(&config, &ReplayTarget::schema("analysis"), |_| {})
         .expect("second replay");
     assert_eq!(again.removed, 30);
     assert_eq!(env.table(Some("analysis")), live);
 
     let refused = projector::replay(&config, &ReplayTarget::Live { confirmed: false }, |_| {});
     assert!(matches!(refused, Err(ProjectorError::LiveNotConfirmed)));
-    let bad = projector::replay(&config, &ReplayTarget::Schema("x; DROP".into()), |_| {});
+    let bad = projector::replay(&config, &ReplayTarget::schema("x; DROP"), |_| {});
     assert!(matches!(bad, Err(ProjectorError::BadSchema(_))));
+
+    // The live table's schema named as a target needs the confirmation too.
+    let named_live = projector::replay(&config, &ReplayTarget::schema("public"), |_| {});
+    assert!(
+        matches!(&named_live, Err(ProjectorError::SchemaIsLive(s)) if s == "public"),
+        "{named_live:?}"
+    );
+    assert_eq!(env.table(None), live, "refused before anything was deleted");
 
     let rebuilt = projector::replay(&config, &ReplayTarget::Live { confirmed: true }, |_| {})
         .expect("replay into the live table");
     assert_eq!(rebuilt.removed, 30);
     assert_eq!(env.table(None), live);
+
     env.finish();
 }
 

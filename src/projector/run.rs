@@ -70,6 +70,9 @@ pub struct ProjectorConfig {
     pub batch_wait: Duration,
     /// Longest wait between two attempts while the database is down.
     pub retry_max: Duration,
+    /// Replay only: rebuild even when the decisions topic no longer starts
+    /// at offset 0 (retention dropped decisions).
+    pub accept_lost_decisions: bool,
     /// Fault injection for tests: stop as a crash would right after this
     /// many batches are committed to the database, before anything is
     /// committed to Kafka. Not settable from the command line.
@@ -90,6 +93,7 @@ impl ProjectorConfig {
             batch_size: 5_000,
             batch_wait: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
+            accept_lost_decisions: false,
             crash_after_batches: None,
         }
     }
@@ -172,6 +176,29 @@ pub enum ProjectorError {
         /// The last database error.
         cause: String,
     },
+    /// The decisions topic no longer starts at offset 0: retention or
+    /// deletion dropped decisions, whose rows a rebuild would lose.
+    #[error(
+        "the decisions topic {topic:?} no longer starts at offset 0 (partition, first offset: \
+         {starts:?}): {lost} decisions are gone, and the sessions they started would lose their \
+         rows. Give the topic unlimited retention (retention.ms=-1) so that it stays \
+         replayable; to rebuild from what is left anyway, pass --accept-lost-decisions"
+    )]
+    TopicTruncated {
+        /// The topic.
+        topic: String,
+        /// Each partition that does not start at 0, with its first offset.
+        starts: Vec<(i32, i64)>,
+        /// Decisions before those offsets, in all.
+        lost: i64,
+    },
+    /// `--into-schema` named the live table's schema without
+    /// `--confirm-live`.
+    #[error(
+        "schema {0:?} holds the live table (it is the database URL's current schema): replaying \
+         into it deletes the live rows first; pass --confirm-live too (stop the projectors first)"
+    )]
+    SchemaIsLive(String),
     /// A replay into the live table was not confirmed.
     #[error(
         "replaying into the live table deletes its rows first; pass --confirm-live (stop the \
@@ -641,8 +668,24 @@ pub enum ReplayTarget {
         confirmed: bool,
     },
     /// Another schema, created and migrated if needed; its copy of the
-    /// table is emptied first.
-    Schema(String),
+    /// table is emptied first. Naming the live table's schema (the URL's
+    /// current schema) needs `confirmed_live`, as the live table does.
+    Schema {
+        /// The schema.
+        name: String,
+        /// The operator confirmed that it may be the live table.
+        confirmed_live: bool,
+    },
+}
+
+impl ReplayTarget {
+    /// A schema other than the live table's.
+    pub fn schema(name: &str) -> ReplayTarget {
+        ReplayTarget::Schema {
+            name: name.to_owned(),
+            confirmed_live: false,
+        }
+    }
 }
 
 /// Progress of a replay.
@@ -681,6 +724,30 @@ fn plain_identifier(name: &str) -> bool {
         && name.len() <= 63
 }
 
+/// Refuses a replay of a topic whose partitions do not all start at offset
+/// 0 (`starts` lists those that do not, with their first offset), unless
+/// the loss is accepted; then warns.
+fn check_complete(
+    topic: &str,
+    starts: Vec<(i32, i64)>,
+    accept_lost: bool,
+) -> Result<(), ProjectorError> {
+    if starts.is_empty() {
+        return Ok(());
+    }
+    let lost = starts.iter().map(|(_, low)| low).sum();
+    let truncated = ProjectorError::TopicTruncated {
+        topic: topic.to_owned(),
+        starts,
+        lost,
+    };
+    if !accept_lost {
+        return Err(truncated);
+    }
+    tracing::warn!(error = %truncated, "replaying what is left, as --accept-lost-decisions asks");
+    Ok(())
+}
+
 /// Rebuilds the table from the decisions topic, from offset 0 to the end
 /// it has when the replay starts, calling `progress` after each batch.
 pub fn replay(
@@ -693,11 +760,18 @@ pub fn replay(
     let schema = match target {
         ReplayTarget::Live { confirmed: false } => return Err(ProjectorError::LiveNotConfirmed),
         ReplayTarget::Live { confirmed: true } => None,
-        ReplayTarget::Schema(name) if !plain_identifier(name) => {
+        ReplayTarget::Schema { name, .. } if !plain_identifier(name) => {
             return Err(ProjectorError::BadSchema(name.clone()))
         }
-        ReplayTarget::Schema(name) => {
+        ReplayTarget::Schema {
+            name,
+            confirmed_live,
+        } => {
             let pool = connect(&config.database_url, 1)?;
+            let live = runtime.block_on(super::store::current_schema(&pool))?;
+            if live.as_deref() == Some(name.as_str()) && !confirmed_live {
+                return Err(ProjectorError::SchemaIsLive(name.clone()));
+            }
             runtime.block_on(create_schema(&pool, name))?;
             let pool = connect_in(&config.database_url, 1, Some(name))?;
             runtime.block_on(migrate(&pool))?;
@@ -713,8 +787,6 @@ pub fn replay(
         &shutdown,
         config.retry_max,
     )?;
-    let removed = runtime.block_on(store.reset(&config.decisions_topic))?;
-    tracing::info!(removed, schema = ?schema, "table emptied; replaying from offset 0");
 
     let consumer: BaseConsumer = config
         .consumer(&format!("{}-replay", config.group_id))
@@ -734,16 +806,23 @@ pub fn replay(
     let mut tpl = TopicPartitionList::new();
     let mut total = 0u64;
     let mut open: BTreeSet<i32> = BTreeSet::new();
+    let mut starts = Vec::new();
     for &p in &partitions {
         let (low, high) = consumer
             .fetch_watermarks(topic, p, Duration::from_secs(30))
             .map_err(kafka("read the decisions topic's offsets"))?;
         total += u64::try_from(high - low).unwrap_or(0);
+        if low > 0 {
+            starts.push((p, low));
+        }
         if high > low {
             open.insert(p);
             let _ = tpl.add_partition_offset(topic, p, Offset::Beginning);
         }
     }
+    check_complete(topic, starts, config.accept_lost_decisions)?;
+    let removed = runtime.block_on(store.reset(&config.decisions_topic))?;
+    tracing::info!(removed, schema = ?schema, "table emptied; replaying from offset 0");
     consumer
         .assign(&tpl)
         .map_err(kafka("assign the decisions partitions"))?;
@@ -761,6 +840,7 @@ pub fn replay(
         summary.applied.started += applied.started;
         summary.applied.ended += applied.ended;
         summary.applied.skipped += applied.skipped;
+        summary.applied.rejected += applied.rejected;
         batch.clear();
         Ok(())
     };
@@ -810,4 +890,25 @@ pub fn replay(
     summary.rows = runtime.block_on(store.counts())?;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // librdkafka's mock cluster cannot delete records (DeleteRecords is
+    // unsupported), so the check is tested here on the watermarks it reads.
+    #[test]
+    fn a_topic_that_no_longer_starts_at_zero_is_refused_unless_the_loss_is_accepted() {
+        assert!(check_complete("d", vec![], false).is_ok());
+        match check_complete("d", vec![(0, 2), (3, 40)], false) {
+            Err(e @ ProjectorError::TopicTruncated { lost: 42, .. }) => {
+                let message = e.to_string();
+                assert!(message.contains("retention.ms=-1"), "{message}");
+                assert!(message.contains("--accept-lost-decisions"), "{message}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(check_complete("d", vec![(0, 2)], true).is_ok());
+    }
 }

@@ -209,6 +209,14 @@ impl StoreError {
     }
 }
 
+/// The schema unqualified table names resolve to for `pool`'s sessions:
+/// where the live table is.
+pub async fn current_schema(pool: &Pool) -> Result<Option<String>, StoreError> {
+    let client = pool.get().await?;
+    let row = client.query_one("SELECT current_schema()", &[]).await?;
+    Ok(row.get(0))
+}
+
 /// The server's message and SQLSTATE when it sent one (tokio-postgres
 /// shows only "db error" for those), else the client's error.
 fn database_detail(error: &tokio_postgres::Error) -> String {
