@@ -135,6 +135,11 @@ def chart() -> None:
         check(container["readinessProbe"]["httpGet"]["path"] == "/readyz", "default: readiness on /readyz")
         check(container["args"] == ["run"], "default: the processor runs `earlykill run`")
         check(sts[0]["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True, "default: non-root")
+        check(env.get("EARLYKILL_HTTP_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef", {}).get("key") == "EARLYKILL_HTTP_TOKEN",
+              "default: the processor gets the API token from the chart's Secret")
+    own = find(docs, "Secret", "-secret")
+    check(len(own) == 1 and len(own[0]["stringData"].get("EARLYKILL_HTTP_TOKEN", "")) == 48,
+          "default: the chart generates a 48-character API token when none is given")
     check(not find(docs, "Deployment") and not find(docs, "Job"), "default: no projector or migration without a database")
     check(not [d for d in docs if d["apiVersion"] == CRD_GROUP], "default: no ServiceMonitor/PrometheusRule without the CRDs")
     check(len(find(docs, "PodDisruptionBudget")) == 1, "default: a PodDisruptionBudget for the processor")
@@ -199,7 +204,13 @@ def chart() -> None:
 def compose() -> None:
     print("== docker-compose.kafka.yml")
     path = ROOT / "docker-compose.kafka.yml"
-    run = subprocess.run(["docker-compose", "-f", str(path), "config", "-q"], capture_output=True, text=True, cwd=ROOT)
+    tokenless = {k: v for k, v in os.environ.items() if k != "EARLYKILL_HTTP_TOKEN"}
+    run = subprocess.run(["docker-compose", "-f", str(path), "config", "-q"], capture_output=True, text=True, cwd=ROOT,
+                         env=tokenless)
+    check(run.returncode != 0 and "EARLYKILL_HTTP_TOKEN" in run.stderr,
+          "docker-compose config refuses to run the processors without EARLYKILL_HTTP_TOKEN")
+    run = subprocess.run(["docker-compose", "-f", str(path), "config", "-q"], capture_output=True, text=True, cwd=ROOT,
+                         env={**tokenless, "EARLYKILL_HTTP_TOKEN": "ci-token"})
     check(run.returncode == 0, "docker-compose config" + ("" if run.returncode == 0 else ": " + run.stderr))
     spec = Path("/usr/lib/python3/dist-packages/compose/config/compose_spec.json")
     document = yaml.safe_load(path.read_text())

@@ -21,6 +21,9 @@ pub const MAX_TIMEOUT_MINUTES: i32 = 7 * 24 * 60;
 /// saturate at `i64::MAX` in decisions; with this bound no realistic
 /// sequence gets there, so live and restored sums always agree.
 pub const MAX_COUNT: i64 = 1_000_000_000;
+/// Largest `min_interactions` override: a million. More would make a
+/// session unkillable, which `timeout_minutes` already expresses.
+pub const MAX_MIN_INTERACTIONS: i32 = 1_000_000;
 /// Latest event time accepted, whatever the clock: 9999-12-31T23:59:59.999Z.
 pub const MAX_EVENT_TIME: Millis = 253_402_300_799_999;
 
@@ -224,10 +227,10 @@ pub fn posted(
         fraction("kill_threshold", threshold)?;
     }
     if let Some(min) = event.min_interactions {
-        if min < 1 {
+        if !(1..=MAX_MIN_INTERACTIONS).contains(&min) {
             return Err(ValidationError::OutOfRange {
                 field: "min_interactions",
-                expected: "at least 1",
+                expected: "between 1 and 1000000",
                 value: min.to_string(),
             });
         }

@@ -53,13 +53,12 @@ app.kubernetes.io/component: {{ .component }}
       name: {{ .Values.database.existingSecret | default (include "earlykill.secretName" .) }}
       key: {{ ternary .Values.database.existingSecretKey "DATABASE_URL" (not (empty .Values.database.existingSecret)) }}
 {{- end }}
-{{- if or .Values.http.token .Values.http.existingSecret }}
+{{- /* Always set: the chart's Secret holds the given or a generated token. */}}
 - name: EARLYKILL_HTTP_TOKEN
   valueFrom:
     secretKeyRef:
       name: {{ .Values.http.existingSecret | default (include "earlykill.secretName" .) }}
       key: {{ ternary .Values.http.existingSecretKey "EARLYKILL_HTTP_TOKEN" (not (empty .Values.http.existingSecret)) }}
-{{- end }}
 {{- end }}
 
 {{- define "earlykill.envFrom" -}}
