@@ -238,6 +238,12 @@ def compose() -> None:
         source = mount.split(":")[0]
         check((ROOT / source).exists(), f"compose: mounted file {source} exists")
     env = services["kafka"]["environment"]
+    log_dirs = env.get("KAFKA_LOG_DIRS", "")
+    mounts = [m.split(":")[1] for m in services["kafka"].get("volumes", [])]
+    check(bool(log_dirs) and all(any(d == m or d.startswith(m + "/") for m in mounts) for d in log_dirs.split(",")),
+          "compose: Kafka's KAFKA_LOG_DIRS are in its volume, so down/up keeps the topics")
+    check("retention.ms=-1" in services["kafka-init"]["command"][0],
+          "compose: the decisions topic is kept for ever (replayable)")
     check(env.get("KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR") == "1" and env.get("KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR") == "1",
           "compose: one-node transaction log and offsets topic")
 
