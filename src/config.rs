@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::event::schema::WriterSchemas;
 use crate::event::validate::{Limits, MAX_TIMEOUT_MINUTES};
 use crate::monitor::rule::{Thresholds, MINUTE_MS};
 use crate::monitor::MonitorConfig;
@@ -223,6 +224,12 @@ settings! {
     /// `session.timeout.ms` (45 s). `false` joins dynamically.
     #[arg(long, env = "EARLYKILL_STATIC_MEMBERSHIP")]
     static_membership: bool,
+    /// Directory of extra writer schemas (`.avsc`), versions of the input
+    /// record types that producers write (a newer one with an added
+    /// optional field, an older one): loaded at start, each checked to be
+    /// readable with this build's schema.
+    #[arg(long, env = "EARLYKILL_SCHEMA_DIR")]
+    schema_dir: PathBuf,
     /// Records buffered per input topic partition before it is paused.
     #[arg(long, env = "EARLYKILL_MAX_BUFFERED")]
     max_buffered: usize,
@@ -500,6 +507,16 @@ impl Settings {
                 "set at most that (the default is 1000), or raise message.max.bytes on the brokers and with -X message.max.bytes",
             ));
         }
+        let writer_schemas = match &self.schema_dir {
+            None => WriterSchemas::default(),
+            Some(dir) => WriterSchemas::load(dir).map_err(|problem| {
+                invalid(
+                    "schema-dir",
+                    problem,
+                    "fix or remove that file: each must be a version of VariantPosted, Interaction, StopMonitoring, MonitoringDecision or ChangelogRecord that adds or removes fields with defaults",
+                )
+            })?,
+        };
         let log_level = crate::telemetry::log_filter(self.log_level.as_deref().unwrap_or("info"))
             .map_err(|problem| {
                 invalid(
@@ -583,6 +600,7 @@ impl Settings {
             max_buffered,
             max_buffered_bytes,
             message_max_bytes: message_max,
+            writer_schemas,
             kafka_timeout,
             log_level,
             crash_after_decisions: None,
@@ -684,6 +702,8 @@ pub struct ProcessorConfig {
     /// The producer's `message.max.bytes`: every record earlykill writes
     /// is kept below it.
     pub message_max_bytes: usize,
+    /// Extra writer schemas from `schema-dir`.
+    pub writer_schemas: WriterSchemas,
     /// Timeout of blocking Kafka calls.
     pub kafka_timeout: Duration,
     /// Log filter.
@@ -719,6 +739,7 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("max_buffered", &self.max_buffered)
             .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("message_max_bytes", &self.message_max_bytes)
+            .field("writer_schemas", &self.writer_schemas)
             .field("kafka_timeout", &self.kafka_timeout)
             .field("log_level", &self.log_level)
             .field("http_listen", &self.http_listen)

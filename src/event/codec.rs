@@ -151,7 +151,9 @@ impl Decoder {
     }
 
     /// Accepts records written with `writer_json`, another version of the
-    /// same record (same full name). Fields the writer lacks take their
+    /// same record (same full name) that the bundled reader schema can read
+    /// (Avro's schema resolution rules, checked with apache-avro's
+    /// `SchemaCompatibility::can_read`). Fields the writer lacks take their
     /// defaults; fields it added are skipped.
     pub fn register_writer_schema(&mut self, writer_json: &str) -> Result<(), CodecError> {
         let schema_error = |message: String| CodecError::Schema {
@@ -167,6 +169,20 @@ impl Decoder {
                 "record is named {writer_name:?}, expected {bundled_name:?}"
             )));
         }
+        let comparable = apache_avro::Schema::parse_str(&with_reader_enum_symbols(
+            writer_json,
+            self.contract.json(),
+        ))
+        .map_err(|e| schema_error(e.to_string()))?;
+        apache_avro::schema_compatibility::SchemaCompatibility::can_read(
+            &comparable,
+            self.contract.reference(),
+        )
+        .map_err(|e| {
+            schema_error(format!(
+                "records it writes cannot be read with this build's schema: {e}"
+            ))
+        })?;
         let fast: serde_avro_fast::Schema = writer_json
             .parse()
             .map_err(|e: serde_avro_fast::schema::SchemaError| schema_error(e.to_string()))?;
@@ -239,6 +255,63 @@ impl Decoder {
             message,
         }
     }
+}
+
+/// `writer_json` with the symbols of every enum that the reader schema
+/// declares with a default replaced by the reader's own: Avro resolution
+/// reads a symbol the reader does not know as that default, so such enums
+/// never make a writer unreadable, but apache-avro's compatibility check
+/// (0.20) does not know that rule.
+fn with_reader_enum_symbols(writer_json: &str, reader_json: &str) -> String {
+    use serde_json::Value;
+    fn enums(value: &Value, out: &mut Vec<(String, Value)>) {
+        match value {
+            Value::Object(map) => {
+                if map.get("type").and_then(Value::as_str) == Some("enum")
+                    && map.contains_key("default")
+                {
+                    if let (Some(name), Some(symbols)) =
+                        (map.get("name").and_then(Value::as_str), map.get("symbols"))
+                    {
+                        out.push((short(name).to_owned(), symbols.clone()));
+                    }
+                }
+                map.values().for_each(|v| enums(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| enums(v, out)),
+            _ => {}
+        }
+    }
+    fn replace(value: &mut Value, reader: &[(String, Value)]) {
+        match value {
+            Value::Object(map) => {
+                if map.get("type").and_then(Value::as_str) == Some("enum") {
+                    let name = map.get("name").and_then(Value::as_str).map(short);
+                    if let Some((_, symbols)) =
+                        reader.iter().find(|(n, _)| Some(n.as_str()) == name)
+                    {
+                        map.insert("symbols".into(), symbols.clone());
+                    }
+                }
+                map.values_mut().for_each(|v| replace(v, reader));
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| replace(v, reader)),
+            _ => {}
+        }
+    }
+    fn short(name: &str) -> &str {
+        name.rsplit('.').next().unwrap_or(name)
+    }
+    let (Ok(mut writer), Ok(reader)) = (
+        serde_json::from_str::<Value>(writer_json),
+        serde_json::from_str::<Value>(reader_json),
+    ) else {
+        return writer_json.to_owned();
+    };
+    let mut reader_enums = Vec::new();
+    enums(&reader, &mut reader_enums);
+    replace(&mut writer, &reader_enums);
+    writer.to_string()
 }
 
 /// Encodes `value` with the bundled schema of `contract`, appending the

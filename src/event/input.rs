@@ -133,6 +133,15 @@ impl Default for InputDecoders {
 }
 
 impl InputDecoders {
+    /// Decoders that also accept the writer schemas of `extra`.
+    pub fn with(extra: &super::schema::WriterSchemas) -> Self {
+        Self {
+            posted: extra.decoder(Contract::VariantPosted),
+            interactions: extra.decoder(Contract::Interaction),
+            commands: extra.decoder(Contract::StopMonitoring),
+        }
+    }
+
     /// The decoder of one topic, to register other writer schemas with.
     pub fn decoder_mut(&mut self, topic: InputTopic) -> &mut Decoder {
         match topic {

@@ -113,3 +113,65 @@ impl Contract {
         *self.fast().rabin_fingerprint()
     }
 }
+
+/// Extra writer schemas read from a directory (`--schema-dir`): each
+/// `.avsc` file is a version of one of the contract's record types, told by
+/// its full name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriterSchemas(pub Vec<(Contract, std::path::PathBuf, String)>);
+
+impl WriterSchemas {
+    /// Reads every `*.avsc` file in `dir` (not its subdirectories) and
+    /// checks that each is a version of a contract record type that this
+    /// build can read. The error names the file and what is wrong.
+    pub fn load(dir: &std::path::Path) -> Result<WriterSchemas, String> {
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let mut paths: Vec<std::path::PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "avsc"))
+            .collect();
+        paths.sort();
+        let mut schemas = Vec::new();
+        for path in paths {
+            let json = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let parsed = apache_avro::Schema::parse_str(&json)
+                .map_err(|e| format!("{} is not an Avro schema: {e}", path.display()))?;
+            let name = parsed.name().map(|n| n.fullname(None));
+            let Some(contract) = Contract::ALL
+                .into_iter()
+                .find(|c| c.reference().name().map(|n| n.fullname(None)) == name)
+            else {
+                return Err(format!(
+                    "{} defines {}, which is none of earlykill's record types ({})",
+                    path.display(),
+                    name.unwrap_or_else(|| "an unnamed schema".into()),
+                    Contract::ALL
+                        .iter()
+                        .filter_map(|c| c.reference().name().map(|n| n.fullname(None)))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            };
+            crate::event::Decoder::new(contract)
+                .register_writer_schema(&json)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            schemas.push((contract, path, json));
+        }
+        Ok(WriterSchemas(schemas))
+    }
+
+    /// A decoder for `contract` that also accepts these schemas' versions
+    /// of it.
+    pub fn decoder(&self, contract: Contract) -> crate::event::Decoder {
+        let mut decoder = crate::event::Decoder::new(contract);
+        for (c, _, json) in &self.0 {
+            if *c == contract {
+                // Checked in `load`.
+                let _ = decoder.register_writer_schema(json);
+            }
+        }
+        decoder
+    }
+}

@@ -861,6 +861,7 @@ impl Core {
             })
         };
         let topics = &config.topics;
+        let decoders = InputDecoders::with(&config.writer_schemas);
         Ok(Core {
             topic_names: [
                 cstr(&topics.posted)?,
@@ -887,7 +888,7 @@ impl Core {
             reset: kafka::reset_offset(&config),
             config,
             restorer,
-            decoders: InputDecoders::default(),
+            decoders,
             partitions: BTreeMap::new(),
             decisions: Vec::new(),
             status,
