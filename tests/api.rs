@@ -219,6 +219,11 @@ fn status_and_active_answer_from_the_processors_memory() {
         }
     }
     assert_eq!(seen, ["v-0", "v-1", "v-2", "v-3", "v-4"]);
+    // The first service's paths answer the same.
+    let (status, page) = http.get("/performance/monitor/active");
+    assert_eq!((status, &page["total"]), (200, &json!(5)));
+    let (status, body) = http.get("/performance/monitor/v-1/status");
+    assert_eq!((status, &body["status"]), (200, &json!("active")));
 
     for bad in ["limit=0", "limit=1001", "limit=ten"] {
         let (status, body) = http.get(&format!("/performance-monitor/active?{bad}"));
@@ -515,6 +520,18 @@ fn metrics_parse_as_prometheus_text_and_hold_every_name() {
         (&body["interactions"], &body["views"]),
         (&json!(10), &json!(100))
     );
+    // The same words as a live answer, from the table: timed_out, stopped.
+    for (variant, word) in [("v-late", "timed_out"), ("v-stop", "stopped")] {
+        let (status, body) = http.get(&format!("/performance-monitor/status/{variant}"));
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["source"], "database");
+        assert_eq!(body["status"], word, "{body}");
+        assert!(body["reason"].is_string(), "{body}");
+    }
+    // The first service's path answers the same.
+    let (status, seeds) = http.get("/performance/monitor/v-kill/status");
+    assert_eq!(status, 200);
+    assert_eq!(seeds["status"], "killed");
     let (status, body) = http.get("/readyz");
     assert_eq!(
         (status, &body["checks"]["database"]["ok"]),

@@ -72,6 +72,11 @@ pub fn router(api: Api) -> Router {
             "/performance-monitor/start-monitoring",
             post(sessions::start_monitoring),
         )
+        // The first service's path, for callers that still use it.
+        .route(
+            "/performance/monitor/start",
+            post(sessions::start_monitoring),
+        )
         .route(
             "/performance-monitor/stop/{variant_id}",
             post(sessions::stop),
@@ -90,6 +95,12 @@ pub fn router(api: Api) -> Router {
             get(sessions::status),
         )
         .route("/performance-monitor/active", get(sessions::active))
+        // The first service's paths, for callers that still use them.
+        .route(
+            "/performance/monitor/{variant_id}/status",
+            get(sessions::status),
+        )
+        .route("/performance/monitor/active", get(sessions::active))
         .merge(writes)
         .fallback(not_found)
         .with_state(api)

@@ -400,10 +400,13 @@ fn live_json(view: &SessionView) -> Value {
 
 fn row_json(row: &SessionRow) -> Value {
     let active = row.is_active.unwrap_or(false);
-    let status = match (active, row.was_killed.unwrap_or(false)) {
+    // The same words as a live answer: the kind of the decision that ended
+    // the session, kept in the row's metadata.
+    let status = match (active, row.ended_by.as_deref()) {
         (true, _) => "active",
-        (false, true) => "killed",
-        (false, false) => "ended",
+        (false, Some(kind @ ("killed" | "timed_out" | "stopped"))) => kind,
+        (false, _) if row.was_killed.unwrap_or(false) => "killed",
+        (false, _) => "ended",
     };
     let rfc3339 = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
     json!({
@@ -421,7 +424,7 @@ fn row_json(row: &SessionRow) -> Value {
         "interactions": row.final_interaction_count,
         "views": row.final_view_count,
         "engagement_rate": row.final_engagement_rate,
-        "reason": row.kill_reason,
+        "reason": row.end_reason.as_ref().or(row.kill_reason.as_ref()),
         "posted_at": rfc3339(&row.started_at),
         "ended_at": row.ended_at.as_ref().map(rfc3339),
     })

@@ -99,6 +99,11 @@ pub struct SessionRow {
     pub final_interaction_count: Option<i32>,
     /// Views at the end.
     pub final_view_count: Option<i32>,
+    /// The kind of the decision that ended it (`killed`, `timed_out`,
+    /// `stopped`), from its metadata.
+    pub ended_by: Option<String>,
+    /// That decision's reason, whatever its kind.
+    pub end_reason: Option<String>,
 }
 
 /// The latest session row of `variant_id`, if the table has one.
@@ -127,6 +132,8 @@ pub async fn latest_session(
         final_engagement_rate: r.get(13),
         final_interaction_count: r.get(14),
         final_view_count: r.get(15),
+        ended_by: r.get(16),
+        end_reason: r.get(17),
     }))
 }
 
