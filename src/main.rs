@@ -1,5 +1,6 @@
 //! The `earlykill` binary: parses the command line and calls into the library.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -91,12 +92,54 @@ enum Command {
         #[command(flatten)]
         args: DemoArgs,
     },
+    /// Print any earlykill topic as JSON lines: inputs, decisions, the
+    /// changelog, dead letters with their headers. Each record's schema
+    /// fingerprint says what it is. Stops at the end the topic had when it
+    /// started, unless --follow.
+    Tail {
+        #[command(flatten)]
+        args: TailArgs,
+    },
     /// List the Avro schemas of the event contract with their fingerprints,
     /// or print one schema's JSON (for registering it with another system).
     Schemas {
         /// File name of the schema to print, e.g. `interaction.avsc`.
         name: Option<String>,
     },
+}
+
+/// What `earlykill tail` reads.
+#[derive(Debug, clap::Args)]
+struct TailArgs {
+    /// The topic, e.g. earlykill.decisions or earlykill.dead-letters.
+    topic: String,
+    /// Kafka bootstrap servers, `host:port[,host:port]`.
+    #[arg(
+        long,
+        env = "EARLYKILL_BOOTSTRAP_SERVERS",
+        default_value = "localhost:9092"
+    )]
+    bootstrap_servers: String,
+    /// Where to start in each partition: beginning, end, an offset, or
+    /// last:N (the last N records).
+    #[arg(long, default_value = "end")]
+    from: earlykill::tail::From,
+    /// Only these partitions (repeatable; default all).
+    #[arg(long = "partition", short = 'p')]
+    partitions: Vec<i32>,
+    /// Keep printing new records until Ctrl-C.
+    #[arg(long, short = 'f')]
+    follow: bool,
+    /// Stop after this many records.
+    #[arg(long, short = 'n')]
+    max: Option<u64>,
+    /// Directory of extra writer schemas (`.avsc`), as for `run`.
+    #[arg(long, env = "EARLYKILL_SCHEMA_DIR")]
+    schema_dir: Option<PathBuf>,
+    /// librdkafka property, `-X key=value` (repeatable; also
+    /// `EARLYKILL_RDKAFKA_*` variables, `_` for `.`).
+    #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE", value_parser = earlykill::config::parse_property)]
+    kafka_property: Vec<(String, String)>,
 }
 
 /// The projector's settings: flags, or the environment variables named.
@@ -332,6 +375,7 @@ fn main() -> Result<()> {
         Command::Run { config, settings } => run(config, *settings)?,
         Command::Project { args } => project(args)?,
         Command::Generate { args } => generate(args)?,
+        Command::Tail { args } => tail(args)?,
         Command::Demo { args } => demo(args)?,
         Command::Replay {
             args,
@@ -463,6 +507,44 @@ fn project(args: ProjectorArgs) -> Result<()> {
 }
 
 /// Publishes simulated traffic until it ends or a signal stops it.
+/// `earlykill tail`: JSON lines on stdout, logs (warnings only) on stderr.
+fn tail(args: TailArgs) -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_writer(std::io::stderr)
+        .try_init();
+    let schemas = match &args.schema_dir {
+        None => earlykill::event::schema::WriterSchemas::default(),
+        Some(dir) => earlykill::event::schema::WriterSchemas::load(dir)
+            .map_err(|problem| anyhow!("configuration key `schema-dir`: {problem}"))?,
+    };
+    let mut kafka: BTreeMap<String, String> = Settings::from_env_properties(std::env::vars()).kafka;
+    kafka.extend(args.kafka_property);
+    let config = earlykill::tail::TailConfig {
+        bootstrap_servers: args.bootstrap_servers,
+        kafka,
+        topic: args.topic,
+        partitions: args.partitions,
+        from: args.from,
+        follow: args.follow,
+        max: args.max,
+        schemas,
+        timeout: Duration::from_secs(30),
+    };
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match earlykill::tail::run(&config, &mut out) {
+        Ok(_) => Ok(()),
+        // `earlykill tail … | head` closes the pipe: that ends tail quietly.
+        Err(earlykill::tail::TailError::Output(e))
+            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn generate(args: GenerateArgs) -> Result<()> {
     init_logging(&args.log_level)?;
     let mut kafka = Settings::from_env_properties(std::env::vars()).kafka;

@@ -384,3 +384,33 @@ fn a_slow_restore_that_makes_progress_never_times_out() {
         .expect("rtt");
     running.stop().expect("clean stop");
 }
+
+/// Producers that compress with zstd (a common choice for cheap storage)
+/// are read: librdkafka is built with zstd.
+#[test]
+fn zstd_compressed_input_is_read() {
+    use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+    let kafka = Kafka::new(1);
+    let producer: ThreadedProducer<rdkafka::producer::DefaultProducerContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", kafka.cluster.bootstrap_servers())
+            .set("compression.type", "zstd")
+            .create()
+            .expect("a zstd producer");
+    let value = encode(Contract::VariantPosted, &posted("v-zstd", now(), 0.5)).expect("encode");
+    producer
+        .send(
+            BaseRecord::to(&kafka.config.topics.posted)
+                .key("v-zstd")
+                .payload(&value),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+    producer
+        .flush(std::time::Duration::from_secs(30))
+        .expect("flush");
+    let running = Running::start(kafka.processor_config("zstd"));
+    let decisions = kafka.decisions(1);
+    running.stop().expect("clean stop");
+    assert_eq!(decisions[0].variant_id, "v-zstd");
+}

@@ -199,6 +199,17 @@ impl Decoder {
         Ok(())
     }
 
+    /// Whether records written with the schema of `fingerprint` decode
+    /// here: the bundled schema, a history version or a registered one.
+    pub fn knows(&self, fingerprint: &[u8; 8]) -> bool {
+        self.writer(fingerprint).is_ok()
+    }
+
+    /// The record type this decoder reads.
+    pub fn contract(&self) -> Contract {
+        self.contract
+    }
+
     fn writer(
         &self,
         fingerprint: &[u8; 8],
