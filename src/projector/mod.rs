@@ -9,6 +9,7 @@
 
 mod run;
 mod store;
+mod tls;
 
 pub use run::{
     replay, reserved_property, run, ProjectorConfig, ProjectorError, ProjectorStatus,

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::{json, Value};
-use tokio_postgres::NoTls;
 
 use crate::event::session_id;
 use crate::event::{DecisionKind, Millis, MonitoringDecision};
@@ -29,7 +28,7 @@ pub enum StoreError {
     #[error("database error: {}", database_detail(.0))]
     Database(#[from] tokio_postgres::Error),
     /// No connection could be had.
-    #[error("cannot get a database connection: {0}")]
+    #[error("cannot get a database connection: {}", with_causes(.0))]
     Pool(#[from] deadpool_postgres::PoolError),
     /// A migration failed.
     #[error("migration failed: {0}")]
@@ -44,16 +43,21 @@ pub fn connect(url: &str, max_size: usize) -> Result<Pool, StoreError> {
 /// A connection pool whose sessions find tables in `schema` (their
 /// `search_path`) instead of the URL's default: how `earlykill replay`
 /// builds a copy of the table next to the live one.
+///
+/// TLS follows the URL's `sslmode`, `sslrootcert`, `sslcert` and `sslkey`
+/// as libpq reads them (see `tls.rs`).
 pub fn connect_in(url: &str, max_size: usize, schema: Option<&str>) -> Result<Pool, StoreError> {
+    let (url, tls) = super::tls::split(url)?;
     let mut config: tokio_postgres::Config = url
         .parse()
         .map_err(|e: tokio_postgres::Error| StoreError::Url(e.to_string()))?;
+    config.ssl_mode(tls.ssl_mode());
     if let Some(schema) = schema {
         config.options(format!("-c search_path={schema}"));
     }
     let manager = Manager::from_config(
         config,
-        NoTls,
+        tls.connector()?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
@@ -222,6 +226,22 @@ pub async fn current_schema(pool: &Pool) -> Result<Option<String>, StoreError> {
     let client = pool.get().await?;
     let row = client.query_one("SELECT current_schema()", &[]).await?;
     Ok(row.get(0))
+}
+
+/// An error with its causes, `a: b: c`: a TLS handshake failure says why
+/// (an unknown CA, a name mismatch) only in its source.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The server's message and SQLSTATE when it sent one (tokio-postgres

@@ -75,6 +75,7 @@ fn start() -> Result<String, String> {
         Command::new("cp").arg("-a").arg(&template).arg(&dir),
         "copy the template cluster",
     )?;
+    certificates(&dir)?;
     let mut last_error = String::new();
     // A port found free may be taken by another process before the server
     // binds it: try a few.
@@ -227,6 +228,16 @@ fn launch(bin: &Path, owner: &Owner, dir: &Path, port: u16) -> Result<i32, Strin
         .arg(format!("unix_socket_directories={}", dir.display()))
         .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
         .args(["-c", "full_page_writes=off", "-c", "max_connections=300"])
+        // TLS with a certificate of the test CA (see `certificates`):
+        // clients choose with sslmode, as against a managed database.
+        .args(["-c", "ssl=on"])
+        .arg("-c")
+        .arg(format!(
+            "ssl_cert_file={}",
+            dir.join("server.crt").display()
+        ))
+        .arg("-c")
+        .arg(format!("ssl_key_file={}", dir.join("server.key").display()))
         .stdin(Stdio::null())
         .stdout(log.try_clone().map_err(|e| e.to_string())?)
         .stderr(log);
@@ -252,6 +263,87 @@ fn launch(bin: &Path, owner: &Owner, dir: &Path, port: u16) -> Result<i32, Strin
         // Polling readiness, the way pg_ctl -w does.
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The test CA's certificate, which signed the server's (for
+/// `sslrootcert`); only once [`url`] has started the server.
+#[allow(dead_code)]
+pub fn ca_file() -> PathBuf {
+    std::env::temp_dir()
+        .join("earlykill-test-pg")
+        .join(format!("run-{}", std::process::id()))
+        .join("ca.crt")
+}
+
+/// A throwaway CA and a server certificate it signed, for `localhost` and
+/// 127.0.0.1, made with the `openssl` command.
+fn certificates(dir: &Path) -> Result<(), String> {
+    let openssl = |args: &[&str], what: &str| {
+        run(Command::new("openssl").current_dir(dir).args(args), what).map_err(|e| {
+            format!("{e} (the database tests make a TLS certificate with the openssl command: apt-get install openssl)")
+        })
+    };
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=earlykill test CA",
+        ],
+        "make the test CA",
+    )?;
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+        "make the server's key",
+    )?;
+    fs::write(
+        dir.join("san.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
+    )
+    .map_err(|e| e.to_string())?;
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+        "sign the server's certificate",
+    )?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir.join("server.key"), fs::Permissions::from_mode(0o600))
+        .map_err(|e| e.to_string())
 }
 
 fn free_port() -> Result<u16, String> {

@@ -9,7 +9,7 @@ use earlykill::event::MonitoringDecision;
 use earlykill::projector;
 
 #[path = "pg_server.rs"]
-mod pg_server;
+pub mod pg_server;
 #[path = "tied.rs"]
 pub mod tied;
 
