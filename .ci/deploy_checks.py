@@ -182,6 +182,21 @@ def chart() -> None:
     check(not [d for d in docs if d["apiVersion"] == CRD_GROUP],
           "existing secrets: monitoring enabled but no CRDs, so nothing rendered")
 
+    docs = rendered.get("seed-values.yaml", [])
+    config = find(docs, "ConfigMap", "ek-earlykill")
+    data = config[0]["data"] if config else {}
+    check((data.get("PERFORMANCE_MONITOR_KILL_THRESHOLD"), data.get("PERFORMANCE_MONITOR_MIN_INTERACTIONS"),
+           data.get("PERFORMANCE_MONITOR_TIMEOUT_MINUTES"), data.get("PERFORMANCE_MONITOR_LOG_LEVEL"))
+          == ("0.4", "20", "15", "WARNING"), "seed values: performanceMonitor.* set the rule and the log level")
+    sts = find(docs, "StatefulSet", "-processor")
+    check(bool(sts) and sts[0]["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] == "500m",
+          "seed values: performanceMonitor.resources are the processor's")
+    try:
+        loaded.render({"performanceMonitor": {"enabled": False}}, name="ek", namespace="earlykill", is_install=True)
+        check(False, "seed values: performanceMonitor.enabled: false is refused with how to translate it")
+    except helm_python.HelmError as e:
+        check("leave the chart out" in str(e), f"seed values: performanceMonitor.enabled: false is refused with how to translate it ({e})")
+
     # The schema must refuse what the processor would refuse at start-up.
     bad = {
         "guarantee": {"processor": {"guarantee": "maybe-once"}},

@@ -83,3 +83,17 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "earlykill.hasCrd" -}}
 {{- if or .root.Values.monitoring.skipCrdCheck (.root.Capabilities.APIVersions.Has (printf "monitoring.coreos.com/v1/%s" .kind)) }}true{{ end }}
 {{- end }}
+
+{{/*
+The first service's values (performanceMonitor.*) work as it wrote them:
+killThreshold, minInteractions, timeoutMinutes and logLevel (its INFO,
+WARNING, CRITICAL included) set the same settings as rule.* and logLevel,
+and resources the processor's. Only enabled: false has no meaning here.
+*/}}
+{{- define "earlykill.seedValuesCheck" -}}
+{{- with .Values.performanceMonitor }}
+{{- if and (hasKey . "enabled") (not .enabled) }}
+{{- fail "performanceMonitor.enabled: false: this chart is earlykill itself; to leave it out, leave the chart out (or give it a condition in your umbrella chart's dependencies). performanceMonitor.killThreshold, minInteractions, timeoutMinutes, logLevel and resources are read as rule.*, logLevel and processor.resources" }}
+{{- end }}
+{{- end }}
+{{- end }}
