@@ -123,7 +123,7 @@ struct TailArgs {
     /// Where to start in each partition: beginning, end, an offset, or
     /// last:N (the last N records).
     #[arg(long, default_value = "end")]
-    from: earlykill::tail::From,
+    from: earlykill::tail::Start,
     /// Only these partitions (repeatable; default all).
     #[arg(long = "partition", short = 'p')]
     partitions: Vec<i32>,

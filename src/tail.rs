@@ -27,7 +27,7 @@ use crate::event::{
 
 /// Where to start reading each partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum From {
+pub enum Start {
     /// The first record still in the topic.
     Beginning,
     /// Only records written from now on (with `follow`), or nothing.
@@ -38,23 +38,23 @@ pub enum From {
     Last(i64),
 }
 
-impl std::str::FromStr for From {
+impl std::str::FromStr for Start {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
-            "beginning" | "earliest" => Ok(From::Beginning),
-            "end" | "latest" => Ok(From::End),
+            "beginning" | "earliest" => Ok(Start::Beginning),
+            "end" | "latest" => Ok(Start::End),
             other => {
                 if let Some(n) = other.strip_prefix("last:") {
                     return n
                         .parse()
-                        .map(From::Last)
+                        .map(Start::Last)
                         .map_err(|_| format!("{other:?}: expected last:N"));
                 }
                 other
                     .parse()
-                    .map(From::Offset)
+                    .map(Start::Offset)
                     .map_err(|_| format!("{other:?} is not beginning, end, an offset or last:N"))
             }
         }
@@ -73,7 +73,7 @@ pub struct TailConfig {
     /// Partitions to read; empty for all.
     pub partitions: Vec<i32>,
     /// Where to start.
-    pub from: From,
+    pub from: Start,
     /// Keep reading new records instead of stopping at the end the topic
     /// had when the command started.
     pub follow: bool,
@@ -287,10 +287,10 @@ pub fn run(config: &TailConfig, out: &mut impl Write) -> Result<u64, TailError> 
             .fetch_watermarks(&config.topic, p, config.timeout)
             .map_err(kafka("read the topic's offsets"))?;
         let start = match config.from {
-            From::Beginning => low,
-            From::End => high,
-            From::Offset(o) => o.clamp(low, high),
-            From::Last(n) => (high - n).max(low),
+            Start::Beginning => low,
+            Start::End => high,
+            Start::Offset(o) => o.clamp(low, high),
+            Start::Last(n) => (high - n).max(low),
         };
         if start < high || config.follow {
             ends.insert(p, high);

@@ -15,6 +15,10 @@
 //! - `POST /performance-monitor/stop/{variant_id}`: publishes a
 //!   StopMonitoring command (optional body: `reason`, `requested_by`); the
 //!   stopped decision follows through the log.
+//!
+//! The first service's paths (`/performance/monitor/start`,
+//! `/performance/monitor/{variant_id}/status`, `/performance/monitor/active`)
+//! route to the same handlers.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
