@@ -230,6 +230,17 @@ settings! {
     /// readable with this build's schema.
     #[arg(long, env = "EARLYKILL_SCHEMA_DIR")]
     schema_dir: PathBuf,
+    /// Confluent Schema Registry, `http(s)://host:port`: input records framed
+    /// by Confluent's serializers (a zero byte and a schema id) are decoded
+    /// with the writer schema fetched by id (once per id).
+    #[arg(long, env = "EARLYKILL_SCHEMA_REGISTRY_URL")]
+    schema_registry_url: String,
+    /// `user:password` for the schema registry's basic authentication.
+    #[arg(long, env = "EARLYKILL_SCHEMA_REGISTRY_BASIC_AUTH", hide_env_values = true)]
+    schema_registry_basic_auth: String,
+    /// Extra CA certificate (PEM) to trust for an https registry.
+    #[arg(long, env = "EARLYKILL_SCHEMA_REGISTRY_CA")]
+    schema_registry_ca: PathBuf,
     /// Records buffered per input topic partition before it is paused.
     #[arg(long, env = "EARLYKILL_MAX_BUFFERED")]
     max_buffered: usize,
@@ -263,7 +274,7 @@ settings! {
 }
 
 /// Settings whose values are secrets.
-const SECRET_SETTINGS: [&str; 2] = ["http_token", "database_url"];
+const SECRET_SETTINGS: [&str; 3] = ["http_token", "database_url", "schema_registry_basic_auth"];
 
 /// Whether a librdkafka property holds a secret (a password, a client
 /// secret, a private key, OAUTHBEARER or JAAS configuration).
@@ -517,6 +528,27 @@ impl Settings {
                 )
             })?,
         };
+        let schema_registry = match &self.schema_registry_url {
+            None => None,
+            Some(url) => Some(
+                crate::registry::Registry::new(
+                    url,
+                    self.schema_registry_basic_auth
+                        .clone()
+                        .map(Secret)
+                        .as_ref(),
+                    self.schema_registry_ca.as_deref(),
+                    Duration::from_secs(10),
+                )
+                .map_err(|problem| {
+                    invalid(
+                        "schema-registry-url",
+                        problem,
+                        "give the registry's URL, e.g. https://registry:8081, and a readable schema-registry-ca",
+                    )
+                })?,
+            ),
+        };
         let log_level = crate::telemetry::log_filter(self.log_level.as_deref().unwrap_or("info"))
             .map_err(|problem| {
                 invalid(
@@ -601,6 +633,7 @@ impl Settings {
             max_buffered_bytes,
             message_max_bytes: message_max,
             writer_schemas,
+            schema_registry,
             kafka_timeout,
             log_level,
             crash_after_decisions: None,
@@ -704,6 +737,8 @@ pub struct ProcessorConfig {
     pub message_max_bytes: usize,
     /// Extra writer schemas from `schema-dir`.
     pub writer_schemas: WriterSchemas,
+    /// The Confluent Schema Registry for registry-framed input.
+    pub schema_registry: Option<crate::registry::Registry>,
     /// Timeout of blocking Kafka calls.
     pub kafka_timeout: Duration,
     /// Log filter.
@@ -740,6 +775,7 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("message_max_bytes", &self.message_max_bytes)
             .field("writer_schemas", &self.writer_schemas)
+            .field("schema_registry", &self.schema_registry)
             .field("kafka_timeout", &self.kafka_timeout)
             .field("log_level", &self.log_level)
             .field("http_listen", &self.http_listen)

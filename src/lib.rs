@@ -36,6 +36,7 @@ pub mod generate;
 pub mod monitor;
 pub mod processor;
 pub mod projector;
+pub mod registry;
 pub mod tail;
 pub mod telemetry;
 pub mod upstream;

@@ -20,11 +20,12 @@ const VARIANTS: usize = 40;
 
 /// Every rejection kind of a record on its own; `session_limit` depends on
 /// the partition's state and has its own test below.
-const INPUT_KINDS: [&str; 12] = [
+const INPUT_KINDS: [&str; 13] = [
     "empty_value",
     "truncated",
     "bad_marker",
     "unknown_schema",
+    "unknown_schema_id",
     "malformed",
     "empty_field",
     "oversized_field",
@@ -81,6 +82,12 @@ fn bad(kafka: &Kafka, n: usize, t: Millis) -> Bad {
                 ]
                 .concat(),
             ),
+        ),
+        "unknown_schema_id" => (
+            &topics.interactions,
+            key,
+            // Schema Registry framing, and no registry configured.
+            Some([&[0u8][..], &(n as u32).to_be_bytes(), &good_post[10..]].concat()),
         ),
         "malformed" => (
             &topics.posted,

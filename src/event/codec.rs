@@ -46,6 +46,18 @@ pub enum CodecError {
         /// The first two bytes found instead.
         found: [u8; 2],
     },
+    /// Confluent Schema Registry framing with a schema id this decoder has
+    /// not been given (no registry configured, or the registry does not
+    /// know it).
+    #[error(
+        "record is Confluent Schema Registry framed with schema id {id}, which is not known{hint}"
+    )]
+    UnknownSchemaId {
+        /// The schema id in the record.
+        id: u32,
+        /// What to do about it.
+        hint: String,
+    },
     /// Written with a schema this decoder does not know.
     #[error(
         "writer schema fingerprint {fingerprint} is not a known version of {contract:?}; \
@@ -90,10 +102,23 @@ impl CodecError {
             Self::Truncated { .. } => "truncated",
             Self::BadMarker { .. } => "bad_marker",
             Self::UnknownSchema { .. } => "unknown_schema",
+            Self::UnknownSchemaId { .. } => "unknown_schema_id",
             Self::Malformed { .. } => "malformed",
             Self::Schema { .. } => "bad_schema",
             Self::Encode { .. } => "encode",
         }
+    }
+}
+
+/// The first byte of a Confluent Schema Registry framed record.
+pub const REGISTRY_MAGIC: u8 = 0;
+
+/// The schema id of a Confluent Schema Registry framed record (a zero byte,
+/// then the id as 4 bytes big-endian), if `bytes` is one.
+pub fn registry_id(bytes: &[u8]) -> Option<u32> {
+    match bytes {
+        [REGISTRY_MAGIC, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
     }
 }
 
@@ -130,6 +155,8 @@ struct Registered {
 pub struct Decoder {
     contract: Contract,
     registered: Vec<Registered>,
+    /// Schema registry ids, with the fingerprint of the schema each names.
+    ids: Vec<(u32, [u8; 8])>,
 }
 
 impl Decoder {
@@ -139,6 +166,7 @@ impl Decoder {
         let mut decoder = Self {
             contract,
             registered: Vec::new(),
+            ids: Vec::new(),
         };
         for json in contract.history() {
             // A bundled version that does not register is a build defect,
@@ -199,6 +227,48 @@ impl Decoder {
         Ok(())
     }
 
+    /// Accepts Confluent Schema Registry framed records with schema `id`,
+    /// whose JSON the registry gave: checked like
+    /// [`Decoder::register_writer_schema`].
+    pub fn register_registry_schema(&mut self, id: u32, json: &str) -> Result<(), CodecError> {
+        self.register_writer_schema(json)?;
+        let fingerprint = fingerprint(json).map_err(|message| CodecError::Schema {
+            contract: self.contract,
+            message,
+        })?;
+        if !self.knows_id(id) {
+            self.ids.push((id, fingerprint));
+        }
+        Ok(())
+    }
+
+    /// Whether registry-framed records with schema `id` decode here.
+    pub fn knows_id(&self, id: u32) -> bool {
+        self.ids.iter().any(|(i, _)| *i == id)
+    }
+
+    /// The fingerprint of the writer schema and the datum, for either
+    /// framing.
+    fn frame<'b>(&self, bytes: &'b [u8]) -> Result<([u8; 8], &'b [u8]), CodecError> {
+        match registry_id(bytes) {
+            Some(id) => {
+                let fingerprint = self
+                    .ids
+                    .iter()
+                    .find(|(i, _)| *i == id)
+                    .map(|(_, f)| *f)
+                    .ok_or_else(|| CodecError::UnknownSchemaId {
+                        id,
+                        hint:
+                            "; earlykill fetches registry schemas when --schema-registry-url is set"
+                                .to_owned(),
+                    })?;
+                Ok((fingerprint, &bytes[5..]))
+            }
+            None => split_header(bytes),
+        }
+    }
+
     /// Whether records written with the schema of `fingerprint` decode
     /// here: the bundled schema, a history version or a registered one.
     pub fn knows(&self, fingerprint: &[u8; 8]) -> bool {
@@ -229,7 +299,7 @@ impl Decoder {
 
     /// Decodes one record, borrowing strings from `bytes` where `T` allows.
     pub fn decode<'a, T: Deserialize<'a>>(&self, bytes: &'a [u8]) -> Result<T, CodecError> {
-        let (fingerprint, datum) = split_header(bytes)?;
+        let (fingerprint, datum) = self.frame(bytes)?;
         let (writer, _) = self.writer(&fingerprint)?;
         serde_avro_fast::from_datum_slice(datum, writer).map_err(|e| self.malformed(e.to_string()))
     }
@@ -243,7 +313,7 @@ impl Decoder {
         &self,
         bytes: &[u8],
     ) -> Result<apache_avro::types::Value, CodecError> {
-        let (fingerprint, mut datum) = split_header(bytes)?;
+        let (fingerprint, mut datum) = self.frame(bytes)?;
         let (_, writer) = self.writer(&fingerprint)?;
         let value =
             apache_avro::from_avro_datum(writer, &mut datum, Some(self.contract.reference()))

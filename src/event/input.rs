@@ -67,11 +67,12 @@ pub struct Rejection {
 
 impl Rejection {
     /// Every kind a rejection of input can have (the README lists them).
-    pub const KINDS: [&'static str; 13] = [
+    pub const KINDS: [&'static str; 14] = [
         "empty_value",
         "truncated",
         "bad_marker",
         "unknown_schema",
+        "unknown_schema_id",
         "malformed",
         "empty_field",
         "oversized_field",
@@ -120,6 +121,9 @@ pub struct InputDecoders {
     posted: Decoder,
     interactions: Decoder,
     commands: Decoder,
+    /// Registry ids found unusable, per topic, with why: their records are
+    /// dead letters without asking the registry again.
+    refused: Vec<(InputTopic, u32, String)>,
 }
 
 impl Default for InputDecoders {
@@ -128,6 +132,7 @@ impl Default for InputDecoders {
             posted: Decoder::new(Contract::VariantPosted),
             interactions: Decoder::new(Contract::Interaction),
             commands: Decoder::new(Contract::StopMonitoring),
+            refused: Vec::new(),
         }
     }
 }
@@ -139,6 +144,36 @@ impl InputDecoders {
             posted: extra.decoder(Contract::VariantPosted),
             interactions: extra.decoder(Contract::Interaction),
             commands: extra.decoder(Contract::StopMonitoring),
+            refused: Vec::new(),
+        }
+    }
+
+    /// Remembers that registry id `id` cannot be used on `topic`, and why.
+    pub fn refuse(&mut self, topic: InputTopic, id: u32, why: String) {
+        self.refused.push((topic, id, why));
+    }
+
+    /// Why `value`'s registry id was refused on `topic`, if it was.
+    pub fn refusal(&self, topic: InputTopic, value: Option<&[u8]>) -> Option<&str> {
+        let id = super::codec::registry_id(value?)?;
+        self.refused
+            .iter()
+            .find(|(t, i, _)| *t == topic && *i == id)
+            .map(|(_, _, why)| why.as_str())
+    }
+
+    /// The schema registry id of `value` when it is registry framed with an
+    /// id `topic`'s decoder does not know yet.
+    pub fn unknown_registry_id(&self, topic: InputTopic, value: Option<&[u8]>) -> Option<u32> {
+        let id = super::codec::registry_id(value?)?;
+        (!self.decoder(topic).knows_id(id)).then_some(id)
+    }
+
+    fn decoder(&self, topic: InputTopic) -> &Decoder {
+        match topic {
+            InputTopic::Posted => &self.posted,
+            InputTopic::Interactions => &self.interactions,
+            InputTopic::Commands => &self.commands,
         }
     }
 

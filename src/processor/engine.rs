@@ -28,6 +28,7 @@ use crate::event::{
     MonitoringDecision, Rejection,
 };
 use crate::monitor::{ChangelogChange, Input, Monitor, MonitorStats, Outcome};
+use crate::registry::{Registry, RegistryError};
 use crate::telemetry;
 
 /// Most records taken from one input topic's queue before folding them.
@@ -312,6 +313,39 @@ impl Record {
     }
 }
 
+/// Fetches the writer schema of registry id `id` for `topic`'s decoder.
+/// `Ok(Some(rejection))` when the registry does not have it or it is not a
+/// version of the topic's record type (the record is a dead letter);
+/// `Err` when the registry cannot be asked (the record is read again after
+/// a rewind, never dead-lettered for an outage).
+fn schema_by_id(
+    registry: &Registry,
+    decoders: &mut InputDecoders,
+    topic: InputTopic,
+    id: u32,
+) -> Result<Option<Rejection>, Failure> {
+    let why = match registry.schema(id) {
+        Ok(json) => match decoders
+            .decoder_mut(topic)
+            .register_registry_schema(id, &json)
+        {
+            Ok(()) => {
+                tracing::info!(id, ?topic, "writer schema fetched from the schema registry");
+                return Ok(None);
+            }
+            Err(e) => format!("schema registry id {id}: {e}"),
+        },
+        Err(e @ (RegistryError::NotFound { .. } | RegistryError::NotAvro { .. })) => e.to_string(),
+        Err(e @ RegistryError::Unavailable { .. }) => return Err(Failure::Registry(e)),
+    };
+    tracing::warn!(id, ?topic, reason = %why, "schema registry id refused; its records are dead letters");
+    decoders.refuse(topic, id, why.clone());
+    Ok(Some(Rejection {
+        kind: "unknown_schema_id",
+        message: why,
+    }))
+}
+
 /// What the shell does with an event the fold applied: a post refused for
 /// the session limit becomes a dead letter (its rejection is returned); a
 /// stop for a variant with no active session is logged.
@@ -449,6 +483,9 @@ impl Partition {
 enum Failure {
     /// Abort the transaction and rewind to the last commit.
     Abortable(KafkaError),
+    /// The schema registry could not be asked: abort and rewind as for
+    /// `Abortable`, so that the record is read again.
+    Registry(RegistryError),
     /// Stop the processor.
     Fatal(ProcessorError),
 }
@@ -461,6 +498,7 @@ impl Failure {
                 action: "commit the last transaction",
                 source,
             }),
+            Failure::Registry(source) => Err(ProcessorError::Registry { source }),
         }
     }
 }
@@ -946,7 +984,24 @@ impl Core {
         out.records_in[rank(topic)] += 1;
         let (key, value) = (message.key(), message.payload());
         let now = wall_millis();
-        let entry = match decoders.decode(topic, key, value, &config.limits, now) {
+        let refused = match decoders.refusal(topic, value) {
+            Some(why) => Some(Rejection {
+                kind: "unknown_schema_id",
+                message: why.to_owned(),
+            }),
+            None => match (
+                &config.schema_registry,
+                decoders.unknown_registry_id(topic, value),
+            ) {
+                (Some(registry), Some(id)) => schema_by_id(registry, decoders, topic, id)?,
+                _ => None,
+            },
+        };
+        let decoded = match refused {
+            Some(rejection) => Err(rejection),
+            None => decoders.decode(topic, key, value, &config.limits, now),
+        };
+        let entry = match decoded {
             Ok(decoded)
                 if part.merge.is_empty()
                     && config.merge_wait.is_zero()
@@ -1417,8 +1472,8 @@ impl Core {
             let result = self.out.write(changes).and_then(|()| self.out.delivered());
             let error = match result {
                 Ok(()) => return Ok(()),
-                Err(Failure::Fatal(e)) => return Err(Failure::Fatal(e)),
                 Err(Failure::Abortable(e)) => e,
+                Err(other) => return Err(other),
             };
             attempt += 1;
             if attempt > MAX_FAILURES_IN_A_ROW {
@@ -1469,17 +1524,21 @@ impl Core {
         consumer: &BaseConsumer<Context>,
         failure: Failure,
     ) -> Result<(), ProcessorError> {
+        self.failed_in_a_row += 1;
         let error = match failure {
             Failure::Fatal(e) => return Err(e),
-            Failure::Abortable(e) => e,
+            Failure::Abortable(e) if self.failed_in_a_row > MAX_FAILURES_IN_A_ROW => {
+                return Err(ProcessorError::Kafka {
+                    action: "commit a transaction (gave up after repeated failures)",
+                    source: e,
+                })
+            }
+            Failure::Registry(source) if self.failed_in_a_row > MAX_FAILURES_IN_A_ROW => {
+                return Err(ProcessorError::Registry { source })
+            }
+            Failure::Abortable(e) => e.to_string(),
+            Failure::Registry(e) => e.to_string(),
         };
-        self.failed_in_a_row += 1;
-        if self.failed_in_a_row > MAX_FAILURES_IN_A_ROW {
-            return Err(ProcessorError::Kafka {
-                action: "commit a transaction (gave up after repeated failures)",
-                source: error,
-            });
-        }
         let backoff = RETRY_BACKOFF * 2u32.pow(self.failed_in_a_row - 1);
         tracing::warn!(
             %error,
@@ -1537,6 +1596,7 @@ impl Core {
                         action: "abort the transaction",
                         source,
                     },
+                    Failure::Registry(source) => ProcessorError::Registry { source },
                 })?;
         }
         out.open_decisions.clear();

@@ -327,6 +327,16 @@ pub enum ProcessorError {
         /// librdkafka's error.
         source: KafkaError,
     },
+    /// The schema registry stayed unreachable while a record needed a
+    /// schema from it.
+    #[error(
+        "{source}; gave up after repeated attempts. The records that need it were not dead-lettered: \
+         they are read again once the registry answers (check --schema-registry-url and its credentials)"
+    )]
+    Registry {
+        /// Why the last attempt failed.
+        source: crate::registry::RegistryError,
+    },
     /// The crash injected by `crash_after_decisions` (tests only).
     #[error("stopped by an injected crash after {decisions} decisions")]
     InjectedCrash {

@@ -1,0 +1,140 @@
+//! A Confluent Schema Registry client: writer schemas by id, for records
+//! framed by Confluent's serializers (a zero byte, the 4-byte big-endian
+//! schema id, the Avro datum).
+//!
+//! Only the documented REST call `GET /schemas/ids/{id}` is used. Schemas are
+//! fetched once per id and kept by the decoders (ids are immutable in a
+//! registry), so the hot path makes no HTTP request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use crate::config::Secret;
+
+/// Why a schema could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistryError {
+    /// The registry does not know the id: the record cannot be read.
+    #[error("the schema registry has no schema with id {id}")]
+    NotFound {
+        /// The id.
+        id: u32,
+    },
+    /// The id is a schema of another kind (JSON Schema, Protobuf).
+    #[error("schema {id} in the schema registry is {kind}, not Avro")]
+    NotAvro {
+        /// The id.
+        id: u32,
+        /// Its schemaType.
+        kind: String,
+    },
+    /// The registry could not be asked (down, refusing, timing out): the
+    /// record is kept and asked for again.
+    #[error("the schema registry at {url} is unavailable: {reason}")]
+    Unavailable {
+        /// The registry.
+        url: String,
+        /// What happened.
+        reason: String,
+    },
+}
+
+/// Where the registry is and how to reach it.
+#[derive(Clone)]
+pub struct Registry {
+    base: String,
+    agent: ureq::Agent,
+    authorization: Option<String>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("url", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// A client of the registry at `url` (http or https), with basic
+    /// authentication `user:password` and extra CA certificates (PEM) when
+    /// given.
+    pub fn new(
+        url: &str,
+        basic_auth: Option<&Secret>,
+        ca_file: Option<&std::path::Path>,
+        timeout: Duration,
+    ) -> Result<Registry, String> {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(format!("{url:?} is not an http:// or https:// URL"));
+        }
+        let mut tls = native_tls::TlsConnector::builder();
+        if let Some(file) = ca_file {
+            let pem =
+                std::fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+            let cert = native_tls::Certificate::from_pem(&pem)
+                .map_err(|e| format!("{} is not a PEM certificate: {e}", file.display()))?;
+            tls.add_root_certificate(cert);
+        }
+        let tls = tls.build().map_err(|e| format!("TLS set-up failed: {e}"))?;
+        let agent = ureq::AgentBuilder::new()
+            .tls_connector(Arc::new(tls))
+            .timeout(timeout)
+            .build();
+        let authorization = basic_auth.map(|secret| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(secret.expose())
+            )
+        });
+        Ok(Registry {
+            base: url.trim_end_matches('/').to_owned(),
+            agent,
+            authorization,
+        })
+    }
+
+    /// The writer schema registered under `id`, as JSON.
+    pub fn schema(&self, id: u32) -> Result<String, RegistryError> {
+        let url = format!("{}/schemas/ids/{id}", self.base);
+        let mut request = self
+            .agent
+            .get(&url)
+            .set("Accept", "application/vnd.schemaregistry.v1+json");
+        if let Some(authorization) = &self.authorization {
+            request = request.set("Authorization", authorization);
+        }
+        let unavailable = |reason: String| RegistryError::Unavailable {
+            url: self.base.clone(),
+            reason,
+        };
+        let body = match request.call() {
+            Ok(response) => response
+                .into_string()
+                .map_err(|e| unavailable(e.to_string()))?,
+            Err(ureq::Error::Status(404, _)) => return Err(RegistryError::NotFound { id }),
+            Err(ureq::Error::Status(code, response)) => {
+                let text = response.into_string().unwrap_or_default();
+                return Err(unavailable(format!("HTTP {code}: {text}")));
+            }
+            Err(e) => return Err(unavailable(e.to_string())),
+        };
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            schema: String,
+            #[serde(rename = "schemaType", default)]
+            schema_type: Option<String>,
+        }
+        let answer: Answer = serde_json::from_str(&body)
+            .map_err(|e| unavailable(format!("an answer that is not a schema: {e}")))?;
+        match answer.schema_type.as_deref() {
+            None | Some("AVRO") => Ok(answer.schema),
+            Some(other) => Err(RegistryError::NotAvro {
+                id,
+                kind: other.to_owned(),
+            }),
+        }
+    }
+}
