@@ -695,3 +695,135 @@ fn status_and_health_answer_while_the_processor_is_inside_a_slow_commit() {
         .expect("rtt");
     running.stop().expect("clean stop");
 }
+
+/// `/openapi.json` documents every route, and the answers of a running
+/// server validate against the schemas it gives for them (a JSON Schema
+/// validator over the document's own components).
+#[test]
+fn the_openapi_document_holds_every_route_and_the_answers_match_it() {
+    let kafka = Kafka::new(1);
+    let running = Running::start(kafka.processor_config("api-openapi"));
+    running.wait_for_partitions(1);
+    let http = Http::serve(Api {
+        publisher: Some(publisher(&kafka)),
+        ..with_processor(&running)
+    });
+    kafka.post(&posted("v-doc", now(), 0.1));
+    kafka.flush();
+    kafka.decisions(1);
+
+    let (status, doc) = http.get("/openapi.json");
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().expect("paths");
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/performance-monitor/status/{variant_id}",
+        "/performance-monitor/active",
+        "/performance-monitor/start-monitoring",
+        "/performance-monitor/stop/{variant_id}",
+        "/performance/monitor/{variant_id}/status",
+        "/performance/monitor/active",
+        "/performance/monitor/start",
+    ] {
+        assert!(paths.contains_key(path), "{path} is documented");
+    }
+
+    // The schema the document gives for one answer, resolvable on its own.
+    let schema_of = |path: &str, method: &str, code: u16| -> serde_json::Value {
+        let schema = &doc["paths"][path][method]["responses"][code.to_string()]["content"]
+            ["application/json"]["schema"];
+        assert!(!schema.is_null(), "{method} {path} documents {code}");
+        json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "components": doc["components"],
+            "allOf": [schema],
+        })
+    };
+    let check = |path: &str, method: &str, code: u16, body: &serde_json::Value| {
+        let schema = schema_of(path, method, code);
+        let validator = jsonschema::validator_for(&schema).expect("a valid schema");
+        if let Err(e) = validator.validate(body) {
+            panic!("{method} {path} {code}: {e}\n{body}");
+        }
+    };
+
+    // The check can fail: a body of the wrong shape is refused.
+    let health = jsonschema::validator_for(&schema_of("/healthz", "get", 200)).expect("schema");
+    assert!(health.validate(&json!({ "status": 5 })).is_err());
+    let session = schema_of("/performance-monitor/status/{variant_id}", "get", 200);
+    let session = jsonschema::validator_for(&session).expect("schema");
+    assert!(session
+        .validate(&json!({ "variant_id": "v", "status": "dormant" }))
+        .is_err());
+    let (status, body) = http.get("/healthz");
+    check("/healthz", "get", status, &body);
+    let (status, body) = http.get("/readyz");
+    check("/readyz", "get", status, &body);
+    let (status, body) = http.get("/performance-monitor/status/v-doc");
+    assert_eq!(status, 200);
+    check(
+        "/performance-monitor/status/{variant_id}",
+        "get",
+        status,
+        &body,
+    );
+    let (status, body) = http.get("/performance-monitor/status/nobody");
+    assert_eq!(status, 404);
+    check(
+        "/performance-monitor/status/{variant_id}",
+        "get",
+        status,
+        &body,
+    );
+    let (status, body) = http.get("/performance-monitor/active?limit=5");
+    assert_eq!(status, 200);
+    check("/performance-monitor/active", "get", status, &body);
+    let (status, body) = http.get("/performance-monitor/active?limit=0");
+    check("/performance-monitor/active", "get", status, &body);
+    let (status, body) = http.post(
+        "/performance-monitor/start-monitoring",
+        &[],
+        r#"{"variant_id": "v-doc-2", "persona_id": "p", "post_id": "t", "expected_engagement_rate": 0.05}"#,
+    );
+    assert_eq!(status, 202);
+    check(
+        "/performance-monitor/start-monitoring",
+        "post",
+        status,
+        &body,
+    );
+    let (status, body) = http.post(
+        "/performance-monitor/start-monitoring",
+        &[],
+        r#"{"variant_id": "v"}"#,
+    );
+    check(
+        "/performance-monitor/start-monitoring",
+        "post",
+        status,
+        &body,
+    );
+    let (status, body) = http.post(
+        "/performance-monitor/stop/v-doc",
+        &["Content-Type: text/plain"],
+        "stop",
+    );
+    check(
+        "/performance-monitor/stop/{variant_id}",
+        "post",
+        status,
+        &body,
+    );
+    let (status, body) = http.post("/performance-monitor/stop/v-doc", &[], "");
+    check(
+        "/performance-monitor/stop/{variant_id}",
+        "post",
+        status,
+        &body,
+    );
+    running.stop().expect("clean stop");
+}

@@ -355,7 +355,16 @@ fn undecodable_bytes_get_a_reason_not_a_panic() {
     .unwrap();
     let kind = |bytes: &[u8]| decoder.decode::<Interaction>(bytes).unwrap_err().kind();
     assert_eq!(kind(&good[..5]), "truncated");
-    assert_eq!(kind(&[&[0u8, 0][..], &good[2..]].concat()), "bad_marker");
+    assert_eq!(
+        kind(&[&[0x7Bu8, 0x22][..], &good[2..]].concat()),
+        "bad_marker"
+    );
+    // A zero first byte is Confluent Schema Registry framing: an id this
+    // decoder was not given.
+    assert_eq!(
+        kind(&[&[0u8, 0][..], &good[2..]].concat()),
+        "unknown_schema_id"
+    );
     let posted_bytes = codec::encode(Contract::VariantPosted, &posted("v", T0, 0.1)).unwrap();
     assert_eq!(kind(&posted_bytes), "unknown_schema");
     assert_eq!(kind(&good[..good.len() - 3]), "malformed");

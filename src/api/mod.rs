@@ -19,6 +19,7 @@
 //!   `POST /performance-monitor/start-monitoring`,
 //!   `POST /performance-monitor/stop/{variant_id}` — see `sessions.rs`.
 
+pub mod contract;
 mod sessions;
 
 use std::future::Future;
@@ -32,7 +33,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use deadpool_postgres::Pool;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::processor::{Sessions, StatusWatch};
 use crate::projector::ProjectorStatus;
@@ -90,6 +91,7 @@ pub fn router(api: Api) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
         .route(
             "/performance-monitor/status/{variant_id}",
             get(sessions::status),
@@ -142,10 +144,10 @@ pub(crate) fn error(
     message: impl Into<String>,
     field: Option<&str>,
 ) -> Response {
-    let mut body = json!({ "error": message.into() });
-    if let Some(field) = field {
-        body["field"] = Value::from(field);
-    }
+    let body = contract::ErrorBody {
+        error: message.into(),
+        field: field.map(str::to_owned),
+    };
     (status, Json(body)).into_response()
 }
 
@@ -204,20 +206,28 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({ "status": "ok" }))
+async fn healthz() -> Json<contract::Health> {
+    Json(contract::Health {
+        status: "ok".to_owned(),
+    })
+}
+
+/// The OpenAPI document, generated once.
+async fn openapi() -> Json<Value> {
+    static DOCUMENT: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    Json(DOCUMENT.get_or_init(contract::openapi).clone())
 }
 
 async fn readyz(State(api): State<Shared>) -> Response {
-    let mut checks = serde_json::Map::new();
+    let mut checks = std::collections::BTreeMap::new();
     let mut ready = true;
     let mut check = |name: &str, result: Result<(), String>| {
         ready &= result.is_ok();
         checks.insert(
             name.to_owned(),
-            match result {
-                Ok(()) => json!({ "ok": true }),
-                Err(reason) => json!({ "ok": false, "reason": reason }),
+            contract::Check {
+                ok: result.is_ok(),
+                reason: result.err(),
             },
         );
     };
@@ -285,7 +295,7 @@ async fn readyz(State(api): State<Shared>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(json!({ "ready": ready, "checks": checks }))).into_response()
+    (status, Json(contract::Readiness { ready, checks })).into_response()
 }
 
 async fn metrics() -> impl IntoResponse {

@@ -29,8 +29,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
+use super::contract::{self, Source, StatusWord};
 use super::{error, Shared};
 use crate::event::validate;
 use crate::event::{Millis, SessionStatus, StopMonitoring, VariantPosted};
@@ -117,11 +118,11 @@ pub(super) async fn active(
         );
     };
     match sessions.active(query.get("after").map(String::as_str), limit) {
-        Ok(page) => Json(json!({
-            "total": page.total,
-            "sessions": page.sessions.iter().map(live_json).collect::<Vec<_>>(),
-            "next": page.next,
-        }))
+        Ok(page) => Json(contract::ActivePage {
+            total: page.total,
+            sessions: page.sessions.iter().map(live_json).collect(),
+            next: page.next,
+        })
         .into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
     }
@@ -173,12 +174,12 @@ fn accepted(variant_id: &str, result: Result<Delivered, PublishError>) -> Respon
     match result {
         Ok(delivered) => (
             StatusCode::ACCEPTED,
-            Json(json!({
-                "variant_id": variant_id,
-                "topic": delivered.topic,
-                "partition": delivered.partition,
-                "offset": delivered.offset,
-            })),
+            Json(contract::Accepted {
+                variant_id: variant_id.to_owned(),
+                topic: delivered.topic,
+                partition: delivered.partition,
+                offset: delivered.offset,
+            }),
         )
             .into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
@@ -359,77 +360,82 @@ impl Body {
     }
 }
 
-fn time(millis: Millis) -> Value {
+fn time(millis: Millis) -> Option<String> {
     DateTime::<Utc>::from_timestamp_millis(millis)
-        .map(|t| Value::from(t.to_rfc3339_opts(SecondsFormat::Millis, true)))
-        .unwrap_or(Value::Null)
+        .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
-fn status_name(status: SessionStatus) -> &'static str {
+fn status_word(status: SessionStatus) -> StatusWord {
     match status {
-        SessionStatus::Active => "active",
-        SessionStatus::Killed => "killed",
-        SessionStatus::TimedOut => "timed_out",
-        SessionStatus::Stopped => "stopped",
+        SessionStatus::Active => StatusWord::Active,
+        SessionStatus::Killed => StatusWord::Killed,
+        SessionStatus::TimedOut => StatusWord::TimedOut,
+        SessionStatus::Stopped => StatusWord::Stopped,
     }
 }
 
-fn live_json(view: &SessionView) -> Value {
+fn live_json(view: &SessionView) -> contract::SessionStatus {
     let s = &view.state;
     let thresholds = rule::Thresholds {
         kill_threshold: s.kill_threshold,
         min_interactions: u32::try_from(s.min_interactions).unwrap_or(0),
         timeout_minutes: u32::try_from(s.timeout_minutes).unwrap_or(0),
     };
-    json!({
-        "variant_id": view.variant_id,
-        "source": "live",
-        "status": status_name(s.status),
-        "is_active": s.status == SessionStatus::Active,
-        "persona_id": s.persona_id,
-        "post_id": s.post_id,
-        "expected_engagement_rate": s.expected_engagement_rate,
-        "kill_threshold": s.kill_threshold,
-        "min_interactions": s.min_interactions,
-        "timeout_minutes": s.timeout_minutes,
-        "interactions": s.interactions,
-        "views": s.views,
-        "engagement_rate": view.engagement_rate,
-        "kill_below_engagement_rate": rule::kill_limit(s.expected_engagement_rate, &thresholds),
-        "posted_at": time(s.posted_at),
-        "deadline": time(view.deadline),
-        "ended_at": s.ended_at.map_or(Value::Null, time),
-    })
+    contract::SessionStatus {
+        variant_id: view.variant_id.clone(),
+        source: Source::Live,
+        status: status_word(s.status),
+        is_active: s.status == SessionStatus::Active,
+        session_id: None,
+        persona_id: s.persona_id.clone(),
+        post_id: Some(s.post_id.clone()),
+        expected_engagement_rate: s.expected_engagement_rate,
+        kill_threshold: Some(s.kill_threshold),
+        min_interactions: Some(s.min_interactions),
+        timeout_minutes: Some(s.timeout_minutes),
+        interactions: Some(s.interactions),
+        views: Some(s.views),
+        engagement_rate: view.engagement_rate,
+        kill_below_engagement_rate: Some(rule::kill_limit(s.expected_engagement_rate, &thresholds)),
+        reason: None,
+        posted_at: time(s.posted_at),
+        deadline: time(view.deadline),
+        ended_at: s.ended_at.and_then(time),
+    }
 }
 
-fn row_json(row: &SessionRow) -> Value {
+fn row_json(row: &SessionRow) -> contract::SessionStatus {
     let active = row.is_active.unwrap_or(false);
     // The same words as a live answer: the kind of the decision that ended
     // the session, kept in the row's metadata.
     let status = match (active, row.ended_by.as_deref()) {
-        (true, _) => "active",
-        (false, Some(kind @ ("killed" | "timed_out" | "stopped"))) => kind,
-        (false, _) if row.was_killed.unwrap_or(false) => "killed",
-        (false, _) => "ended",
+        (true, _) => StatusWord::Active,
+        (false, Some("killed")) => StatusWord::Killed,
+        (false, Some("timed_out")) => StatusWord::TimedOut,
+        (false, Some("stopped")) => StatusWord::Stopped,
+        (false, _) if row.was_killed.unwrap_or(false) => StatusWord::Killed,
+        (false, _) => StatusWord::Ended,
     };
     let rfc3339 = |t: &DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
-    json!({
-        "variant_id": row.variant_id,
-        "source": "database",
-        "session_id": row.session_id,
-        "status": status,
-        "is_active": active,
-        "persona_id": row.persona_id,
-        "post_id": row.post_id,
-        "expected_engagement_rate": row.expected_engagement_rate,
-        "kill_threshold": row.kill_threshold,
-        "min_interactions": row.min_interactions,
-        "timeout_minutes": row.timeout_minutes,
-        "interactions": row.final_interaction_count,
-        "views": row.final_view_count,
-        "engagement_rate": row.final_engagement_rate,
-        "reason": row.end_reason.as_ref().or(row.kill_reason.as_ref()),
-        "posted_at": rfc3339(&row.started_at),
-        "ended_at": row.ended_at.as_ref().map(rfc3339),
-    })
+    contract::SessionStatus {
+        variant_id: row.variant_id.clone(),
+        source: Source::Database,
+        status,
+        is_active: active,
+        session_id: Some(row.session_id.clone()),
+        persona_id: row.persona_id.clone(),
+        post_id: row.post_id.clone(),
+        expected_engagement_rate: row.expected_engagement_rate,
+        kill_threshold: row.kill_threshold,
+        min_interactions: row.min_interactions,
+        timeout_minutes: row.timeout_minutes,
+        interactions: row.final_interaction_count.map(i64::from),
+        views: row.final_view_count.map(i64::from),
+        engagement_rate: row.final_engagement_rate,
+        kill_below_engagement_rate: None,
+        reason: row.end_reason.clone().or_else(|| row.kill_reason.clone()),
+        posted_at: Some(rfc3339(&row.started_at)),
+        deadline: None,
+        ended_at: row.ended_at.as_ref().map(rfc3339),
+    }
 }

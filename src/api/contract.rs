@@ -1,0 +1,316 @@
+//! The HTTP API's request and response bodies as types, and the OpenAPI
+//! document generated from them (`GET /openapi.json`): the schemas in the
+//! document are derived (schemars) from the same structs the handlers
+//! serialise, so the two cannot drift apart.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+/// Where a status answer comes from.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// This instance's memory: the session's committed figures.
+    Live,
+    /// The `variant_monitoring` table.
+    Database,
+}
+
+/// A session's state, in the same words from memory and from the table.
+#[derive(Debug, Clone, Copy, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusWord {
+    /// Being monitored.
+    Active,
+    /// Ended by the kill rule.
+    Killed,
+    /// Its window ended without a kill.
+    TimedOut,
+    /// Stopped by a command.
+    Stopped,
+    /// Ended, how is not recorded (rows written before that was kept).
+    Ended,
+}
+
+/// `GET /performance-monitor/status/{variant_id}`: one session.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SessionStatus {
+    /// The variant.
+    pub variant_id: String,
+    /// Where the answer comes from.
+    pub source: Source,
+    /// The session's state.
+    pub status: StatusWord,
+    /// Whether it is still monitored.
+    pub is_active: bool,
+    /// `variant_id@posted_at+timeout m` (from the table).
+    pub session_id: Option<String>,
+    /// Persona it was posted as.
+    pub persona_id: String,
+    /// The post.
+    pub post_id: Option<String>,
+    /// Expected engagement rate.
+    pub expected_engagement_rate: f64,
+    /// Effective kill threshold.
+    pub kill_threshold: Option<f64>,
+    /// Effective minimum interactions.
+    pub min_interactions: Option<i32>,
+    /// Effective window, minutes.
+    pub timeout_minutes: Option<i32>,
+    /// Engagements counted.
+    pub interactions: Option<i64>,
+    /// Views counted.
+    pub views: Option<i64>,
+    /// interactions / views; null without views.
+    pub engagement_rate: Option<f64>,
+    /// The rate below which it is killed once enough interactions are in
+    /// (from memory).
+    pub kill_below_engagement_rate: Option<f64>,
+    /// Why it ended (from the table).
+    pub reason: Option<String>,
+    /// When it was posted, RFC 3339.
+    pub posted_at: Option<String>,
+    /// When its window ends, RFC 3339 (from memory).
+    pub deadline: Option<String>,
+    /// When it ended, RFC 3339.
+    pub ended_at: Option<String>,
+}
+
+/// `GET /performance-monitor/active`: a page of active sessions.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ActivePage {
+    /// Active sessions on this instance, in all.
+    pub total: usize,
+    /// This page, in `variant_id` order.
+    pub sessions: Vec<SessionStatus>,
+    /// The `after` cursor of the next page; null on the last.
+    pub next: Option<String>,
+}
+
+/// `POST` answers: where the command or post was written.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Accepted {
+    /// The variant.
+    pub variant_id: String,
+    /// The topic written to.
+    pub topic: String,
+    /// Its partition.
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+}
+
+/// Every error answer.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ErrorBody {
+    /// What is wrong.
+    pub error: String,
+    /// The part of the request at fault, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: String,
+}
+
+/// One readiness check.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Check {
+    /// Whether it passed.
+    pub ok: bool,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `GET /readyz`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Readiness {
+    /// Every check passed.
+    pub ready: bool,
+    /// Each configured check by name (processor, projector, broker,
+    /// database).
+    pub checks: BTreeMap<String, Check>,
+}
+
+/// `POST /performance-monitor/start-monitoring`: the body, published as a
+/// VariantPosted (read field by field, so that an error names its field).
+#[derive(Debug, Clone, JsonSchema)]
+#[allow(dead_code)]
+pub struct StartMonitoring {
+    /// 1–256 bytes, no control characters.
+    pub variant_id: String,
+    /// 1–256 bytes.
+    pub persona_id: String,
+    /// 1–256 bytes.
+    pub post_id: String,
+    /// In (0, 1].
+    pub expected_engagement_rate: f64,
+    /// In (0, 1]; the configured default when absent.
+    pub kill_threshold: Option<f64>,
+    /// 1–1,000,000.
+    pub min_interactions: Option<i32>,
+    /// 1–10080.
+    pub timeout_minutes: Option<i32>,
+    /// RFC 3339 or milliseconds since the epoch; now when absent.
+    pub posted_at: Option<Value>,
+    /// Strings only; at most 64 entries of at most 1 KiB.
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+/// `POST /performance-monitor/stop/{variant_id}`: the optional body.
+#[derive(Debug, Clone, JsonSchema)]
+#[allow(dead_code)]
+pub struct Stop {
+    /// Why (at most 4 KiB); "stopped through the HTTP API" when absent.
+    pub reason: Option<String>,
+    /// Who (1–256 bytes); "http-api" when absent.
+    pub requested_by: Option<String>,
+}
+
+/// The OpenAPI 3.1 document of the API.
+pub fn openapi() -> Value {
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|s| s.definitions_path = "/components/schemas".into())
+        .into_generator();
+    let refs: Vec<(&str, Value)> = vec![
+        (
+            "SessionStatus",
+            generator.subschema_for::<SessionStatus>().to_value(),
+        ),
+        (
+            "ActivePage",
+            generator.subschema_for::<ActivePage>().to_value(),
+        ),
+        ("Accepted", generator.subschema_for::<Accepted>().to_value()),
+        (
+            "ErrorBody",
+            generator.subschema_for::<ErrorBody>().to_value(),
+        ),
+        ("Health", generator.subschema_for::<Health>().to_value()),
+        (
+            "Readiness",
+            generator.subschema_for::<Readiness>().to_value(),
+        ),
+        (
+            "StartMonitoring",
+            generator.subschema_for::<StartMonitoring>().to_value(),
+        ),
+        ("Stop", generator.subschema_for::<Stop>().to_value()),
+    ];
+    let r: BTreeMap<&str, Value> = refs.into_iter().collect();
+    let components: Map<String, Value> = generator.take_definitions(true);
+    let json_body =
+        |schema: &Value| json!({ "content": { "application/json": { "schema": schema } } });
+    let answer = |description: &str, schema: &Value| {
+        let mut body = json_body(schema);
+        body["description"] = Value::from(description);
+        body
+    };
+    let error = |description: &str| answer(description, &r["ErrorBody"]);
+    let variant = json!({ "name": "variant_id", "in": "path", "required": true, "schema": { "type": "string" } });
+    let bearer = json!([{ "bearer": [] }]);
+    let status_op = json!({
+        "summary": "One session: live figures from memory, an ended one from the table",
+        "parameters": [variant],
+        "responses": {
+            "200": answer("The session", &r["SessionStatus"]),
+            "404": error("No session is known for the variant"),
+            "503": error("Neither a processor nor a database to answer from"),
+        }
+    });
+    let active_op = json!({
+        "summary": "This instance's active sessions, a page at a time",
+        "parameters": [
+            { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } },
+            { "name": "after", "in": "query", "schema": { "type": "string" } }
+        ],
+        "responses": {
+            "200": answer("A page", &r["ActivePage"]),
+            "400": error("A bad limit or an unknown parameter"),
+            "503": error("No processor runs here"),
+        }
+    });
+    let start_op = json!({
+        "summary": "Publish a VariantPosted: the processor starts the session",
+        "security": bearer,
+        "requestBody": { "required": true, "content": { "application/json": { "schema": r["StartMonitoring"] } } },
+        "responses": {
+            "202": answer("Published", &r["Accepted"]),
+            "400": error("A field is missing or invalid (named in `field`)"),
+            "401": error("The token is missing or wrong"),
+            "415": error("The body is not application/json"),
+            "503": error("No producer, or Kafka unavailable"),
+        }
+    });
+    let stop_op = json!({
+        "summary": "Publish a StopMonitoring command: the stopped decision follows",
+        "security": bearer,
+        "parameters": [variant],
+        "requestBody": { "required": false, "content": { "application/json": { "schema": r["Stop"] } } },
+        "responses": {
+            "202": answer("Published", &r["Accepted"]),
+            "400": error("A field is invalid (named in `field`)"),
+            "401": error("The token is missing or wrong"),
+            "415": error("The body is not application/json"),
+            "503": error("No producer, or Kafka unavailable"),
+        }
+    });
+    let mut paths = Map::new();
+    paths.insert("/healthz".into(), json!({ "get": { "summary": "The process answers", "responses": { "200": answer("Alive", &r["Health"]) } } }));
+    paths.insert("/readyz".into(), json!({ "get": { "summary": "Every configured part is ready", "responses": {
+        "200": answer("Ready", &r["Readiness"]), "503": answer("Not ready, with each check's reason", &r["Readiness"]) } } }));
+    paths.insert("/metrics".into(), json!({ "get": { "summary": "Prometheus text", "responses": { "200": {
+        "description": "Prometheus exposition format 0.0.4", "content": { "text/plain": { "schema": { "type": "string" } } } } } } }));
+    paths.insert("/openapi.json".into(), json!({ "get": { "summary": "This document", "responses": { "200": {
+        "description": "OpenAPI 3.1", "content": { "application/json": { "schema": { "type": "object" } } } } } } }));
+    paths.insert(
+        "/performance-monitor/status/{variant_id}".into(),
+        json!({ "get": status_op }),
+    );
+    paths.insert(
+        "/performance-monitor/active".into(),
+        json!({ "get": active_op }),
+    );
+    paths.insert(
+        "/performance-monitor/start-monitoring".into(),
+        json!({ "post": start_op }),
+    );
+    paths.insert(
+        "/performance-monitor/stop/{variant_id}".into(),
+        json!({ "post": stop_op }),
+    );
+    // The first service's paths.
+    paths.insert(
+        "/performance/monitor/{variant_id}/status".into(),
+        json!({ "get": status_op }),
+    );
+    paths.insert(
+        "/performance/monitor/active".into(),
+        json!({ "get": active_op }),
+    );
+    paths.insert(
+        "/performance/monitor/start".into(),
+        json!({ "post": start_op }),
+    );
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "earlykill",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Watches posted variants and kills the ones that engage at less than half the expected rate. Writes publish to Kafka; decisions follow through the log."
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } }
+        }
+    })
+}
