@@ -136,6 +136,19 @@ struct TailArgs {
     /// Directory of extra writer schemas (`.avsc`), as for `run`.
     #[arg(long, env = "EARLYKILL_SCHEMA_DIR")]
     schema_dir: Option<PathBuf>,
+    /// Confluent Schema Registry, for records its serializers framed.
+    #[arg(long, env = "EARLYKILL_SCHEMA_REGISTRY_URL")]
+    schema_registry_url: Option<String>,
+    /// `user:password` for the schema registry.
+    #[arg(
+        long,
+        env = "EARLYKILL_SCHEMA_REGISTRY_BASIC_AUTH",
+        hide_env_values = true
+    )]
+    schema_registry_basic_auth: Option<String>,
+    /// Extra CA certificate (PEM) for an https registry.
+    #[arg(long, env = "EARLYKILL_SCHEMA_REGISTRY_CA")]
+    schema_registry_ca: Option<PathBuf>,
     /// librdkafka property, `-X key=value` (repeatable; also
     /// `EARLYKILL_RDKAFKA_*` variables, `_` for `.`).
     #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE", value_parser = earlykill::config::parse_property)]
@@ -518,6 +531,21 @@ fn tail(args: TailArgs) -> Result<()> {
         Some(dir) => earlykill::event::schema::WriterSchemas::load(dir)
             .map_err(|problem| anyhow!("configuration key `schema-dir`: {problem}"))?,
     };
+    let registry = match &args.schema_registry_url {
+        None => None,
+        Some(url) => Some(
+            earlykill::registry::Registry::new(
+                url,
+                args.schema_registry_basic_auth
+                    .clone()
+                    .map(earlykill::config::Secret)
+                    .as_ref(),
+                args.schema_registry_ca.as_deref(),
+                Duration::from_secs(10),
+            )
+            .map_err(|problem| anyhow!("configuration key `schema-registry-url`: {problem}"))?,
+        ),
+    };
     let mut kafka: BTreeMap<String, String> = Settings::from_env_properties(std::env::vars()).kafka;
     kafka.extend(args.kafka_property);
     let config = earlykill::tail::TailConfig {
@@ -529,6 +557,7 @@ fn tail(args: TailArgs) -> Result<()> {
         follow: args.follow,
         max: args.max,
         schemas,
+        registry,
         timeout: Duration::from_secs(30),
     };
     let stdout = std::io::stdout();

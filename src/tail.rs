@@ -81,6 +81,8 @@ pub struct TailConfig {
     pub max: Option<u64>,
     /// Extra writer schemas (`--schema-dir`).
     pub schemas: WriterSchemas,
+    /// The schema registry, for records framed by Confluent's serializers.
+    pub registry: Option<crate::registry::Registry>,
     /// Timeout of metadata and offset requests.
     pub timeout: Duration,
 }
@@ -116,11 +118,37 @@ impl Decoders {
         Decoders(Contract::ALL.iter().map(|&c| schemas.decoder(c)).collect())
     }
 
+    /// Fetches the schema of registry id `id` and gives it to the decoder
+    /// of the record type it is a version of.
+    fn learn(&mut self, registry: &crate::registry::Registry, id: u32) -> Result<(), String> {
+        let json = registry.schema(id).map_err(|e| e.to_string())?;
+        for decoder in &mut self.0 {
+            if decoder.register_registry_schema(id, &json).is_ok() {
+                return Ok(());
+            }
+        }
+        Err(format!(
+            "schema registry id {id} is none of earlykill's record types"
+        ))
+    }
+
     /// The record as JSON with its type's name, or why it does not decode.
     fn decode(&self, bytes: &[u8]) -> Result<(Contract, Value), String> {
+        let decoder = match crate::event::codec::registry_id(bytes) {
+            Some(id) => self.0.iter().find(|d| d.knows_id(id)).ok_or_else(|| {
+                format!(
+                    "Confluent Schema Registry framed with schema id {id}, not known \
+                     (give --schema-registry-url)"
+                )
+            })?,
+            None => self.find(bytes)?,
+        };
+        Self::decode_with(decoder, bytes)
+    }
+
+    fn find(&self, bytes: &[u8]) -> Result<&Decoder, String> {
         let (fingerprint, _) = split_header(bytes).map_err(|e| e.to_string())?;
-        let decoder = self
-            .0
+        self.0
             .iter()
             .find(|d| d.knows(&fingerprint))
             .ok_or_else(|| {
@@ -129,7 +157,10 @@ impl Decoders {
                     "writer schema fingerprint {hex} is none of earlykill's schemas \
                      (add its .avsc with --schema-dir)"
                 )
-            })?;
+            })
+    }
+
+    fn decode_with(decoder: &Decoder, bytes: &[u8]) -> Result<(Contract, Value), String> {
         let contract = decoder.contract();
         let to_json = |v: Result<Value, serde_json::Error>| v.map_err(|e| e.to_string());
         let value = match contract {
@@ -305,7 +336,7 @@ pub fn run(config: &TailConfig, out: &mut impl Write) -> Result<u64, TailError> 
     consumer
         .assign(&assignment)
         .map_err(kafka("assign the partitions"))?;
-    let decoders = Decoders::new(&config.schemas);
+    let mut decoders = Decoders::new(&config.schemas);
     let mut written = 0u64;
     let mut quiet_since = Instant::now();
     loop {
@@ -326,6 +357,16 @@ pub fn run(config: &TailConfig, out: &mut impl Write) -> Result<u64, TailError> 
                     }
                     if message.offset() + 1 >= ends[&p] {
                         ends.remove(&p);
+                    }
+                }
+                if let (Some(registry), Some(id)) = (
+                    &config.registry,
+                    message.payload().and_then(crate::event::codec::registry_id),
+                ) {
+                    if !decoders.0.iter().any(|d| d.knows_id(id)) {
+                        if let Err(why) = decoders.learn(registry, id) {
+                            tracing::warn!(id, %why, "schema registry id not usable");
+                        }
                     }
                 }
                 serde_json::to_writer(&mut *out, &line(&decoders, &message))

@@ -135,6 +135,33 @@ fn registry_framed_records_are_decided_and_unknown_ids_are_dead_letters() {
         "id 7: two requests while down, then fetched once for both records"
     );
     assert_eq!(hits.get(&9), Some(&1), "{hits:?}");
+
+    // `earlykill tail` reads the framed records with the registry too.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_earlykill"))
+        .args(["tail", &topics.posted, "--from", "beginning"])
+        .args(["--bootstrap-servers", &kafka.cluster.bootstrap_servers()])
+        .args(["--schema-registry-url", &url])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run earlykill tail");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 4);
+    assert_eq!(lines[0]["type"], "VariantPosted");
+    assert_eq!(lines[0]["value"]["variant_id"], "v-a");
+    assert!(
+        lines[2]["value_error"].as_str().unwrap().contains("id 8"),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(lines[3]["value"]["variant_id"], "v-c");
 }
 
 #[test]
