@@ -14,9 +14,58 @@ use earlykill::event::{Contract, DecisionKind, InteractionKind};
 use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// What the example needs, pinned as `.ci/run` installs them.
+const PACKAGES: [&str; 2] = ["confluent-kafka==2.16.1", "fastavro==1.13.1"];
+
+/// Where Python finds the example's packages: nothing to add when they are
+/// installed; else a directory they are installed into once with pip
+/// (shared by test runs, behind a lock), so the test command needs nothing
+/// done by hand.
+fn python_path() -> Option<std::path::PathBuf> {
+    let installed = Command::new("python3")
+        .args(["-c", "import confluent_kafka, fastavro"])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if installed {
+        return None;
+    }
+    let root = std::env::temp_dir()
+        .join("earlykill-test-tools")
+        .join("python");
+    std::fs::create_dir_all(&root).expect("create the package directory");
+    let _lock = common::postgres::tied::lock(&root.join("install.lock")).expect("lock");
+    let site = root.join("site");
+    if !root.join("installed").is_file() {
+        let status = Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg("--root-user-action=ignore")
+            .arg("--target")
+            .arg(&site)
+            .args(PACKAGES)
+            .status()
+            .expect("python3 -m pip runs (the example needs Python 3 with pip)");
+        assert!(
+            status.success(),
+            "pip install {PACKAGES:?} failed: the example needs them (pip install confluent-kafka fastavro)"
+        );
+        std::fs::write(root.join("installed"), "").expect("mark installed");
+    }
+    Some(site)
+}
 
 fn cleanup(kafka: &Kafka, dir: &std::path::Path) -> Value {
-    let output = Command::new("python3")
+    let mut python = Command::new("python3");
+    if let Some(site) = python_path() {
+        python.env("PYTHONPATH", site);
+    }
+    let output = python
         .arg(format!("{ROOT}/examples/cleanup_service.py"))
         .args(["--bootstrap-servers", &kafka.cluster.bootstrap_servers()])
         .args(["--topic", &kafka.config.topics.decisions])
