@@ -528,27 +528,18 @@ impl Settings {
                 )
             })?,
         };
-        let schema_registry = match &self.schema_registry_url {
-            None => None,
-            Some(url) => Some(
-                crate::registry::Registry::new(
-                    url,
-                    self.schema_registry_basic_auth
-                        .clone()
-                        .map(Secret)
-                        .as_ref(),
-                    self.schema_registry_ca.as_deref(),
-                    Duration::from_secs(10),
-                )
-                .map_err(|problem| {
-                    invalid(
-                        "schema-registry-url",
-                        problem,
-                        "give the registry's URL, e.g. https://registry:8081, and a readable schema-registry-ca",
-                    )
-                })?,
-            ),
-        };
+        let schema_registry = crate::registry::Registry::from_settings(
+            self.schema_registry_url.as_deref(),
+            self.schema_registry_basic_auth.as_deref(),
+            self.schema_registry_ca.as_deref(),
+        )
+        .map_err(|problem| {
+            invalid(
+                "schema-registry-url",
+                problem,
+                "give the registry's URL, e.g. https://registry:8081, and a readable schema-registry-ca",
+            )
+        })?;
         let log_level = crate::telemetry::log_filter(self.log_level.as_deref().unwrap_or("info"))
             .map_err(|problem| {
                 invalid(

@@ -531,21 +531,12 @@ fn tail(args: TailArgs) -> Result<()> {
         Some(dir) => earlykill::event::schema::WriterSchemas::load(dir)
             .map_err(|problem| anyhow!("configuration key `schema-dir`: {problem}"))?,
     };
-    let registry = match &args.schema_registry_url {
-        None => None,
-        Some(url) => Some(
-            earlykill::registry::Registry::new(
-                url,
-                args.schema_registry_basic_auth
-                    .clone()
-                    .map(earlykill::config::Secret)
-                    .as_ref(),
-                args.schema_registry_ca.as_deref(),
-                Duration::from_secs(10),
-            )
-            .map_err(|problem| anyhow!("configuration key `schema-registry-url`: {problem}"))?,
-        ),
-    };
+    let registry = earlykill::registry::Registry::from_settings(
+        args.schema_registry_url.as_deref(),
+        args.schema_registry_basic_auth.as_deref(),
+        args.schema_registry_ca.as_deref(),
+    )
+    .map_err(|problem| anyhow!("configuration key `schema-registry-url`: {problem}"))?;
     let mut kafka: BTreeMap<String, String> = Settings::from_env_properties(std::env::vars()).kafka;
     kafka.extend(args.kafka_property);
     let config = earlykill::tail::TailConfig {

@@ -11,8 +11,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 
-use crate::config::Secret;
-
 /// Why a schema could not be had.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RegistryError {
@@ -63,7 +61,7 @@ impl Registry {
     /// given.
     pub fn new(
         url: &str,
-        basic_auth: Option<&Secret>,
+        basic_auth: Option<&str>,
         ca_file: Option<&std::path::Path>,
         timeout: Duration,
     ) -> Result<Registry, String> {
@@ -83,10 +81,10 @@ impl Registry {
             .tls_connector(Arc::new(tls))
             .timeout(timeout)
             .build();
-        let authorization = basic_auth.map(|secret| {
+        let authorization = basic_auth.map(|user_password| {
             format!(
                 "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(secret.expose())
+                base64::engine::general_purpose::STANDARD.encode(user_password)
             )
         });
         Ok(Registry {
@@ -94,6 +92,17 @@ impl Registry {
             agent,
             authorization,
         })
+    }
+
+    /// The registry of the `schema-registry-*` settings, when a URL is set
+    /// (with a 10-second timeout per request).
+    pub fn from_settings(
+        url: Option<&str>,
+        basic_auth: Option<&str>,
+        ca_file: Option<&std::path::Path>,
+    ) -> Result<Option<Registry>, String> {
+        url.map(|url| Registry::new(url, basic_auth, ca_file, Duration::from_secs(10)))
+            .transpose()
     }
 
     /// The writer schema registered under `id`, as JSON.

@@ -532,7 +532,8 @@ struct Output {
     transaction_label: String,
     buf: Vec<u8>,
     counters: Status,
-    /// The topic of the record being sent, for errors.
+    /// The topic of the record whose send or delivery failed last, for
+    /// errors.
     sending: String,
 }
 
@@ -618,10 +619,6 @@ impl Output {
 
     fn send(&mut self, record: BaseRecord<'_, [u8], [u8]>) -> Result<(), Failure> {
         self.begin()?;
-        if self.sending != record.topic {
-            self.sending.clear();
-            self.sending.push_str(record.topic);
-        }
         let mut record = record;
         loop {
             match self.producer.send(record) {
@@ -632,7 +629,12 @@ impl Output {
                     let _ = kafka::flush(&self.producer, Duration::from_millis(10));
                     record = back;
                 }
-                Err((e, _)) => return Err(self.classify(e)),
+                Err((e, refused)) => {
+                    // Named only on failure: nothing per record on the way.
+                    self.sending.clear();
+                    self.sending.push_str(refused.topic);
+                    return Err(self.classify(e));
+                }
             }
         }
     }
