@@ -64,6 +64,8 @@ pub const PROJECTOR_LAG: &str = "earlykill_projector_lag_records";
 pub const PROJECTOR_DECISIONS: &str = "earlykill_projector_decisions_total";
 /// Failed database attempts by the projector.
 pub const PROJECTOR_DB_FAILURES: &str = "earlykill_projector_database_failures_total";
+/// Times the projector found the decisions topic deleted and created again.
+pub const PROJECTOR_TOPIC_RECREATED: &str = "earlykill_projector_topic_recreated_total";
 
 /// Input events the fold applied without effect, by reason (late,
 /// duplicate_post, unknown_stop, rejected, session_limit).
@@ -217,6 +219,10 @@ fn describe() {
         PROJECTOR_DB_FAILURES,
         "Failed database attempts by the projector."
     );
+    describe_counter!(
+        PROJECTOR_TOPIC_RECREATED,
+        "Times the projector found the decisions topic deleted and created again."
+    );
 }
 
 /// Registers at zero the processor's series whose labels are known at
@@ -252,6 +258,7 @@ pub fn projector_started() {
         metrics::counter!(PROJECTOR_DECISIONS, "result" => result).absolute(0);
     }
     metrics::counter!(PROJECTOR_DB_FAILURES).absolute(0);
+    metrics::counter!(PROJECTOR_TOPIC_RECREATED).absolute(0);
 }
 
 /// A decision was committed: the audit line, with every figure behind it,
@@ -413,6 +420,11 @@ pub fn projector_batch(applied: &crate::projector::Applied) {
 /// A projector database attempt failed.
 pub fn projector_db_failure() {
     metrics::counter!(PROJECTOR_DB_FAILURES).increment(1);
+}
+
+/// The projector found the decisions topic deleted and created again.
+pub fn projector_topic_recreated() {
+    metrics::counter!(PROJECTOR_TOPIC_RECREATED).increment(1);
 }
 
 /// Turns the log level setting into a tracing filter. The seeds' level

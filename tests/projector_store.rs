@@ -60,7 +60,7 @@ fn positioned(decisions: &[MonitoringDecision], first_offset: i64) -> Vec<Positi
 async fn migrated(test: &str) -> (TestDb, Store) {
     let db = TestDb::create(test).await;
     let pool = projector::connect(&db.url, 4).unwrap();
-    assert_eq!(projector::migrate(&pool).await.unwrap(), vec![1, 2]);
+    assert_eq!(projector::migrate(&pool).await.unwrap(), vec![1, 2, 3]);
     let store = Store::open(pool).await.unwrap();
     (db, store)
 }
@@ -325,7 +325,7 @@ async fn a_decision_the_database_refuses_as_data_is_set_aside_and_the_batch_goes
     let batch = positioned(&decisions, 0);
     let error = store.apply(TOPIC, &batch).await.unwrap_err();
     assert_eq!(error.data_error(), Some("22P05"), "{error}");
-    let applied = store.apply_or_reject(TOPIC, &batch).await.unwrap();
+    let applied = store.apply_or_reject(TOPIC, None, &batch).await.unwrap();
     assert_eq!(
         applied,
         Applied {
@@ -366,8 +366,66 @@ async fn a_decision_the_database_refuses_as_data_is_set_aside_and_the_batch_goes
         .get::<_, &str>(2)
         .contains("stopped by ops: \\u0000"));
     // Written once: the same batch again is skipped whole.
-    let again = store.apply_or_reject(TOPIC, &batch).await.unwrap();
+    let again = store.apply_or_reject(TOPIC, None, &batch).await.unwrap();
     assert_eq!(again.skipped, batch.len() as u64);
     assert_eq!(store.offsets(TOPIC).await.unwrap()[&0], batch.len() as i64);
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_batch_from_a_recreated_topic_is_refused_until_the_old_offsets_are_forgotten() {
+    let (db, store) = migrated("topic_id").await;
+    let decisions = lifecycle();
+    let (first, second) = decisions.split_at(3);
+    store
+        .apply_from(TOPIC, Some("old-id"), &positioned(first, 0))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.topic_id(TOPIC).await.unwrap().as_deref(),
+        Some("old-id")
+    );
+    assert_eq!(store.offsets(TOPIC).await.unwrap().get(&0), Some(&3));
+
+    // The same topic name under a new id: nothing is written.
+    let refused = store
+        .apply_from(TOPIC, Some("new-id"), &positioned(second, 0))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::TopicChanged { stored, found, .. }
+            if stored == "old-id" && found == "new-id"),
+        "{refused}"
+    );
+    assert_eq!(rows(&db).await.len(), 3);
+
+    // A projector whose view is stale cannot undo it; the one that
+    // noticed forgets the old offsets once.
+    assert!(!store
+        .forget_recreated_topic(TOPIC, "other-id", "new-id")
+        .await
+        .unwrap());
+    assert!(store
+        .forget_recreated_topic(TOPIC, "old-id", "new-id")
+        .await
+        .unwrap());
+    assert!(!store
+        .forget_recreated_topic(TOPIC, "old-id", "new-id")
+        .await
+        .unwrap());
+    assert!(store.offsets(TOPIC).await.unwrap().is_empty());
+
+    // The new topic's decisions at offsets the old one had used are applied.
+    let applied = store
+        .apply_from(TOPIC, Some("new-id"), &positioned(second, 0))
+        .await
+        .unwrap();
+    assert_eq!(applied.ended, 3);
+    assert!(rows(&db).await.iter().all(|r| r.ended));
+    // A batch whose id is not known is applied unchecked.
+    store
+        .apply_from(TOPIC, None, &positioned(second, 0))
+        .await
+        .unwrap();
     db.drop().await;
 }

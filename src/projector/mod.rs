@@ -10,6 +10,7 @@
 mod run;
 mod store;
 mod tls;
+mod topic;
 
 pub use run::{
     replay, reserved_property, run, ProjectorConfig, ProjectorError, ProjectorStatus,

@@ -34,10 +34,11 @@ use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::{Handle, Runtime};
 
 use super::store::{connect, connect_in, create_schema, migrate, Applied, Positioned, Store};
+use super::topic::{self, TopicWatch};
 use super::StoreError;
 use crate::event::codec::Decoder;
 use crate::event::{Contract, MonitoringDecision};
-use crate::processor::kafka::cached_watermarks;
+use crate::processor::kafka::{cached_watermarks, topic_id};
 use crate::processor::Shutdown;
 use crate::telemetry;
 use crate::watch::Watch;
@@ -98,14 +99,22 @@ impl ProjectorConfig {
         }
     }
 
-    fn consumer(&self, group_id: &str) -> ClientConfig {
+    /// The bootstrap servers and the pass-through properties.
+    fn client(&self) -> ClientConfig {
         let mut client = ClientConfig::new();
-        client.set("auto.offset.reset", "earliest");
         for (key, value) in &self.kafka {
             client.set(key, value);
         }
+        client.set("bootstrap.servers", &self.bootstrap_servers);
         client
-            .set("bootstrap.servers", &self.bootstrap_servers)
+    }
+
+    fn consumer(&self, group_id: &str) -> ClientConfig {
+        let mut client = self.client();
+        if !self.kafka.contains_key("auto.offset.reset") {
+            client.set("auto.offset.reset", "earliest");
+        }
+        client
             .set("group.id", group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -149,6 +158,11 @@ pub struct ProjectorStatus {
     pub next_offsets: BTreeMap<i32, i64>,
     /// The last database error, while it lasts.
     pub last_error: Option<String>,
+    /// The decisions topic's id as last read from the broker, once known.
+    pub topic_id: Option<String>,
+    /// Times the decisions topic was found deleted and created again (its
+    /// stored offsets forgotten and the new topic read from its start).
+    pub topic_recreated: u64,
 }
 
 /// Why the projector stopped, or could not start.
@@ -240,6 +254,7 @@ struct Shared {
     decoder: Decoder,
     batch: Vec<Positioned>,
     fatal: Option<ProjectorError>,
+    topic_id: TopicWatch,
 }
 
 struct Context {
@@ -304,16 +319,7 @@ impl Shared {
                 return;
             }
         };
-        let mut start = TopicPartitionList::new();
-        let mut partitions = Vec::new();
-        for element in assigned.elements() {
-            let p = element.partition();
-            let offset = stored
-                .get(&p)
-                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
-            let _ = start.add_partition_offset(element.topic(), p, offset);
-            partitions.push(p);
-        }
+        let (start, partitions) = start_positions(assigned, &stored);
         // librdkafka remembers a partition's pause across assignments: one
         // revoked while paused for a database outage would come back paused
         // and never be read again (the fault soak stalled so).
@@ -415,6 +421,25 @@ impl Shared {
     }
 }
 
+/// Where each of `assigned` starts: its stored next offset, or the
+/// beginning of the partition when none is stored.
+fn start_positions(
+    assigned: &TopicPartitionList,
+    stored: &BTreeMap<i32, i64>,
+) -> (TopicPartitionList, Vec<i32>) {
+    let mut start = TopicPartitionList::new();
+    let mut partitions = Vec::new();
+    for element in assigned.elements() {
+        let p = element.partition();
+        let offset = stored
+            .get(&p)
+            .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+        let _ = start.add_partition_offset(element.topic(), p, offset);
+        partitions.push(p);
+    }
+    (start, partitions)
+}
+
 /// Opens the store, waiting for the database while it is unreachable;
 /// an un-migrated database is refused at once.
 fn open_store(
@@ -471,6 +496,7 @@ pub fn run(
         decoder: Decoder::new(Contract::MonitoringDecision),
         batch: Vec::with_capacity(config.batch_size),
         fatal: None,
+        topic_id: TopicWatch::start(&config.client(), &config.decisions_topic),
     }));
     let consumer: BaseConsumer<Context> = config
         .consumer(&config.group_id)
@@ -497,6 +523,7 @@ pub fn run(
     );
     let mut oldest: Option<Instant> = None;
     let mut batches = 0u64;
+    let mut checked_id: Option<String> = None;
     loop {
         if shutdown.is_stopping() {
             if !shutdown.is_abandoned() {
@@ -535,6 +562,7 @@ pub fn run(
                     telemetry::projector_lag(p, high - next);
                 }
             }
+            check_topic_id(&config, &consumer, &shared, &mut checked_id)?;
         }
         let due = {
             let guard = lock(&shared);
@@ -572,11 +600,12 @@ fn apply(
         if guard.batch.is_empty() {
             break;
         }
-        let result = guard.handle.block_on(
-            guard
-                .store
-                .apply_or_reject(&config.decisions_topic, &guard.batch),
-        );
+        let topic_id = guard.topic_id.latest();
+        let result = guard.handle.block_on(guard.store.apply_or_reject(
+            &config.decisions_topic,
+            topic_id.as_deref(),
+            &guard.batch,
+        ));
         match result {
             Ok(applied) => {
                 let mut next = BTreeMap::new();
@@ -589,6 +618,9 @@ fn apply(
                 guard.status.update(|s| {
                     s.ready = true;
                     s.last_error = None;
+                    if topic_id.is_some() {
+                        s.topic_id = topic_id;
+                    }
                     s.batches += 1;
                     s.applied.started += applied.started;
                     s.applied.ended += applied.ended;
@@ -599,6 +631,12 @@ fn apply(
                 if attempt > 1 {
                     tracing::info!(attempt, "database available again; batch written");
                 }
+                break;
+            }
+            Err(StoreError::TopicChanged { stored, found, .. }) => {
+                guard.batch.clear();
+                drop(guard);
+                recreated(config, consumer, shared, &stored, &found)?;
                 break;
             }
             Err(e) if retryable(&e) => {
@@ -642,6 +680,99 @@ fn apply(
             .resume(&assignment)
             .map_err(kafka("resume the decisions partitions"))?;
     }
+    Ok(())
+}
+
+/// When the broker has given a topic id not checked yet, compares it with
+/// the one recorded with the stored offsets, without waiting for a batch:
+/// the decisions of a recreated topic that sit below the old offsets are
+/// all skipped, so no batch might ever come to be checked.
+fn check_topic_id(
+    config: &ProjectorConfig,
+    consumer: &BaseConsumer<Context>,
+    shared: &Mutex<Shared>,
+    checked: &mut Option<String>,
+) -> Result<(), ProjectorError> {
+    let seen = lock(shared).topic_id.latest();
+    let Some(seen) = seen.filter(|id| checked.as_ref() != Some(id)) else {
+        return Ok(());
+    };
+    let recorded = lock(shared).with_retry("read the recorded topic id", |store, topic| {
+        let (store, topic) = (store.clone(), topic.to_owned());
+        async move { store.topic_id(&topic).await }
+    })?;
+    if let Some(stored) = recorded.filter(|stored| *stored != seen) {
+        // Decisions read so far may come from either topic.
+        lock(shared).batch.clear();
+        recreated(config, consumer, shared, &stored, &seen)?;
+    }
+    lock(shared)
+        .status
+        .update(|s| s.topic_id = Some(seen.clone()));
+    *checked = Some(seen);
+    Ok(())
+}
+
+/// A batch was read under another topic id than the one the stored offsets
+/// belong to (its decisions are dropped, not applied). Asks the broker
+/// again: if the topic's id is the stored one, this projector's view was
+/// stale; otherwise the topic was deleted and created again, and the old
+/// topic's offsets are forgotten. Either way the assigned partitions are
+/// sought to the offsets now stored, so the new topic is read from its
+/// beginning and nothing in it is skipped.
+fn recreated(
+    config: &ProjectorConfig,
+    consumer: &BaseConsumer<Context>,
+    shared: &Mutex<Shared>,
+    stored: &str,
+    seen: &str,
+) -> Result<(), ProjectorError> {
+    let topic = config.decisions_topic.as_str();
+    let now = match topic_id(consumer.client(), topic, topic::ASK_TIMEOUT) {
+        Ok(Some(id)) => id,
+        // Cannot tell now: the batch is read again from the stored
+        // offsets, and checked again.
+        Ok(None) | Err(_) => seen.to_owned(),
+    };
+    let guard = lock(shared);
+    guard.topic_id.set(now.clone());
+    if now != stored {
+        let forgot = guard.with_retry("forget the old topic's offsets", |store, topic| {
+            let (store, topic) = (store.clone(), topic.to_owned());
+            let (stored, now) = (stored.to_owned(), now.clone());
+            async move { store.forget_recreated_topic(&topic, &stored, &now).await }
+        })?;
+        tracing::warn!(
+            topic,
+            old_id = stored,
+            new_id = %now,
+            forgot_offsets = forgot,
+            "the decisions topic was deleted and created again; its stored offsets belonged to \
+             the old topic and are forgotten, and the new topic is read from its beginning"
+        );
+        telemetry::projector_topic_recreated();
+        guard.status.update(|s| {
+            s.topic_recreated += 1;
+            s.next_offsets.clear();
+        });
+    }
+    let stored_offsets = guard.with_retry("read the stored offsets", |store, topic| {
+        let (store, topic) = (store.clone(), topic.to_owned());
+        async move { store.offsets(&topic).await }
+    })?;
+    let assignment = consumer
+        .assignment()
+        .map_err(kafka("read the assignment"))?;
+    if assignment.count() > 0 {
+        let (start, _) = start_positions(&assignment, &stored_offsets);
+        consumer
+            .seek_partitions(start, Duration::from_secs(10))
+            .map_err(kafka("seek the decisions partitions"))?;
+    }
+    guard.status.update(|s| {
+        s.topic_id = Some(now.clone());
+        s.next_offsets = stored_offsets.clone();
+    });
     Ok(())
 }
 
@@ -836,7 +967,7 @@ pub fn replay(
         if batch.is_empty() {
             return Ok::<_, ProjectorError>(());
         }
-        let applied = runtime.block_on(store.apply_or_reject(topic, batch))?;
+        let applied = runtime.block_on(store.apply_or_reject(topic, None, batch))?;
         summary.applied.started += applied.started;
         summary.applied.ended += applied.ended;
         summary.applied.skipped += applied.skipped;

@@ -33,6 +33,21 @@ pub enum StoreError {
     /// A migration failed.
     #[error("migration failed: {0}")]
     Migration(#[from] refinery::Error),
+    /// The batch was read from a topic whose id is not the one the stored
+    /// offsets belong to: the topic was deleted and created again (or the
+    /// reader's view of it is stale). Nothing was written.
+    #[error(
+        "decisions topic {topic:?} has id {found}, but the stored offsets belong to id {stored}: \
+         the topic was deleted and created again"
+    )]
+    TopicChanged {
+        /// The topic.
+        topic: String,
+        /// The id recorded with the stored offsets.
+        stored: String,
+        /// The id the batch was read under.
+        found: String,
+    },
 }
 
 /// A connection pool for `url` with at most `max_size` connections.
@@ -368,6 +383,8 @@ impl Store {
         let removed = tx.execute("DELETE FROM variant_monitoring", &[]).await?;
         tx.execute("DELETE FROM projector_offsets WHERE topic = $1", &[&topic])
             .await?;
+        tx.execute("DELETE FROM projector_topics WHERE topic = $1", &[&topic])
+            .await?;
         tx.commit().await?;
         Ok(removed)
     }
@@ -396,6 +413,45 @@ impl Store {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    /// The topic id recorded for `topic`'s stored offsets, if any.
+    pub async fn topic_id(&self, topic: &str) -> Result<Option<String>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT topic_id FROM projector_topics WHERE topic = $1",
+                &[&topic],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// `topic` was deleted and created again: forgets the offsets stored for
+    /// the old topic and records `found` as its id, in one transaction, if
+    /// the recorded id is still `stored` (another projector of the group may
+    /// have done it first). Returns whether this call did it.
+    pub async fn forget_recreated_topic(
+        &self,
+        topic: &str,
+        stored: &str,
+        found: &str,
+    ) -> Result<bool, StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let changed = tx
+            .execute(
+                "UPDATE projector_topics SET topic_id = $3, recorded_at = now() \
+                 WHERE topic = $1 AND topic_id = $2",
+                &[&topic, &stored, &found],
+            )
+            .await?;
+        if changed == 1 {
+            tx.execute("DELETE FROM projector_offsets WHERE topic = $1", &[&topic])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
     /// [`Store::apply`], and when the database refuses the batch as data
     /// ([`StoreError::data_error`]), the batch again one decision at a
     /// time, setting each refused one aside in `projector_rejected` with
@@ -405,15 +461,19 @@ impl Store {
     pub async fn apply_or_reject(
         &self,
         topic: &str,
+        topic_id: Option<&str>,
         batch: &[Positioned],
     ) -> Result<Applied, StoreError> {
-        match self.apply(topic, batch).await {
+        match self.apply_from(topic, topic_id, batch).await {
             Err(e) if e.data_error().is_some() => {}
             other => return other,
         }
         let mut total = Applied::default();
         for one in batch {
-            match self.apply(topic, std::slice::from_ref(one)).await {
+            match self
+                .apply_from(topic, topic_id, std::slice::from_ref(one))
+                .await
+            {
                 Ok(applied) => {
                     total.started += applied.started;
                     total.ended += applied.ended;
@@ -483,8 +543,46 @@ impl Store {
     /// next offsets, in one transaction. Decisions below their partition's
     /// stored offset were applied before and are skipped.
     pub async fn apply(&self, topic: &str, batch: &[Positioned]) -> Result<Applied, StoreError> {
+        self.apply_from(topic, None, batch).await
+    }
+
+    /// [`Store::apply`] for a batch read while `topic` had the id
+    /// `topic_id` (`None`: the broker reports none, or it is not known yet).
+    /// The first id seen is recorded; a batch read under another id than
+    /// the recorded one is refused with [`StoreError::TopicChanged`] and
+    /// nothing is written.
+    pub async fn apply_from(
+        &self,
+        topic: &str,
+        topic_id: Option<&str>,
+        batch: &[Positioned],
+    ) -> Result<Applied, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        if let Some(found) = topic_id {
+            const RECORDED: &str =
+                "SELECT topic_id FROM projector_topics WHERE topic = $1 FOR UPDATE";
+            let mut recorded: Option<String> =
+                tx.query_opt(RECORDED, &[&topic]).await?.map(|r| r.get(0));
+            if recorded.is_none() {
+                // Another projector of the group may record it at the same
+                // moment: the first wins, and the check below sees its id.
+                tx.execute(
+                    "INSERT INTO projector_topics (topic, topic_id) VALUES ($1, $2) \
+                     ON CONFLICT (topic) DO NOTHING",
+                    &[&topic, &found],
+                )
+                .await?;
+                recorded = tx.query_opt(RECORDED, &[&topic]).await?.map(|r| r.get(0));
+            }
+            if let Some(stored) = recorded.filter(|stored| stored != found) {
+                return Err(StoreError::TopicChanged {
+                    topic: topic.to_owned(),
+                    stored,
+                    found: found.to_owned(),
+                });
+            }
+        }
         let stored: BTreeMap<i32, i64> = tx
             .query(
                 "SELECT partition, next_offset FROM projector_offsets WHERE topic = $1 FOR UPDATE",

@@ -109,6 +109,26 @@ impl Tansu {
     }
 }
 
+impl Tansu {
+    /// Deletes `topics`.
+    pub fn delete_topics(&self, topics: &[&str]) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .expect("admin client");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let results = runtime
+            .block_on(admin.delete_topics(topics, &AdminOptions::new()))
+            .expect("delete topics");
+        for result in results {
+            result.expect("topic deleted");
+        }
+    }
+}
+
 /// The tansu binary, fetched if need be.
 fn binary() -> Result<PathBuf, String> {
     if let Some(path) = std::env::var_os("EARLYKILL_TANSU") {
