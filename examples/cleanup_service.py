@@ -16,6 +16,13 @@ whatever the action is:
 - act, record the decision id, then commit the offset: a crash between the
   two only redelivers a decision already acted on, which the record catches.
 
+Decisions written with `earlykill run --decisions-format registry` are
+framed for the Confluent Schema Registry instead (a zero byte, the schema
+id, the datum): give --schema-registry-url and they are read with
+Confluent's own AvroDeserializer, as any Confluent client would
+(pip install "confluent-kafka[schemaregistry,avro]"). Both framings can be
+read by the same service, so a topic can change format without a gap.
+
 The action here appends one JSON line to a file (--actions); replace
 `act()` with the real call. The acted decision ids are kept in SQLite
 (--state), in the same spirit as the offsets: durable across restarts.
@@ -42,6 +49,7 @@ import time
 
 import fastavro
 from confluent_kafka import Consumer, KafkaError
+from confluent_kafka.serialization import SerializationError
 from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 MARKER = b"\xc3\x01"
@@ -54,8 +62,23 @@ def load_schema(path):
     return parsed, bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
 
 
-def decode(value, schema, expected_fingerprint):
+def registry_decoder(url, topic):
+    """Reads Confluent-framed records with Confluent's AvroDeserializer."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.avro import AvroDeserializer
+    from confluent_kafka.serialization import MessageField, SerializationContext
+
+    deserializer = AvroDeserializer(SchemaRegistryClient({"url": url}))
+    context = SerializationContext(topic, MessageField.VALUE)
+    return lambda value: deserializer(value, context)
+
+
+def decode(value, schema, expected_fingerprint, from_registry=None):
     """The decision in `value`, or a ValueError saying why it is not one."""
+    if value is not None and value[:1] == b"\x00":
+        if from_registry is None:
+            raise ValueError("framed for a schema registry: give --schema-registry-url")
+        return from_registry(value)
     if value is None or len(value) < 10 or value[:2] != MARKER:
         raise ValueError("not an Avro single-object encoded record")
     if value[2:10] != expected_fingerprint:
@@ -104,11 +127,15 @@ def main():
     parser.add_argument("--schema", default="schemas/monitoring_decision.avsc")
     parser.add_argument("--actions", default="cleanup-actions.jsonl")
     parser.add_argument("--state", default="cleanup-state.sqlite")
+    parser.add_argument("--schema-registry-url", default=None,
+                        help="for decisions written with --decisions-format registry")
     parser.add_argument("--exit-when-idle", type=float, default=None,
                         help="exit after this many seconds without a record (for tests)")
     args = parser.parse_args()
 
     schema, expected = load_schema(args.schema)
+    from_registry = (registry_decoder(args.schema_registry_url, args.topic)
+                     if args.schema_registry_url else None)
     acted = Acted(args.state)
     consumer = Consumer({
         "bootstrap.servers": args.bootstrap_servers,
@@ -134,9 +161,11 @@ def main():
             idle_since = time.monotonic()
             counts["read"] += 1
             try:
-                decision = decode(message.value(), schema, expected)
-            except ValueError as e:
-                # Nothing earlykill writes; log it and move on.
+                decision = decode(message.value(), schema, expected, from_registry)
+            except (ValueError, SerializationError) as e:
+                # Nothing earlykill writes; log it and move on. (A registry
+                # outage raises something else: the service stops before
+                # committing, and the record is read again.)
                 counts["undecodable"] += 1
                 print(f"skipped partition {message.partition()} offset {message.offset()}: {e}",
                       file=sys.stderr)

@@ -73,6 +73,22 @@ pub enum Guarantee {
     AtLeastOnce,
 }
 
+/// How the processor frames the decisions it writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecisionsFormat {
+    /// Avro single-object encoding (`C3 01` and the schema fingerprint),
+    /// which needs no registry: what `tail`, `project`, `replay` and the
+    /// reference consumer read with or without one.
+    #[default]
+    SingleObject,
+    /// Confluent Schema Registry framing (`00` and a schema id): the
+    /// decision schema is registered under `<decisions topic>-value` at
+    /// start, so Kafka Connect, ksqlDB and Confluent's deserializers read
+    /// the decisions. Needs `schema-registry-url`.
+    Registry,
+}
+
 /// Declares [`Settings`] once: each field is a flag, an environment variable
 /// and a file key, and `or` layers two settings field by field.
 macro_rules! settings {
@@ -241,6 +257,11 @@ settings! {
     /// Extra CA certificate (PEM) to trust for an https registry.
     #[arg(long, env = "EARLYKILL_SCHEMA_REGISTRY_CA")]
     schema_registry_ca: PathBuf,
+    /// How decisions are framed: `single-object` (default) or `registry`
+    /// (Confluent framing, the schema registered under
+    /// `<decisions topic>-value`; needs schema-registry-url).
+    #[arg(long, env = "EARLYKILL_DECISIONS_FORMAT", value_enum)]
+    decisions_format: DecisionsFormat,
     /// Records buffered per input topic partition before it is paused.
     #[arg(long, env = "EARLYKILL_MAX_BUFFERED")]
     max_buffered: usize,
@@ -540,6 +561,15 @@ impl Settings {
                 "give the registry's URL, e.g. https://registry:8081, and a readable schema-registry-ca",
             )
         })?;
+        let decisions_format = self.decisions_format.unwrap_or_default();
+        if decisions_format == DecisionsFormat::Registry && schema_registry.is_none() {
+            return Err(invalid(
+                "decisions-format",
+                "registry framing needs a schema registry to register the decision schema with"
+                    .into(),
+                "set schema-registry-url too, or use decisions-format = single-object",
+            ));
+        }
         let log_level = crate::telemetry::log_filter(self.log_level.as_deref().unwrap_or("info"))
             .map_err(|problem| {
                 invalid(
@@ -625,6 +655,7 @@ impl Settings {
             message_max_bytes: message_max,
             writer_schemas,
             schema_registry,
+            decisions_format,
             kafka_timeout,
             log_level,
             crash_after_decisions: None,
@@ -730,6 +761,8 @@ pub struct ProcessorConfig {
     pub writer_schemas: WriterSchemas,
     /// The Confluent Schema Registry for registry-framed input.
     pub schema_registry: Option<crate::registry::Registry>,
+    /// How decisions are framed.
+    pub decisions_format: DecisionsFormat,
     /// Timeout of blocking Kafka calls.
     pub kafka_timeout: Duration,
     /// Log filter.
@@ -767,6 +800,7 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("message_max_bytes", &self.message_max_bytes)
             .field("writer_schemas", &self.writer_schemas)
             .field("schema_registry", &self.schema_registry)
+            .field("decisions_format", &self.decisions_format)
             .field("kafka_timeout", &self.kafka_timeout)
             .field("log_level", &self.log_level)
             .field("http_listen", &self.http_listen)

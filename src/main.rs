@@ -136,7 +136,19 @@ struct TailArgs {
     /// Directory of extra writer schemas (`.avsc`), as for `run`.
     #[arg(long, env = "EARLYKILL_SCHEMA_DIR")]
     schema_dir: Option<PathBuf>,
-    /// Confluent Schema Registry, for records its serializers framed.
+    #[command(flatten)]
+    registry: RegistryArgs,
+    /// librdkafka property, `-X key=value` (repeatable; also
+    /// `EARLYKILL_RDKAFKA_*` variables, `_` for `.`).
+    #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE", value_parser = earlykill::config::parse_property)]
+    kafka_property: Vec<(String, String)>,
+}
+
+/// Where the Confluent Schema Registry is, for records its serializers
+/// framed (and decisions written with `--decisions-format registry`).
+#[derive(Debug, clap::Args)]
+struct RegistryArgs {
+    /// Confluent Schema Registry, `http(s)://host:port`.
     #[arg(long, env = "EARLYKILL_SCHEMA_REGISTRY_URL")]
     schema_registry_url: Option<String>,
     /// `user:password` for the schema registry.
@@ -149,10 +161,17 @@ struct TailArgs {
     /// Extra CA certificate (PEM) for an https registry.
     #[arg(long, env = "EARLYKILL_SCHEMA_REGISTRY_CA")]
     schema_registry_ca: Option<PathBuf>,
-    /// librdkafka property, `-X key=value` (repeatable; also
-    /// `EARLYKILL_RDKAFKA_*` variables, `_` for `.`).
-    #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE", value_parser = earlykill::config::parse_property)]
-    kafka_property: Vec<(String, String)>,
+}
+
+impl RegistryArgs {
+    fn resolve(&self) -> Result<Option<earlykill::registry::Registry>> {
+        earlykill::registry::Registry::from_settings(
+            self.schema_registry_url.as_deref(),
+            self.schema_registry_basic_auth.as_deref(),
+            self.schema_registry_ca.as_deref(),
+        )
+        .map_err(|problem| anyhow!("configuration key `schema-registry-url`: {problem}"))
+    }
 }
 
 /// The projector's settings: flags, or the environment variables named.
@@ -210,6 +229,8 @@ struct ProjectorArgs {
     #[arg(long, env = "EARLYKILL_HTTP_LISTEN", default_value = "127.0.0.1:8081",
           value_parser = parse_listen)]
     http_listen: Listen,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 /// The traffic model's knobs, shared by `generate` and `demo`.
@@ -379,6 +400,7 @@ impl ProjectorArgs {
         config.batch_wait = Duration::from_millis(self.batch_wait_ms);
         config.pool_size = self.pool_size as usize;
         config.retry_max = Duration::from_millis(self.retry_max_ms);
+        config.registry = self.registry.resolve()?;
         Ok(config)
     }
 }
@@ -531,12 +553,7 @@ fn tail(args: TailArgs) -> Result<()> {
         Some(dir) => earlykill::event::schema::WriterSchemas::load(dir)
             .map_err(|problem| anyhow!("configuration key `schema-dir`: {problem}"))?,
     };
-    let registry = earlykill::registry::Registry::from_settings(
-        args.schema_registry_url.as_deref(),
-        args.schema_registry_basic_auth.as_deref(),
-        args.schema_registry_ca.as_deref(),
-    )
-    .map_err(|problem| anyhow!("configuration key `schema-registry-url`: {problem}"))?;
+    let registry = args.registry.resolve()?;
     let mut kafka: BTreeMap<String, String> = Settings::from_env_properties(std::env::vars()).kafka;
     kafka.extend(args.kafka_property);
     let config = earlykill::tail::TailConfig {

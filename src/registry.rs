@@ -28,6 +28,19 @@ pub enum RegistryError {
         /// Its schemaType.
         kind: String,
     },
+    /// The registry refused to register a schema (incompatible with the
+    /// subject's compatibility rule, invalid, not allowed).
+    #[error(
+        "the schema registry refused the schema for subject {subject:?}: HTTP {status}: {message}"
+    )]
+    Refused {
+        /// The subject.
+        subject: String,
+        /// The HTTP status.
+        status: u16,
+        /// The registry's explanation.
+        message: String,
+    },
     /// The registry could not be asked (down, refusing, timing out): the
     /// record is kept and asked for again.
     #[error("the schema registry at {url} is unavailable: {reason}")]
@@ -146,4 +159,62 @@ impl Registry {
             }),
         }
     }
+
+    /// Registers `schema_json` (Avro) under `subject` and returns its id;
+    /// the id it already has when registered before (the registry answers
+    /// the same id for the same schema).
+    pub fn register(&self, subject: &str, schema_json: &str) -> Result<u32, RegistryError> {
+        let url = format!("{}/subjects/{}/versions", self.base, path_segment(subject));
+        let mut request = self
+            .agent
+            .post(&url)
+            .set("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .set("Accept", "application/vnd.schemaregistry.v1+json");
+        if let Some(authorization) = &self.authorization {
+            request = request.set("Authorization", authorization);
+        }
+        let unavailable = |reason: String| RegistryError::Unavailable {
+            url: self.base.clone(),
+            reason,
+        };
+        let body = serde_json::json!({ "schema": schema_json, "schemaType": "AVRO" });
+        let answer = match request.send_string(&body.to_string()) {
+            Ok(response) => response
+                .into_string()
+                .map_err(|e| unavailable(e.to_string()))?,
+            Err(ureq::Error::Status(status, response)) if (400..500).contains(&status) => {
+                return Err(RegistryError::Refused {
+                    subject: subject.to_owned(),
+                    status,
+                    message: response.into_string().unwrap_or_default(),
+                })
+            }
+            Err(ureq::Error::Status(code, response)) => {
+                let text = response.into_string().unwrap_or_default();
+                return Err(unavailable(format!("HTTP {code}: {text}")));
+            }
+            Err(e) => return Err(unavailable(e.to_string())),
+        };
+        #[derive(serde::Deserialize)]
+        struct Registered {
+            id: u32,
+        }
+        serde_json::from_str::<Registered>(&answer)
+            .map(|r| r.id)
+            .map_err(|e| unavailable(format!("an answer without an id: {e}")))
+    }
+}
+
+/// A subject name as one URL path segment (topic names hold only
+/// `[a-zA-Z0-9._-]`, but a subject may be anything).
+fn path_segment(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -1,13 +1,17 @@
 //! The reference cleanup service (`examples/cleanup_service.py`, Python with
 //! confluent-kafka and fastavro) against a real processor on the mock
 //! cluster: it acts once per killed variant, a redelivered decision
-//! included, and acts on nothing again when restarted.
+//! included, and acts on nothing again when restarted; and decisions
+//! written framed for the schema registry, read with Confluent's own
+//! AvroDeserializer against the stand-in registry.
 
 mod common;
 
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use common::kafka::{Kafka, Running};
+use common::registry::{serve, Stand};
 use common::{interaction, posted};
 use earlykill::event::codec::encode;
 use earlykill::event::{Contract, DecisionKind, InteractionKind};
@@ -15,7 +19,10 @@ use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// What the example needs, pinned as `.ci/run` installs them.
-const PACKAGES: [&str; 2] = ["confluent-kafka==2.16.1", "fastavro==1.13.1"];
+const PACKAGES: [&str; 2] = [
+    "confluent-kafka[schemaregistry,avro]==2.16.1",
+    "fastavro==1.13.1",
+];
 
 /// Where Python finds the example's packages: nothing to add when they are
 /// installed; else a directory they are installed into once with pip
@@ -23,7 +30,10 @@ const PACKAGES: [&str; 2] = ["confluent-kafka==2.16.1", "fastavro==1.13.1"];
 /// done by hand.
 fn python_path() -> Option<std::path::PathBuf> {
     let installed = Command::new("python3")
-        .args(["-c", "import confluent_kafka, fastavro"])
+        .args([
+            "-c",
+            "import confluent_kafka.schema_registry.avro, fastavro",
+        ])
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
@@ -36,7 +46,9 @@ fn python_path() -> Option<std::path::PathBuf> {
     std::fs::create_dir_all(&root).expect("create the package directory");
     let _lock = common::postgres::tied::lock(&root.join("install.lock")).expect("lock");
     let site = root.join("site");
-    if !root.join("installed").is_file() {
+    // Named after what is installed, so a new package list installs again.
+    let marker = root.join("installed-schemaregistry");
+    if !marker.is_file() {
         let status = Command::new("python3")
             .args([
                 "-m",
@@ -55,12 +67,16 @@ fn python_path() -> Option<std::path::PathBuf> {
             status.success(),
             "pip install {PACKAGES:?} failed: the example needs them (pip install confluent-kafka fastavro)"
         );
-        std::fs::write(root.join("installed"), "").expect("mark installed");
+        std::fs::write(&marker, "").expect("mark installed");
     }
     Some(site)
 }
 
 fn cleanup(kafka: &Kafka, dir: &std::path::Path) -> Value {
+    cleanup_with(kafka, dir, &[])
+}
+
+fn cleanup_with(kafka: &Kafka, dir: &std::path::Path, extra: &[&str]) -> Value {
     let mut python = Command::new("python3");
     if let Some(site) = python_path() {
         python.env("PYTHONPATH", site);
@@ -76,6 +92,7 @@ fn cleanup(kafka: &Kafka, dir: &std::path::Path) -> Value {
         .arg("--state")
         .arg(dir.join("state.sqlite"))
         .args(["--exit-when-idle", "8"])
+        .args(extra)
         .stdin(Stdio::null())
         .output()
         .expect("python3 runs (the example needs Python 3 with confluent-kafka and fastavro: pip install confluent-kafka fastavro)");
@@ -161,5 +178,74 @@ fn the_python_cleanup_service_acts_once_per_killed_variant() {
             .count(),
         3
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn decisions_framed_for_the_registry_are_read_with_confluents_own_deserializer() {
+    let stand = Arc::new(Stand::default());
+    let url = serve(stand.clone());
+    let kafka = Kafka::new(1);
+    let t = chrono::Utc::now().timestamp_millis();
+    for v in 0..3 {
+        let id = format!("v-{v}");
+        kafka.post(&posted(&id, t, 0.5));
+        kafka.interact(&interaction(
+            &format!("{id}-views"),
+            &id,
+            InteractionKind::View,
+            100,
+            t + 1,
+        ));
+        // v-0 and v-1 engage at 10% of 50% expected: killed; v-2 at 60%.
+        let likes = if v < 2 { 10 } else { 60 };
+        kafka.interact(&interaction(
+            &format!("{id}-likes"),
+            &id,
+            InteractionKind::Like,
+            likes,
+            t + 2,
+        ));
+    }
+    kafka.flush();
+    let mut config = kafka.processor_config("cleanup-registry");
+    config.schema_registry = Some(
+        earlykill::registry::Registry::new(&url, None, None, std::time::Duration::from_secs(5))
+            .expect("registry"),
+    );
+    config.decisions_format = earlykill::config::DecisionsFormat::Registry;
+    let running = Running::start(config);
+    let records = kafka.read_until(&kafka.config.topics.decisions, |r| r.len() >= 5);
+    running.stop().expect("clean stop");
+    assert!(records
+        .iter()
+        .all(|r| r.value.as_deref().is_some_and(|v| v[0] == 0)));
+
+    let dir =
+        std::env::temp_dir().join(format!("earlykill-cleanup-registry-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let counts = cleanup_with(&kafka, &dir, &["--schema-registry-url", &url]);
+    assert_eq!(counts["read"], 5, "{counts}");
+    assert_eq!(counts["undecodable"], 0, "{counts}");
+    assert_eq!(counts["acted"], 2, "{counts}");
+    let actions = std::fs::read_to_string(dir.join("actions.jsonl")).expect("actions");
+    let mut acted: Vec<String> = actions
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("JSON")["variant_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    acted.sort();
+    assert_eq!(acted, ["v-0", "v-1"]);
+
+    // Without the registry, the same service says what to give.
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let blind = cleanup_with(&kafka, &dir, &["--group-id", "blind"]);
+    assert_eq!(blind["undecodable"], 5, "{blind}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -263,3 +263,32 @@ fn hold_per_variant_must_fit_the_producers_message_size() {
     .expect("fits a 4 MB message");
     assert_eq!(larger.monitor.hold_per_variant, 10_000);
 }
+
+#[test]
+fn registry_framed_decisions_need_a_registry_and_say_so() {
+    let message = flags(&["--decisions-format", "registry"])
+        .resolve()
+        .expect_err("no registry to register with")
+        .to_string();
+    assert!(message.contains("`decisions-format`"), "{message}");
+    assert!(message.contains("schema-registry-url"), "{message}");
+    let config = flags(&[
+        "--decisions-format",
+        "registry",
+        "--schema-registry-url",
+        "http://registry:8081",
+    ])
+    .resolve()
+    .expect("valid");
+    assert_eq!(
+        config.decisions_format,
+        earlykill::config::DecisionsFormat::Registry
+    );
+    let config = file("decisions-format = \"single-object\"\n")
+        .resolve()
+        .expect("valid");
+    assert_eq!(
+        config.decisions_format,
+        earlykill::config::DecisionsFormat::SingleObject
+    );
+}

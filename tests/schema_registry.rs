@@ -7,76 +7,19 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
-use common::kafka::{Kafka, Running};
+use common::kafka::{Kafka, Running, PATIENCE};
 use common::posted;
+use common::postgres::TestDb;
+use common::projector::{block_on, Projecting};
+use common::registry::{serve, Stand};
+use earlykill::config::DecisionsFormat;
 use earlykill::event::codec::encode;
-use earlykill::event::{Contract, DecisionKind};
+use earlykill::event::{Contract, DecisionKind, Decoder, MonitoringDecision};
+use earlykill::projector::{self, ProjectorConfig};
 use earlykill::registry::Registry;
-use serde_json::json;
-
-#[derive(Default)]
-struct Stand {
-    /// Requests per id.
-    hits: Mutex<HashMap<u32, usize>>,
-    /// Requests answered 503 before the registry comes back.
-    down_for: AtomicUsize,
-}
-
-async fn schema_by_id(
-    State(stand): State<Arc<Stand>>,
-    Path(id): Path<u32>,
-) -> (StatusCode, Json<serde_json::Value>) {
-    *stand.hits.lock().unwrap().entry(id).or_default() += 1;
-    if stand
-        .down_for
-        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-        .is_ok()
-    {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error_code": 50003, "message": "try again"})),
-        );
-    }
-    match id {
-        7 | 9 => (
-            StatusCode::OK,
-            Json(json!({ "schema": Contract::VariantPosted.json() })),
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error_code": 40403, "message": "Schema not found"})),
-        ),
-    }
-}
-
-/// The stand-in registry on an ephemeral port; its URL.
-fn serve(stand: Arc<Stand>) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-            let app = Router::new()
-                .route("/schemas/ids/{id}", get(schema_by_id))
-                .with_state(stand);
-            axum::serve(listener, app).await.expect("serve");
-        });
-    });
-    url
-}
 
 /// A VariantPosted as Confluent's serializer frames it with schema `id`.
 fn framed(id: u32, variant: &str, t: i64) -> Vec<u8> {
@@ -184,4 +127,151 @@ fn without_a_registry_a_framed_record_is_a_dead_letter_saying_what_to_set() {
         "unknown_schema_id"
     );
     assert!(letters[0].headers["earlykill.error.message"].contains("--schema-registry-url"));
+}
+
+/// Two variants posted and one stopped: three decisions.
+fn three_decisions(kafka: &Kafka) {
+    let t = chrono::Utc::now().timestamp_millis();
+    kafka.post(&posted("v-a", t, 0.5));
+    kafka.post(&posted("v-b", t, 0.5));
+    kafka.stop(&common::stop("v-b", t + 1));
+    kafka.flush();
+}
+
+#[test]
+fn decisions_framed_for_the_registry_are_registered_under_the_topic_subject_and_read_back() {
+    let stand = Arc::new(Stand::default());
+    let url = serve(stand.clone());
+    let registry = || Registry::new(&url, None, None, std::time::Duration::from_secs(5)).unwrap();
+    let kafka = Kafka::new(1);
+    let topics = kafka.config.topics.clone();
+    three_decisions(&kafka);
+    let mut config = kafka.processor_config("framed-decisions");
+    config.schema_registry = Some(registry());
+    config.decisions_format = DecisionsFormat::Registry;
+    let running = Running::start(config.clone());
+    let records = kafka.read_until(&topics.decisions, |r| r.len() >= 3);
+    running.stop().expect("clean stop");
+    // A restart registers the same schema again and is given the same id.
+    Running::start(config).stop().expect("clean stop");
+
+    let subject = format!("{}-value", topics.decisions);
+    let registered = stand.registered.lock().unwrap().clone();
+    assert_eq!(registered.len(), 1, "{registered:?}");
+    let (ref name, ref schema, id) = registered[0];
+    assert_eq!(name, &subject);
+    assert_eq!(schema, Contract::MonitoringDecision.json());
+    assert_eq!(stand.registrations.load(Ordering::SeqCst), 2);
+
+    // Confluent framing: a zero byte, the id, the datum; and the datum is
+    // the one single-object encoding would carry.
+    let mut decoder = Decoder::new(Contract::MonitoringDecision);
+    decoder
+        .register_registry_schema(id, schema)
+        .expect("the registered schema is the decision schema");
+    let mut kinds = Vec::new();
+    for record in &records {
+        let value = record.value.as_deref().expect("value");
+        assert_eq!(value[0], 0, "Confluent framing starts with a zero byte");
+        assert_eq!(u32::from_be_bytes(value[1..5].try_into().unwrap()), id);
+        let decision: MonitoringDecision = decoder.decode(value).expect("decodes");
+        let single = encode(Contract::MonitoringDecision, &decision).unwrap();
+        assert_eq!(&value[5..], &single[10..], "the same Avro datum");
+        kinds.push(decision.kind);
+    }
+    assert_eq!(
+        kinds,
+        [
+            DecisionKind::Started,
+            DecisionKind::Started,
+            DecisionKind::Stopped
+        ]
+    );
+
+    // `earlykill tail` decodes them with the registry.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_earlykill"))
+        .args(["tail", &topics.decisions, "--from", "beginning", "-n", "3"])
+        .args(["--bootstrap-servers", &kafka.cluster.bootstrap_servers()])
+        .args(["--schema-registry-url", &url])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run earlykill tail");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[2]["type"], "MonitoringDecision");
+    assert_eq!(lines[2]["value"]["kind"], "STOPPED");
+
+    // The projector reads them with the registry (fetching the schema
+    // once), and without one skips them saying why.
+    let db = block_on(async {
+        let db = TestDb::create("framed_decisions").await;
+        projector::migrate(&projector::connect(&db.url, 1).unwrap())
+            .await
+            .unwrap();
+        db
+    });
+    let mut projector_config = ProjectorConfig::new(&kafka.cluster.bootstrap_servers(), &db.url);
+    projector_config.decisions_topic = topics.decisions.clone();
+    projector_config
+        .kafka
+        .insert("session.timeout.ms".into(), "6000".into());
+    projector_config.batch_wait = std::time::Duration::from_millis(20);
+    projector_config.registry = Some(registry());
+    let projecting = Projecting::start(projector_config.clone());
+    projecting.wait("three decisions applied", PATIENCE, |s| {
+        s.applied.started == 2 && s.applied.ended == 1
+    });
+    projecting.stop().expect("projector stops");
+    assert_eq!(block_on(db.table(None)).len(), 2);
+    assert_eq!(
+        stand.hits.lock().unwrap().get(&id),
+        Some(&2),
+        "tail and projector once each"
+    );
+
+    projector_config.registry = None;
+    projector_config.group_id = "without-registry".into();
+    let summary = projector::replay(
+        &projector_config,
+        &projector::ReplayTarget::Live { confirmed: true },
+        |_| {},
+    )
+    .expect("replay");
+    assert_eq!(summary.undecodable, 3, "{summary:?}");
+    block_on(db.drop());
+}
+
+#[test]
+fn a_registry_refusing_the_decision_schema_stops_the_start_naming_the_subject() {
+    let stand = Arc::new(Stand::default());
+    stand.incompatible.store(true, Ordering::SeqCst);
+    let url = serve(stand.clone());
+    let kafka = Kafka::new(1);
+    let mut config = kafka.processor_config("refused");
+    config.schema_registry =
+        Some(Registry::new(&url, None, None, std::time::Duration::from_secs(5)).unwrap());
+    config.decisions_format = DecisionsFormat::Registry;
+    let error = earlykill::processor::run(
+        config,
+        earlykill::processor::Shutdown::new(),
+        Default::default(),
+        Default::default(),
+    )
+    .expect_err("refused");
+    let message = error.to_string();
+    assert!(
+        message.contains("earlykill.decisions-value") && message.contains("HTTP 409"),
+        "{message}"
+    );
+    assert!(kafka
+        .read_until(&kafka.config.topics.decisions, |_| true)
+        .is_empty());
 }

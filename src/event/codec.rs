@@ -415,6 +415,39 @@ pub fn encode_into<T: Serialize>(
         })
 }
 
+/// How records are framed on a topic earlykill writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// Avro single-object encoding: `C3 01`, the fingerprint, the datum.
+    SingleObject,
+    /// Confluent Schema Registry framing: `00`, the schema id (4 bytes big
+    /// endian) under which the bundled schema is registered, the datum.
+    Registry(u32),
+}
+
+/// Encodes `value` with the bundled schema of `contract`, appending the
+/// record framed as `framing` says to `out`.
+pub fn encode_framed_into<T: Serialize>(
+    contract: Contract,
+    framing: Framing,
+    value: &T,
+    out: &mut Vec<u8>,
+) -> Result<(), CodecError> {
+    let id = match framing {
+        Framing::SingleObject => return encode_into(contract, value, out),
+        Framing::Registry(id) => id,
+    };
+    out.push(REGISTRY_MAGIC);
+    out.extend_from_slice(&id.to_be_bytes());
+    let mut config = serde_avro_fast::ser::SerializerConfig::new(contract.fast());
+    serde_avro_fast::to_datum(value, out, &mut config)
+        .map(|_| ())
+        .map_err(|e| CodecError::Encode {
+            contract,
+            message: e.to_string(),
+        })
+}
+
 /// Encodes `value` with the bundled schema of `contract` into a new buffer.
 pub fn encode<T: Serialize>(contract: Contract, value: &T) -> Result<Vec<u8>, CodecError> {
     let mut out = Vec::with_capacity(128);

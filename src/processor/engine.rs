@@ -21,8 +21,8 @@ use super::merge::{rank, Entry, Merge};
 use super::{
     ProcessorError, Sessions, Shutdown, Status, StatusWatch, ABANDON, DRAIN, MAX_ABORTED_LISTED,
 };
-use crate::config::{Guarantee, ProcessorConfig};
-use crate::event::codec::encode_into;
+use crate::config::{DecisionsFormat, Guarantee, ProcessorConfig};
+use crate::event::codec::{encode_framed_into, encode_into, Framing};
 use crate::event::{
     ChangelogRecord, Contract, DecisionKind, InputDecoders, InputOffsets, InputTopic, Millis,
     MonitoringDecision, Rejection,
@@ -59,6 +59,28 @@ fn bounded_text(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// The framing of the decisions: with `decisions-format = registry`, the
+/// decision schema is registered under `<decisions topic>-value` (the
+/// registry answers the id it already has when registered before), so
+/// that nothing is written until Confluent's tools can read it.
+fn decisions_framing(config: &ProcessorConfig) -> Result<Framing, ProcessorError> {
+    match (config.decisions_format, &config.schema_registry) {
+        (DecisionsFormat::Registry, Some(registry)) => {
+            let subject = format!("{}-value", config.topics.decisions);
+            let id = registry
+                .register(&subject, Contract::MonitoringDecision.json())
+                .map_err(|source| ProcessorError::RegisterSchema {
+                    subject: subject.clone(),
+                    source,
+                })?;
+            tracing::info!(%subject, id, "decisions are written framed for the schema registry");
+            Ok(Framing::Registry(id))
+        }
+        // The configuration refuses registry framing without a registry.
+        _ => Ok(Framing::SingleObject),
+    }
+}
+
 /// How often the metrics kept as plain counters are copied out.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -71,6 +93,7 @@ pub fn run(
     sessions: Sessions,
 ) -> Result<(), ProcessorError> {
     let config = Arc::new(config);
+    let framing = decisions_framing(&config)?;
     let kafka_error = |action| move |source| ProcessorError::Kafka { action, source };
     let producer: ThreadedProducer<DeliveryContext> = kafka::producer(&config)
         .create_with_context(DeliveryContext::default())
@@ -83,6 +106,7 @@ pub fn run(
         producer,
         restorer,
         status,
+        framing,
     )?));
     lock(&core).read = sessions.clone();
     let mut consumer: BaseConsumer<Context> = kafka::input_consumer(&config)
@@ -335,7 +359,11 @@ fn schema_by_id(
             }
             Err(e) => format!("schema registry id {id}: {e}"),
         },
-        Err(e @ (RegistryError::NotFound { .. } | RegistryError::NotAvro { .. })) => e.to_string(),
+        Err(
+            e @ (RegistryError::NotFound { .. }
+            | RegistryError::NotAvro { .. }
+            | RegistryError::Refused { .. }),
+        ) => e.to_string(),
         Err(e @ RegistryError::Unavailable { .. }) => return Err(Failure::Registry(e)),
     };
     tracing::warn!(id, ?topic, reason = %why, "schema registry id refused; its records are dead letters");
@@ -512,6 +540,8 @@ impl From<ProcessorError> for Failure {
 /// The output side: the producer and the open transaction.
 struct Output {
     config: Arc<ProcessorConfig>,
+    /// How decisions are framed.
+    framing: Framing,
     producer: ThreadedProducer<DeliveryContext>,
     /// When the open transaction (or, at-least-once, the uncommitted work)
     /// began.
@@ -642,11 +672,15 @@ impl Output {
     fn decision(&mut self, decision: MonitoringDecision, due: Millis) -> Result<(), Failure> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
-        encode_into(Contract::MonitoringDecision, &decision, &mut buf).map_err(|e| {
-            ProcessorError::Encode {
-                what: "decision",
-                reason: e.to_string(),
-            }
+        encode_framed_into(
+            Contract::MonitoringDecision,
+            self.framing,
+            &decision,
+            &mut buf,
+        )
+        .map_err(|e| ProcessorError::Encode {
+            what: "decision",
+            reason: e.to_string(),
         })?;
         self.begin()?;
         let kind = decision.kind.as_str();
@@ -894,6 +928,7 @@ impl Core {
         producer: ThreadedProducer<DeliveryContext>,
         restorer: BaseConsumer<RestoreContext>,
         status: StatusWatch,
+        framing: Framing,
     ) -> Result<Core, ProcessorError> {
         let cstr = |s: &str| {
             CString::new(s).map_err(|_| ProcessorError::MissingTopics {
@@ -910,6 +945,7 @@ impl Core {
             ],
             out: Output {
                 config: config.clone(),
+                framing,
                 producer,
                 open_since: None,
                 open_decisions: Vec::new(),

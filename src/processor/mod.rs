@@ -337,6 +337,19 @@ pub enum ProcessorError {
         /// Why the last attempt failed.
         source: crate::registry::RegistryError,
     },
+    /// `decisions-format = registry`, and the decision schema could not be
+    /// registered under the decisions topic's subject.
+    #[error(
+        "cannot register the decision schema under subject {subject:?}: {source}. Nothing was \
+         written; check --schema-registry-url and its credentials, and that the subject's \
+         compatibility rule accepts this schema (or use --decisions-format single-object)"
+    )]
+    RegisterSchema {
+        /// The subject, `<decisions topic>-value`.
+        subject: String,
+        /// The registry's answer.
+        source: crate::registry::RegistryError,
+    },
     /// The crash injected by `crash_after_decisions` (tests only).
     #[error("stopped by an injected crash after {decisions} decisions")]
     InjectedCrash {

@@ -7,6 +7,7 @@
 //! once. Writes are idempotent as well (one row per session, keyed by
 //! `session_id`), so replaying the topic into an empty table rebuilds it.
 
+mod decisions;
 mod run;
 mod store;
 mod tls;

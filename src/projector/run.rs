@@ -33,11 +33,10 @@ use rdkafka::types::RDKafkaRespErr as RespErr;
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::{Handle, Runtime};
 
+use super::decisions::{DecisionReader, Unreadable};
 use super::store::{connect, connect_in, create_schema, migrate, Applied, Positioned, Store};
 use super::topic::{self, TopicWatch};
 use super::StoreError;
-use crate::event::codec::Decoder;
-use crate::event::{Contract, MonitoringDecision};
 use crate::processor::kafka::{cached_watermarks, topic_id};
 use crate::processor::Shutdown;
 use crate::telemetry;
@@ -74,6 +73,9 @@ pub struct ProjectorConfig {
     /// Replay only: rebuild even when the decisions topic no longer starts
     /// at offset 0 (retention dropped decisions).
     pub accept_lost_decisions: bool,
+    /// The schema registry, for decisions written with
+    /// `--decisions-format registry`.
+    pub registry: Option<crate::registry::Registry>,
     /// Fault injection for tests: stop as a crash would right after this
     /// many batches are committed to the database, before anything is
     /// committed to Kafka. Not settable from the command line.
@@ -95,6 +97,7 @@ impl ProjectorConfig {
             batch_wait: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
             accept_lost_decisions: false,
+            registry: None,
             crash_after_batches: None,
         }
     }
@@ -219,6 +222,17 @@ pub enum ProjectorError {
          projectors first), or replay into another schema with --into-schema"
     )]
     LiveNotConfirmed,
+    /// The schema registry stayed unavailable while a decision needed its
+    /// schema from it.
+    #[error(
+        "{source}; gave up after repeated attempts. No decision was skipped: they are read \
+         again from the stored offsets once the registry answers (check --schema-registry-url \
+         and its credentials)"
+    )]
+    Registry {
+        /// Why the last attempt failed.
+        source: crate::registry::RegistryError,
+    },
     /// The schema name is not a plain identifier.
     #[error("schema name {0:?} is not a plain identifier: use lower-case letters, digits and _")]
     BadSchema(String),
@@ -251,7 +265,7 @@ struct Shared {
     retry_max: Duration,
     shutdown: Shutdown,
     status: Watch<ProjectorStatus>,
-    decoder: Decoder,
+    reader: DecisionReader,
     batch: Vec<Positioned>,
     fatal: Option<ProjectorError>,
     topic_id: TopicWatch,
@@ -394,13 +408,13 @@ impl Shared {
         });
     }
 
-    /// Takes one record of the decisions topic into the batch.
-    fn accept(&mut self, message: &BorrowedMessage<'_>) {
+    /// Takes one record of the decisions topic into the batch. False when
+    /// the record could not be read for now (the schema registry is
+    /// unavailable): the projector stops with `fatal` set, and reads it
+    /// again from the stored offsets when restarted.
+    fn accept(&mut self, message: &BorrowedMessage<'_>) -> bool {
         let (partition, offset) = (message.partition(), message.offset());
-        match message
-            .payload()
-            .map(|bytes| self.decoder.decode::<MonitoringDecision>(bytes))
-        {
+        match message.payload().map(|bytes| self.reader.read(bytes)) {
             Some(Ok(decision)) => {
                 self.batch.push(Positioned {
                     partition,
@@ -409,8 +423,13 @@ impl Shared {
                 });
                 self.status.update(|s| s.read += 1);
             }
-            Some(Err(e)) => {
-                tracing::error!(partition, offset, error = %e, "decision does not decode; skipped");
+            Some(Err(Unreadable::Registry(source))) => {
+                self.fatal
+                    .get_or_insert(ProjectorError::Registry { source });
+                return false;
+            }
+            Some(Err(Unreadable::Skip(why))) => {
+                tracing::error!(partition, offset, error = %why, "decision does not decode; skipped");
                 self.status.update(|s| s.undecodable += 1);
             }
             None => {
@@ -418,6 +437,7 @@ impl Shared {
                 self.status.update(|s| s.undecodable += 1);
             }
         }
+        true
     }
 }
 
@@ -493,7 +513,7 @@ pub fn run(
         retry_max: config.retry_max,
         shutdown: shutdown.clone(),
         status: status.clone(),
-        decoder: Decoder::new(Contract::MonitoringDecision),
+        reader: DecisionReader::new(config.registry.clone()),
         batch: Vec::with_capacity(config.batch_size),
         fatal: None,
         topic_id: TopicWatch::start(&config.client(), &config.decisions_topic),
@@ -539,7 +559,9 @@ pub fn run(
             let mut guard = lock(&shared);
             match result {
                 Ok(message) => {
-                    guard.accept(&message);
+                    if !guard.accept(&message) {
+                        break;
+                    }
                     oldest.get_or_insert_with(Instant::now);
                 }
                 Err(e) => {
@@ -664,7 +686,9 @@ fn apply(
                     }
                     if let Some(Ok(message)) = consumer.poll(left.min(MAX_POLL)) {
                         // Fetched before the pause took effect.
-                        lock(shared).accept(&message);
+                        if !lock(shared).accept(&message) {
+                            break;
+                        }
                     }
                 }
                 backoff = (backoff * 2).min(config.retry_max);
@@ -957,7 +981,7 @@ pub fn replay(
     consumer
         .assign(&tpl)
         .map_err(kafka("assign the decisions partitions"))?;
-    let decoder = Decoder::new(Contract::MonitoringDecision);
+    let mut reader = DecisionReader::new(config.registry.clone());
     let mut summary = ReplaySummary {
         removed,
         ..ReplaySummary::default()
@@ -980,10 +1004,7 @@ pub fn replay(
         match consumer.poll(MAX_POLL) {
             Some(Ok(message)) => {
                 seen += 1;
-                match message
-                    .payload()
-                    .map(|b| decoder.decode::<MonitoringDecision>(b))
-                {
+                match message.payload().map(|b| reader.read(b)) {
                     Some(Ok(decision)) => {
                         summary.read += 1;
                         batch.push(Positioned {
@@ -992,10 +1013,18 @@ pub fn replay(
                             decision,
                         });
                     }
-                    _ => {
+                    Some(Err(Unreadable::Registry(source))) => {
+                        return Err(ProjectorError::Registry { source })
+                    }
+                    why => {
+                        let why = match why {
+                            Some(Err(Unreadable::Skip(why))) => why,
+                            _ => "no value".to_owned(),
+                        };
                         tracing::error!(
                             partition = message.partition(),
                             offset = message.offset(),
+                            error = %why,
                             "decision does not decode; skipped"
                         );
                         summary.undecodable += 1;

@@ -7,6 +7,7 @@ pub mod kafka;
 pub mod postgres;
 pub mod projector;
 pub mod proxy;
+pub mod registry;
 pub mod tansu;
 
 use std::borrow::Cow;
