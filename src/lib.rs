@@ -29,6 +29,7 @@
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod backtest;
 pub mod config;
 pub mod demo;
 pub mod event;

@@ -100,6 +100,14 @@ enum Command {
         #[command(flatten)]
         args: TailArgs,
     },
+    /// Fold the recorded input topics again under other thresholds
+    /// (`--kill-threshold 0.3,0.4,0.5 --min-interactions 5,10`) and report
+    /// what each set would have killed, how early, and how well against
+    /// each session's rate over its full window.
+    Backtest {
+        #[command(flatten)]
+        args: earlykill::backtest::cli::BacktestArgs,
+    },
     /// List the Avro schemas of the event contract with their fingerprints,
     /// or print one schema's JSON (for registering it with another system).
     Schemas {
@@ -411,6 +419,10 @@ fn main() -> Result<()> {
         Command::Project { args } => project(args)?,
         Command::Generate { args } => generate(args)?,
         Command::Tail { args } => tail(args)?,
+        Command::Backtest { args } => {
+            init_logging("warn")?;
+            earlykill::backtest::cli::run(args)?
+        }
         Command::Demo { args } => demo(args)?,
         Command::Replay {
             args,
