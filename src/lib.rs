@@ -21,6 +21,8 @@
 //!   consumer group over the co-partitioned inputs, an event-time merge per
 //!   partition, decisions, changelog and offsets committed in one
 //!   transaction, restore on assignment, dead letters.
+//! - [`backtest`] — `earlykill backtest`: the recorded inputs folded again
+//!   under other thresholds, on every core, and scored.
 //! - [`config`] — layered configuration (defaults, file, environment,
 //!   flags) with errors that name the key.
 //! - [`telemetry`] — metric names and the audit log line per decision.
