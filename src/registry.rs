@@ -118,31 +118,52 @@ impl Registry {
             .transpose()
     }
 
-    /// The writer schema registered under `id`, as JSON.
-    pub fn schema(&self, id: u32) -> Result<String, RegistryError> {
-        let url = format!("{}/schemas/ids/{id}", self.base);
-        let mut request = self
+    /// A request to `path` with the registry's media type and credentials.
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let request = self
             .agent
-            .get(&url)
+            .request(method, &format!("{}{path}", self.base))
             .set("Accept", "application/vnd.schemaregistry.v1+json");
-        if let Some(authorization) = &self.authorization {
-            request = request.set("Authorization", authorization);
+        match &self.authorization {
+            Some(authorization) => request.set("Authorization", authorization),
+            None => request,
         }
-        let unavailable = |reason: String| RegistryError::Unavailable {
+    }
+
+    fn unavailable(&self, reason: String) -> RegistryError {
+        RegistryError::Unavailable {
             url: self.base.clone(),
             reason,
-        };
-        let body = match request.call() {
+        }
+    }
+
+    /// The body of a successful answer. `refused(status, body)` turns an
+    /// error status into the caller's error; any other failure is an
+    /// outage.
+    fn body(
+        &self,
+        result: Result<ureq::Response, ureq::Error>,
+        refused: impl FnOnce(u16, String) -> Option<RegistryError>,
+    ) -> Result<String, RegistryError> {
+        match result {
             Ok(response) => response
                 .into_string()
-                .map_err(|e| unavailable(e.to_string()))?,
-            Err(ureq::Error::Status(404, _)) => return Err(RegistryError::NotFound { id }),
-            Err(ureq::Error::Status(code, response)) => {
+                .map_err(|e| self.unavailable(e.to_string())),
+            Err(ureq::Error::Status(status, response)) => {
                 let text = response.into_string().unwrap_or_default();
-                return Err(unavailable(format!("HTTP {code}: {text}")));
+                Err(refused(status, text.clone())
+                    .unwrap_or_else(|| self.unavailable(format!("HTTP {status}: {text}"))))
             }
-            Err(e) => return Err(unavailable(e.to_string())),
-        };
+            Err(e) => Err(self.unavailable(e.to_string())),
+        }
+    }
+
+    /// The writer schema registered under `id`, as JSON.
+    pub fn schema(&self, id: u32) -> Result<String, RegistryError> {
+        let result = self.request("GET", &format!("/schemas/ids/{id}")).call();
+        let body = self.body(result, |status, _| {
+            (status == 404).then_some(RegistryError::NotFound { id })
+        })?;
         #[derive(serde::Deserialize)]
         struct Answer {
             schema: String,
@@ -150,7 +171,7 @@ impl Registry {
             schema_type: Option<String>,
         }
         let answer: Answer = serde_json::from_str(&body)
-            .map_err(|e| unavailable(format!("an answer that is not a schema: {e}")))?;
+            .map_err(|e| self.unavailable(format!("an answer that is not a schema: {e}")))?;
         match answer.schema_type.as_deref() {
             None | Some("AVRO") => Ok(answer.schema),
             Some(other) => Err(RegistryError::NotAvro {
@@ -164,44 +185,30 @@ impl Registry {
     /// the id it already has when registered before (the registry answers
     /// the same id for the same schema).
     pub fn register(&self, subject: &str, schema_json: &str) -> Result<u32, RegistryError> {
-        let url = format!("{}/subjects/{}/versions", self.base, path_segment(subject));
-        let mut request = self
-            .agent
-            .post(&url)
-            .set("Content-Type", "application/vnd.schemaregistry.v1+json")
-            .set("Accept", "application/vnd.schemaregistry.v1+json");
-        if let Some(authorization) = &self.authorization {
-            request = request.set("Authorization", authorization);
-        }
-        let unavailable = |reason: String| RegistryError::Unavailable {
-            url: self.base.clone(),
-            reason,
-        };
         let body = serde_json::json!({ "schema": schema_json, "schemaType": "AVRO" });
-        let answer = match request.send_string(&body.to_string()) {
-            Ok(response) => response
-                .into_string()
-                .map_err(|e| unavailable(e.to_string()))?,
-            Err(ureq::Error::Status(status, response)) if (400..500).contains(&status) => {
-                return Err(RegistryError::Refused {
+        let result = self
+            .request(
+                "POST",
+                &format!("/subjects/{}/versions", path_segment(subject)),
+            )
+            .set("Content-Type", "application/vnd.schemaregistry.v1+json")
+            .send_string(&body.to_string());
+        let answer = self.body(result, |status, message| {
+            (400..500)
+                .contains(&status)
+                .then(|| RegistryError::Refused {
                     subject: subject.to_owned(),
                     status,
-                    message: response.into_string().unwrap_or_default(),
+                    message,
                 })
-            }
-            Err(ureq::Error::Status(code, response)) => {
-                let text = response.into_string().unwrap_or_default();
-                return Err(unavailable(format!("HTTP {code}: {text}")));
-            }
-            Err(e) => return Err(unavailable(e.to_string())),
-        };
+        })?;
         #[derive(serde::Deserialize)]
         struct Registered {
             id: u32,
         }
         serde_json::from_str::<Registered>(&answer)
             .map(|r| r.id)
-            .map_err(|e| unavailable(format!("an answer without an id: {e}")))
+            .map_err(|e| self.unavailable(format!("an answer without an id: {e}")))
     }
 }
 

@@ -105,6 +105,22 @@ fn cleanup_with(kafka: &Kafka, dir: &std::path::Path, extra: &[&str]) -> Value {
     serde_json::from_str(stdout.lines().last().expect("a summary line")).expect("JSON counts")
 }
 
+/// The variants the service acted on (its actions file), sorted.
+fn acted_on(dir: &std::path::Path) -> Vec<String> {
+    let actions = std::fs::read_to_string(dir.join("actions.jsonl")).expect("actions");
+    let mut acted: Vec<String> = actions
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).expect("JSON")["variant_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    acted.sort();
+    acted
+}
+
 #[test]
 fn the_python_cleanup_service_acts_once_per_killed_variant() {
     let kafka = Kafka::new(2);
@@ -155,17 +171,7 @@ fn the_python_cleanup_service_acts_once_per_killed_variant() {
     assert_eq!(first["read"], 8, "{first}");
     assert_eq!(first["acted"], 3, "{first}");
     assert_eq!(first["duplicates"], 1, "{first}");
-    let actions = std::fs::read_to_string(dir.join("actions.jsonl")).expect("actions");
-    let mut acted: Vec<String> = actions
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).expect("JSON")["variant_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
-    acted.sort();
+    let acted = acted_on(&dir);
     assert_eq!(acted, ["v-0", "v-1", "v-2"]);
 
     // Restarted: its offsets are committed, nothing is acted on again.
@@ -229,17 +235,7 @@ fn decisions_framed_for_the_registry_are_read_with_confluents_own_deserializer()
     assert_eq!(counts["read"], 5, "{counts}");
     assert_eq!(counts["undecodable"], 0, "{counts}");
     assert_eq!(counts["acted"], 2, "{counts}");
-    let actions = std::fs::read_to_string(dir.join("actions.jsonl")).expect("actions");
-    let mut acted: Vec<String> = actions
-        .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).expect("JSON")["variant_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
-        .collect();
-    acted.sort();
+    let acted = acted_on(&dir);
     assert_eq!(acted, ["v-0", "v-1"]);
 
     // Without the registry, the same service says what to give.

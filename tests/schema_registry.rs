@@ -21,6 +21,28 @@ use earlykill::event::{Contract, DecisionKind, Decoder, MonitoringDecision};
 use earlykill::projector::{self, ProjectorConfig};
 use earlykill::registry::Registry;
 
+/// `earlykill tail ARGS --from beginning` with the registry, as JSON lines.
+fn tail(kafka: &Kafka, url: &str, args: &[&str]) -> Vec<serde_json::Value> {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_earlykill"))
+        .arg("tail")
+        .args(args)
+        .args(["--from", "beginning"])
+        .args(["--bootstrap-servers", &kafka.cluster.bootstrap_servers()])
+        .args(["--schema-registry-url", url])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run earlykill tail");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect()
+}
+
 /// A VariantPosted as Confluent's serializer frames it with schema `id`.
 fn framed(id: u32, variant: &str, t: i64) -> Vec<u8> {
     let single_object = encode(Contract::VariantPosted, &posted(variant, t, 0.5)).expect("encode");
@@ -80,22 +102,7 @@ fn registry_framed_records_are_decided_and_unknown_ids_are_dead_letters() {
     assert_eq!(hits.get(&9), Some(&1), "{hits:?}");
 
     // `earlykill tail` reads the framed records with the registry too.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_earlykill"))
-        .args(["tail", &topics.posted, "--from", "beginning"])
-        .args(["--bootstrap-servers", &kafka.cluster.bootstrap_servers()])
-        .args(["--schema-registry-url", &url])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run earlykill tail");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .collect();
+    let lines = tail(&kafka, &url, &[&topics.posted]);
     assert_eq!(lines.len(), 4);
     assert_eq!(lines[0]["type"], "VariantPosted");
     assert_eq!(lines[0]["value"]["variant_id"], "v-a");
@@ -189,22 +196,7 @@ fn decisions_framed_for_the_registry_are_registered_under_the_topic_subject_and_
     );
 
     // `earlykill tail` decodes them with the registry.
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_earlykill"))
-        .args(["tail", &topics.decisions, "--from", "beginning", "-n", "3"])
-        .args(["--bootstrap-servers", &kafka.cluster.bootstrap_servers()])
-        .args(["--schema-registry-url", &url])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run earlykill tail");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("JSON"))
-        .collect();
+    let lines = tail(&kafka, &url, &[&topics.decisions, "-n", "3"]);
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[2]["type"], "MonitoringDecision");
     assert_eq!(lines[2]["value"]["kind"], "STOPPED");
