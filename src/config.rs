@@ -658,6 +658,7 @@ impl Settings {
             decisions_format,
             kafka_timeout,
             log_level,
+            #[cfg(feature = "test-hooks")]
             crash_after_decisions: None,
         })
     }
@@ -776,7 +777,9 @@ pub struct ProcessorConfig {
     pub database_url: Option<Secret>,
     /// Fault injection for tests: stop as a crash would (nothing committed,
     /// the transaction left open) right after producing this many
-    /// decisions. Not settable from the command line.
+    /// decisions. Not settable from the command line; only in builds with
+    /// the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
     pub crash_after_decisions: Option<u64>,
 }
 

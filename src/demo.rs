@@ -22,8 +22,9 @@ use crate::api::{self, Api};
 use crate::config::ProcessorConfig;
 use crate::event::validate::Limits;
 use crate::generate::{self, GenerateConfig, GenerateStatus, TrafficConfig};
-use crate::processor::{self, LatencyHistogram, Sessions, Shutdown, StatusWatch};
+use crate::processor::{self, LatencyHistogram, Sessions, StatusWatch};
 use crate::projector::{self, ProjectorConfig, ProjectorStatus};
+use crate::shutdown::Shutdown;
 use crate::upstream::Publisher;
 use crate::watch::Watch;
 
@@ -234,7 +235,6 @@ pub fn run(
         None => None,
     };
 
-    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let http = match listener {
         Some(listener) => {
             let address = listener.local_addr()?;
@@ -257,15 +257,7 @@ pub fn run(
                 token: None,
                 limits: processor_config.limits,
             };
-            runtime.spawn(async move {
-                let stopped = async {
-                    let _ = http_stopped.await;
-                };
-                if let Err(e) = api::serve(listener, api, stopped).await {
-                    tracing::error!(error = %e, "the HTTP API stopped");
-                }
-            });
-            Some(address)
+            Some((address, api::spawn(runtime.handle(), listener, api)))
         }
         None => None,
     };
@@ -320,7 +312,7 @@ pub fn run(
             events: generated.events(),
             events_per_second: generated.events().saturating_sub(last.1) as f64 / seconds,
             latency_p99: processed.latency.since(&last.2).quantile(0.99),
-            http,
+            http: http.as_ref().map(|(address, _)| *address),
         });
         last = (now, generated.events(), processed.latency);
         // The generator may end on its own (a set number of variants);
@@ -360,7 +352,7 @@ pub fn run(
         }
     }
     watcher.read_to(&ends)?;
-    let _ = http_stop.send(());
+    drop(http);
     if let Some(failure) = failure {
         return Err(failure);
     }

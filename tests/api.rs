@@ -468,7 +468,7 @@ fn metrics_parse_as_prometheus_text_and_hold_every_name() {
         .insert("session.timeout.ms".into(), "6000".into());
     projector_config.batch_wait = Duration::from_millis(20);
     let projector_status = Watch::default();
-    let projector_stop = earlykill::processor::Shutdown::new();
+    let projector_stop = earlykill::shutdown::Shutdown::new();
     let projector = {
         let (status, stop) = (projector_status.clone(), projector_stop.clone());
         std::thread::spawn(move || projector::run(projector_config, stop, status))

@@ -14,7 +14,7 @@ use common::kafka::Kafka;
 use common::postgres::TestDb;
 use earlykill::demo::{self, DemoConfig};
 use earlykill::generate::{self, GenerateConfig, TrafficConfig};
-use earlykill::processor::Shutdown;
+use earlykill::shutdown::Shutdown;
 use earlykill::watch::Watch;
 
 #[test]

@@ -12,10 +12,10 @@ use common::proxy::Proxy;
 use common::*;
 use earlykill::event::codec::encode;
 use earlykill::event::{Contract, DecisionKind, MonitoringDecision};
-use earlykill::processor::Shutdown;
 use earlykill::projector::{
     self, ProjectorConfig, ProjectorError, ProjectorStatus, ReplayTarget, StoreError,
 };
+use earlykill::shutdown::Shutdown;
 use earlykill::watch::Watch;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};

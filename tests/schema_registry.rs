@@ -253,7 +253,7 @@ fn a_registry_refusing_the_decision_schema_stops_the_start_naming_the_subject() 
     config.decisions_format = DecisionsFormat::Registry;
     let error = earlykill::processor::run(
         config,
-        earlykill::processor::Shutdown::new(),
+        earlykill::shutdown::Shutdown::new(),
         Default::default(),
         Default::default(),
     )

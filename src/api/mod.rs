@@ -108,6 +108,31 @@ pub fn router(api: Api) -> Router {
         .with_state(api)
 }
 
+/// The API served in the background by [`spawn`]: it stops when this is
+/// dropped.
+pub struct Serving {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Serves `api` on `listener` on `runtime` until the returned [`Serving`]
+/// is dropped; errors are logged. What `run`, `project` and the demo share.
+pub fn spawn(
+    runtime: &tokio::runtime::Handle,
+    listener: tokio::net::TcpListener,
+    api: Api,
+) -> Serving {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    runtime.spawn(async move {
+        let stopped = async {
+            let _ = stopped.await;
+        };
+        if let Err(e) = serve(listener, api, stopped).await {
+            tracing::error!(error = %e, "the HTTP API stopped");
+        }
+    });
+    Serving { _stop: stop }
+}
+
 /// Serves `api` on `listener` until `shutdown` resolves. Warns when the
 /// listener is reachable from other machines and the writes have no token.
 pub async fn serve(

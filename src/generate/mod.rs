@@ -22,7 +22,7 @@ use rdkafka::ClientContext;
 use crate::config::Topics;
 use crate::event::codec::encode_into;
 use crate::event::{CodecError, Contract, Millis};
-use crate::processor::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::upstream;
 use crate::watch::Watch;
 pub use traffic::{Generated, Traffic, TrafficConfig};

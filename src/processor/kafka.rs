@@ -1,24 +1,23 @@
 //! The Kafka clients the processor uses, and what it asks of the cluster:
 //! client settings, the co-partitioning check, one queue per input topic,
-//! librdkafka's cached watermarks, and reading a changelog partition back.
+//! librdkafka's cached watermarks, the topic id.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::CString;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::{DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, ClientContext, Offset};
 
 use super::ProcessorError;
 use crate::config::{Guarantee, ProcessorConfig};
-use crate::event::{ChangelogRecord, Contract, Decoder};
 
 /// Settings every client shares: the bootstrap servers and the pass-through
 /// properties (security settings among them).
@@ -403,130 +402,6 @@ fn split_failed(topic: &str) -> ProcessorError {
         action: "split the input consumer's queue by topic",
         source: KafkaError::Subscription(topic.to_owned()),
     }
-}
-
-/// The compacted content of changelog partitions: per partition, the latest
-/// record of every key that is not deleted.
-pub type RestoredState = BTreeMap<i32, Restored>;
-
-/// One changelog partition read back.
-#[derive(Debug, Default)]
-pub struct Restored {
-    /// The latest record of every key still holding a value.
-    pub records: Vec<ChangelogRecord>,
-    /// The `earlykill_transaction` header of the latest partition record:
-    /// which run and transaction wrote the state restored.
-    pub writer: Option<String>,
-}
-
-/// Reads `partitions` of the changelog from the beginning to their end
-/// (the last committed record), keeping the latest record per key.
-pub fn read_changelog<C: ConsumerContext>(
-    restorer: &BaseConsumer<C>,
-    config: &ProcessorConfig,
-    partitions: &BTreeSet<i32>,
-    mut progress: impl FnMut(i32, u64),
-) -> Result<RestoredState, ProcessorError> {
-    let topic = &config.topics.changelog;
-    // A consumer learns the leaders of a newly assigned topic on its next
-    // periodic metadata scan, up to a second later; asking first lets the
-    // fetch start at once.
-    restorer
-        .fetch_metadata(Some(topic), config.kafka_timeout)
-        .map_err(|e| ProcessorError::Kafka {
-            action: "fetch the changelog's metadata for restore",
-            source: e,
-        })?;
-    let mut assignment = TopicPartitionList::new();
-    for &p in partitions {
-        assignment
-            .add_partition_offset(topic, p, Offset::Beginning)
-            .map_err(|e| ProcessorError::Kafka {
-                action: "assign the changelog for restore",
-                source: e,
-            })?;
-    }
-    restorer
-        .assign(&assignment)
-        .map_err(|e| ProcessorError::Kafka {
-            action: "assign the changelog for restore",
-            source: e,
-        })?;
-    let decoder = Decoder::new(Contract::ChangelogRecord);
-    let mut latest: BTreeMap<i32, HashMap<Vec<u8>, Option<ChangelogRecord>>> =
-        partitions.iter().map(|&p| (p, HashMap::new())).collect();
-    let mut writers: BTreeMap<i32, String> = BTreeMap::new();
-    let mut read: BTreeMap<i32, u64> = BTreeMap::new();
-    let mut remaining = partitions.clone();
-    let mut last_progress = Instant::now();
-    // A restore may take as long as the changelog needs; it times out only
-    // when nothing at all has arrived for kafka-timeout-seconds.
-    let mut heard = Instant::now();
-    while !remaining.is_empty() {
-        match restorer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => {
-                heard = Instant::now();
-                let p = message.partition();
-                let key = message.key().unwrap_or_default().to_vec();
-                let record = match message.payload() {
-                    None => None,
-                    Some(bytes) => Some(decoder.decode::<ChangelogRecord>(bytes).map_err(|e| {
-                        ProcessorError::CorruptChangelog {
-                            partition: p,
-                            offset: message.offset(),
-                            reason: e.to_string(),
-                        }
-                    })?),
-                };
-                if key.is_empty() {
-                    let writer = message
-                        .headers()
-                        .and_then(|h| h.iter().find(|h| h.key == "earlykill_transaction"))
-                        .and_then(|h| h.value);
-                    if let Some(writer) = writer {
-                        writers.insert(p, String::from_utf8_lossy(writer).into_owned());
-                    }
-                }
-                if let Some(keys) = latest.get_mut(&p) {
-                    keys.insert(key, record);
-                }
-                *read.entry(p).or_default() += 1;
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                heard = Instant::now();
-                remaining.remove(&p);
-                progress(p, read.get(&p).copied().unwrap_or(0));
-            }
-            Some(Err(e)) => tracing::warn!(error = %e, "changelog restore: consumer error"),
-            None if heard.elapsed() > config.kafka_timeout => {
-                return Err(ProcessorError::RestoreTimeout {
-                    partitions: remaining.into_iter().collect(),
-                    timeout: config.kafka_timeout,
-                })
-            }
-            None => {}
-        }
-        if last_progress.elapsed() >= Duration::from_secs(1) {
-            last_progress = Instant::now();
-            for (&p, &n) in &read {
-                progress(p, n);
-            }
-        }
-    }
-    restorer.unassign().map_err(|e| ProcessorError::Kafka {
-        action: "release the changelog after restore",
-        source: e,
-    })?;
-    Ok(latest
-        .into_iter()
-        .map(|(p, keys)| {
-            let restored = Restored {
-                records: keys.into_values().flatten().collect(),
-                writer: writers.remove(&p),
-            };
-            (p, restored)
-        })
-        .collect())
 }
 
 /// Why a topic's id could not be had.

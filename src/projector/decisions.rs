@@ -55,14 +55,18 @@ impl DecisionReader {
 
 /// The schema of `id`, asking again while the registry is unavailable.
 fn fetch(registry: &Registry, id: u32) -> Result<String, Unreadable> {
-    let mut wait = Duration::from_millis(100);
+    let mut retry = crate::backoff::policy(
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+        Some(REGISTRY_ATTEMPTS as usize),
+    );
     for attempt in 1..=REGISTRY_ATTEMPTS {
         match registry.schema(id) {
             Ok(json) => return Ok(json),
             Err(e @ RegistryError::Unavailable { .. }) if attempt < REGISTRY_ATTEMPTS => {
                 tracing::warn!(id, attempt, error = %e, "schema registry unavailable; asking again");
+                let (_, wait) = retry.after_failure().unwrap_or_default();
                 std::thread::sleep(wait);
-                wait *= 2;
             }
             Err(e @ RegistryError::Unavailable { .. }) => return Err(Unreadable::Registry(e)),
             Err(e) => return Err(Unreadable::Skip(e.to_string())),

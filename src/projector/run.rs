@@ -37,8 +37,9 @@ use super::decisions::{DecisionReader, Unreadable};
 use super::store::{connect, connect_in, create_schema, migrate, Applied, Positioned, Store};
 use super::topic::{self, TopicWatch};
 use super::StoreError;
+use crate::backoff;
 use crate::processor::kafka::{cached_watermarks, topic_id};
-use crate::processor::Shutdown;
+use crate::shutdown::{Shutdown, State};
 use crate::telemetry;
 use crate::watch::Watch;
 
@@ -78,7 +79,9 @@ pub struct ProjectorConfig {
     pub registry: Option<crate::registry::Registry>,
     /// Fault injection for tests: stop as a crash would right after this
     /// many batches are committed to the database, before anything is
-    /// committed to Kafka. Not settable from the command line.
+    /// committed to Kafka. Not settable from the command line; only in
+    /// builds with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
     pub crash_after_batches: Option<u64>,
 }
 
@@ -98,6 +101,7 @@ impl ProjectorConfig {
             retry_max: Duration::from_secs(10),
             accept_lost_decisions: false,
             registry: None,
+            #[cfg(feature = "test-hooks")]
             crash_after_batches: None,
         }
     }
@@ -366,7 +370,7 @@ impl Shared {
         F: FnMut(&Store, &str) -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
-        let mut backoff = FIRST_RETRY;
+        let mut retry = backoff::policy(FIRST_RETRY, self.retry_max, None);
         for attempt in 1.. {
             match self.handle.block_on(call(&self.store, &self.topic)) {
                 Ok(value) => {
@@ -382,9 +386,9 @@ impl Shared {
                     return Ok(value);
                 }
                 Err(e) if retryable(&e) && !self.shutdown.is_stopping() => {
+                    let (_, backoff) = retry.after_failure().unwrap_or_default();
                     self.failed(attempt, backoff, what, &e);
                     std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(self.retry_max);
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -471,11 +475,12 @@ fn open_store(
     retry_max: Duration,
 ) -> Result<Store, ProjectorError> {
     let pool = connect_in(url, pool_size, schema)?;
-    let mut backoff = FIRST_RETRY;
+    let mut retry = backoff::policy(FIRST_RETRY, retry_max, None);
     for attempt in 1u64.. {
         match runtime.block_on(Store::open(pool.clone())) {
             Ok(store) => return Ok(store),
             Err(e) if retryable(&e) && !shutdown.is_stopping() => {
+                let (_, backoff) = retry.after_failure().unwrap_or_default();
                 tracing::warn!(
                     attempt,
                     retry_in_ms = backoff.as_millis() as u64,
@@ -483,7 +488,6 @@ fn open_store(
                     "database unavailable at start; retrying"
                 );
                 std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(retry_max);
             }
             Err(e) => return Err(e.into()),
         }
@@ -542,11 +546,12 @@ pub fn run(
         "projector started"
     );
     let mut oldest: Option<Instant> = None;
+    #[cfg(feature = "test-hooks")]
     let mut batches = 0u64;
     let mut checked_id: Option<String> = None;
     loop {
         if shutdown.is_stopping() {
-            if !shutdown.is_abandoned() {
+            if shutdown.state() != State::Abandoned {
                 apply(&config, &consumer, &shared)?;
             }
             break;
@@ -595,10 +600,13 @@ pub fn run(
         if due {
             apply(&config, &consumer, &shared)?;
             oldest = None;
-            batches += 1;
-            if config.crash_after_batches == Some(batches) {
-                tracing::warn!("fault injection: stopping as a crash would");
-                return Ok(());
+            #[cfg(feature = "test-hooks")]
+            {
+                batches += 1;
+                if config.crash_after_batches == Some(batches) {
+                    tracing::warn!("fault injection: stopping as a crash would");
+                    return Ok(());
+                }
             }
             commit_to_kafka(&consumer, &config.decisions_topic, &status);
         }
@@ -615,7 +623,7 @@ fn apply(
     consumer: &BaseConsumer<Context>,
     shared: &Mutex<Shared>,
 ) -> Result<(), ProjectorError> {
-    let mut backoff = FIRST_RETRY;
+    let mut retry = backoff::policy(FIRST_RETRY, config.retry_max, None);
     let mut paused = false;
     for attempt in 1u64.. {
         let mut guard = lock(shared);
@@ -662,6 +670,7 @@ fn apply(
                 break;
             }
             Err(e) if retryable(&e) => {
+                let (_, backoff) = retry.after_failure().unwrap_or_default();
                 guard.failed(attempt, backoff, "write a batch", &e);
                 let shutdown = guard.shutdown.clone();
                 let pending = guard.batch.len();
@@ -691,7 +700,6 @@ fn apply(
                         }
                     }
                 }
-                backoff = (backoff * 2).min(config.retry_max);
             }
             Err(e) => return Err(e.into()),
         }

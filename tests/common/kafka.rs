@@ -10,7 +10,8 @@ use earlykill::event::codec::encode;
 use earlykill::event::{
     Contract, Decoder, Interaction, MonitoringDecision, StopMonitoring, VariantPosted,
 };
-use earlykill::processor::{self, ProcessorError, Sessions, Shutdown, StatusWatch};
+use earlykill::processor::{self, ProcessorError, Sessions, StatusWatch};
+use earlykill::shutdown::Shutdown;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};

@@ -3,8 +3,8 @@
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use earlykill::processor::Shutdown;
 use earlykill::projector::{self, ProjectorConfig, ProjectorError, ProjectorStatus};
+use earlykill::shutdown::Shutdown;
 use earlykill::watch::Watch;
 
 /// Runs `future` to completion on a fresh single-threaded runtime.

@@ -1,0 +1,141 @@
+//! `earlykill demo`: the whole flow in this process, with live progress
+//! and a summary.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use earlykill::demo::DemoConfig;
+use earlykill::shutdown::Shutdown;
+
+use super::args::{parse_listen, Listen, TrafficArgs};
+use super::serve::init_logging;
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Stop after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    pub duration: Option<u64>,
+    #[command(flatten)]
+    pub traffic: TrafficArgs,
+    /// Seconds of event time per wall-clock second: at 10, a variant's
+    /// 10-minute window passes in a minute.
+    #[arg(long, default_value_t = 10.0)]
+    pub speedup: f64,
+    /// Partitions of the input topics.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=64))]
+    pub partitions: i32,
+    /// Where the HTTP API listens, `host:port`, or `off`.
+    #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_listen)]
+    pub http_listen: Listen,
+    /// Also run the projector into this PostgreSQL database.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// Log filter (audit lines are at info).
+    #[arg(long, default_value = "warn")]
+    pub log_level: String,
+}
+
+/// Runs the embedded demo with live progress, then prints its summary.
+pub fn demo(args: DemoArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    init_logging(&args.log_level)?;
+    let config = DemoConfig {
+        partitions: args.partitions,
+        traffic: args.traffic.traffic("v-".into())?,
+        speedup: args.speedup,
+        rate: args.traffic.rate,
+        duration: args.duration.map(Duration::from_secs),
+        database_url: args.database_url,
+        http: args.http_listen.0,
+    };
+    let shutdown = Shutdown::new();
+    shutdown.drain_on_signal()?;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(200));
+        bar
+    });
+    let mut last_line: Option<std::time::Instant> = None;
+    let mut announced = false;
+    let summary = earlykill::demo::run(config, &shutdown, |p| {
+        if !announced {
+            announced = true;
+            let api = p.http.map_or_else(
+                || "off".to_owned(),
+                |a| format!("http://{a}/performance-monitor/active (also /metrics, /readyz)"),
+            );
+            let line = format!("demo running: in-process Kafka, processor, generator; HTTP API {api}; Ctrl-C stops");
+            match &bar {
+                Some(bar) => bar.println(line),
+                None => eprintln!("{line}"),
+            }
+        }
+        let count = |kind: &str| p.decisions.get(kind).copied().unwrap_or(0);
+        let line = format!(
+            "{:>5.0} s | active {} | killed {} | timed out {} | stopped {} | {:.0} events/s | decision latency p99 {}",
+            p.elapsed.as_secs_f64(),
+            p.active,
+            count("killed"),
+            count("timed_out"),
+            count("stopped"),
+            p.events_per_second,
+            p.latency_p99
+                .map_or_else(|| "-".to_owned(), |l| format!("{} ms", l.as_millis())),
+        );
+        match &bar {
+            Some(bar) => bar.set_message(line),
+            None if last_line.is_none_or(|l| l.elapsed() >= Duration::from_secs(5)) => {
+                last_line = Some(std::time::Instant::now());
+                eprintln!("{line}");
+            }
+            None => {}
+        }
+    })?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    print_summary(&summary);
+    Ok(())
+}
+
+fn print_summary(s: &earlykill::demo::DemoSummary) {
+    let g = &s.generated;
+    println!(
+        "demo ran {:.1} s: {} events published ({} variants posted, {} interactions, {} stops)",
+        s.elapsed.as_secs_f64(),
+        g.events(),
+        g.posted,
+        g.interactions,
+        g.stops
+    );
+    let kinds: Vec<String> = s
+        .decisions
+        .iter()
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    println!(
+        "decisions on the decisions topic (read_committed): {} (the processor committed {})",
+        if kinds.is_empty() {
+            "none".to_owned()
+        } else {
+            kinds.join(", ")
+        },
+        s.committed_decisions
+    );
+    let ms = |q: f64| {
+        s.latency
+            .quantile(q)
+            .map_or_else(|| "-".to_owned(), |l| format!("{} ms", l.as_millis()))
+    };
+    println!(
+        "decision latency, trigger's append to commit: p50 {}, p99 {}, p999 {}; dead letters {}",
+        ms(0.5),
+        ms(0.99),
+        ms(0.999),
+        s.dead_letters
+    );
+    if let Some((rows, active)) = s.rows {
+        println!("variant_monitoring: {rows} rows, {active} active");
+    }
+}

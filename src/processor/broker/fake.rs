@@ -1,0 +1,365 @@
+//! An in-memory [`Broker`] for unit tests: a log of what was sent, an open
+//! transaction that commits or aborts whole, the group's offsets, a
+//! compacted changelog read back, and switches that make the next calls
+//! fail the way a broker does.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
+
+use super::{Broker, Inbound, OutRecord, Position, Restored, RestoredState, Start};
+use crate::config::{Guarantee, ProcessorConfig};
+use crate::event::{ChangelogRecord, Contract, Decoder, InputTopic, Millis, MonitoringDecision};
+use crate::processor::merge::rank;
+use crate::processor::ProcessorError;
+
+/// A record as the fake holds it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Sent {
+    pub topic: String,
+    pub partition: Option<i32>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Sent {
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .and_then(|(_, v)| v.clone())
+            .map(|v| String::from_utf8(v).expect("utf-8 header"))
+    }
+}
+
+/// What the protocol asked of the broker, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Call {
+    Begin,
+    /// A record sent to this topic.
+    Send(String),
+    Commit,
+    Abort,
+    Flush,
+    CommitOffsets,
+    Rewind,
+    ReadChangelog,
+}
+
+#[derive(Default)]
+struct State {
+    /// Records committed (or, without transactions, delivered): what a
+    /// read_committed reader sees.
+    visible: Vec<Sent>,
+    /// Records of the open transaction.
+    pending: Vec<Sent>,
+    in_transaction: bool,
+    offsets: BTreeMap<(usize, i32), i64>,
+    fetched: BTreeMap<(usize, i32), (i64, i64)>,
+    paused: BTreeSet<(usize, i32)>,
+    rewinds: Vec<Vec<Start>>,
+    calls: Vec<Call>,
+    /// Errors the next commits meet, first first.
+    commit_errors: Vec<KafkaError>,
+    /// Sends refused for delivery (at-least-once) from now on, with this
+    /// error: counted in the delivery failures.
+    undeliverable: Option<KafkaError>,
+    failures: u64,
+    last_failure: Option<(KafkaError, String)>,
+}
+
+/// The in-memory broker.
+pub(crate) struct Fake {
+    config: Arc<ProcessorConfig>,
+    transactional: bool,
+    partitions: i32,
+    state: RefCell<State>,
+}
+
+impl Fake {
+    /// A broker for `config`'s topics, with `partitions` partitions each.
+    pub fn new(config: &Arc<ProcessorConfig>, partitions: i32) -> Fake {
+        Fake {
+            config: config.clone(),
+            transactional: config.guarantee == Guarantee::ExactlyOnce,
+            partitions,
+            state: RefCell::default(),
+        }
+    }
+
+    /// The next commit fails with `error`.
+    pub fn fail_next_commit(&self, error: KafkaError) {
+        self.state.borrow_mut().commit_errors.push(error);
+    }
+
+    /// Every record sent from now on fails its delivery with `error`.
+    pub fn fail_deliveries(&self, error: Option<KafkaError>) {
+        self.state.borrow_mut().undeliverable = error;
+    }
+
+    /// The consumer's last fetch of `topic`'s partition saw this high
+    /// watermark.
+    pub fn fetched(&self, topic: InputTopic, partition: i32, high: i64) {
+        self.state
+            .borrow_mut()
+            .fetched
+            .insert((rank(topic), partition), (0, high));
+    }
+
+    /// Records of the open transaction.
+    pub fn pending(&self) -> Vec<Sent> {
+        self.state.borrow().pending.clone()
+    }
+
+    /// Records a read_committed reader of `topic` sees.
+    pub fn visible(&self, topic: &str) -> Vec<Sent> {
+        let state = self.state.borrow();
+        state
+            .visible
+            .iter()
+            .filter(|r| r.topic == topic)
+            .cloned()
+            .collect()
+    }
+
+    /// The decisions a read_committed reader sees, as `(variant, kind)`.
+    pub fn decisions(&self) -> Vec<(String, String)> {
+        self.visible(&self.config.topics.decisions)
+            .iter()
+            .map(|r| {
+                let d: MonitoringDecision = Decoder::new(Contract::MonitoringDecision)
+                    .decode(r.value.as_deref().unwrap())
+                    .unwrap();
+                (d.variant_id.to_string(), d.kind.as_str().to_owned())
+            })
+            .collect()
+    }
+
+    /// The group's committed offset of one input topic partition.
+    pub fn offset(&self, topic: InputTopic, partition: i32) -> Option<i64> {
+        self.state
+            .borrow()
+            .offsets
+            .get(&(rank(topic), partition))
+            .copied()
+    }
+
+    pub fn is_paused(&self, topic: InputTopic, partition: i32) -> bool {
+        self.state
+            .borrow()
+            .paused
+            .contains(&(rank(topic), partition))
+    }
+
+    /// Every rewind, in order.
+    pub fn rewinds(&self) -> Vec<Vec<Start>> {
+        self.state.borrow().rewinds.clone()
+    }
+
+    /// The calls made, in order; `take` empties the record.
+    pub fn calls(&self) -> Vec<Call> {
+        std::mem::take(&mut self.state.borrow_mut().calls)
+    }
+
+    fn call(&self, call: Call) {
+        self.state.borrow_mut().calls.push(call);
+    }
+}
+
+impl Broker for Fake {
+    fn begin_transaction(&self) -> Result<(), KafkaError> {
+        self.call(Call::Begin);
+        let mut state = self.state.borrow_mut();
+        assert!(self.transactional, "a transaction without transactions");
+        assert!(!state.in_transaction, "begin inside a transaction");
+        state.in_transaction = true;
+        Ok(())
+    }
+
+    fn send(&self, record: &OutRecord<'_>) -> Result<(), KafkaError> {
+        self.call(Call::Send(record.topic.to_owned()));
+        let sent = Sent {
+            topic: record.topic.to_owned(),
+            partition: record.partition,
+            key: record.key.map(<[u8]>::to_vec),
+            value: record.value.map(<[u8]>::to_vec),
+            headers: record
+                .headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.map(<[u8]>::to_vec)))
+                .collect(),
+        };
+        let mut state = self.state.borrow_mut();
+        if self.transactional {
+            assert!(state.in_transaction, "a send outside a transaction");
+            state.pending.push(sent);
+        } else if let Some(error) = state.undeliverable.clone() {
+            state.failures += 1;
+            state.last_failure = Some((error, sent.topic));
+        } else {
+            state.visible.push(sent);
+        }
+        Ok(())
+    }
+
+    fn commit_transaction(&self, offsets: &[Position]) -> Result<(), KafkaError> {
+        self.call(Call::Commit);
+        let mut state = self.state.borrow_mut();
+        assert!(state.in_transaction, "a commit outside a transaction");
+        if !state.commit_errors.is_empty() {
+            return Err(state.commit_errors.remove(0));
+        }
+        let pending = std::mem::take(&mut state.pending);
+        state.visible.extend(pending);
+        for p in offsets {
+            state.offsets.insert((rank(p.topic), p.partition), p.offset);
+        }
+        state.in_transaction = false;
+        Ok(())
+    }
+
+    fn abort_transaction(&self) -> Result<(), KafkaError> {
+        self.call(Call::Abort);
+        let mut state = self.state.borrow_mut();
+        state.pending.clear();
+        state.in_transaction = false;
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), KafkaError> {
+        self.call(Call::Flush);
+        Ok(())
+    }
+
+    fn delivery_failures(&self) -> (u64, Option<(KafkaError, String)>) {
+        let state = self.state.borrow();
+        (state.failures, state.last_failure.clone())
+    }
+
+    fn commit_offsets(&self, offsets: &[Position]) -> Result<(), KafkaError> {
+        self.call(Call::CommitOffsets);
+        let mut state = self.state.borrow_mut();
+        for p in offsets {
+            state.offsets.insert((rank(p.topic), p.partition), p.offset);
+        }
+        Ok(())
+    }
+
+    fn fetched_watermarks(&self, topic: InputTopic, partition: i32) -> Option<(i64, i64)> {
+        self.state
+            .borrow()
+            .fetched
+            .get(&(rank(topic), partition))
+            .copied()
+    }
+
+    fn pause(&self, topic: InputTopic, partition: i32, pause: bool) -> Result<(), KafkaError> {
+        let mut state = self.state.borrow_mut();
+        if pause {
+            state.paused.insert((rank(topic), partition));
+        } else {
+            state.paused.remove(&(rank(topic), partition));
+        }
+        Ok(())
+    }
+
+    fn rewind(&self, starts: &[Start]) -> Result<(), KafkaError> {
+        self.call(Call::Rewind);
+        let mut state = self.state.borrow_mut();
+        for s in starts {
+            state.paused.remove(&(rank(s.topic), s.partition));
+        }
+        state.rewinds.push(starts.to_vec());
+        Ok(())
+    }
+
+    fn read_changelog(&self, partitions: &BTreeSet<i32>) -> Result<RestoredState, ProcessorError> {
+        self.call(Call::ReadChangelog);
+        let state = self.state.borrow();
+        let mut latest: BTreeMap<i32, BTreeMap<Vec<u8>, &Sent>> = BTreeMap::new();
+        for record in state
+            .visible
+            .iter()
+            .filter(|r| r.topic == self.config.topics.changelog)
+        {
+            let p = record
+                .partition
+                .expect("changelog records name their partition");
+            assert!(p < self.partitions, "changelog partition {p} out of range");
+            if partitions.contains(&p) {
+                let key = record.key.clone().unwrap_or_default();
+                latest.entry(p).or_default().insert(key, record);
+            }
+        }
+        let mut restored = RestoredState::new();
+        for p in partitions {
+            let mut part = Restored::default();
+            for (key, record) in latest.remove(p).unwrap_or_default() {
+                let Some(value) = &record.value else { continue };
+                let decoded: ChangelogRecord = Decoder::new(Contract::ChangelogRecord)
+                    .decode(value)
+                    .map_err(|e| ProcessorError::CorruptChangelog {
+                        partition: *p,
+                        offset: -1,
+                        reason: e.to_string(),
+                    })?;
+                if key.is_empty() {
+                    part.writer = record.header("earlykill_transaction");
+                }
+                part.records.push(decoded);
+            }
+            restored.insert(*p, part);
+        }
+        Ok(restored)
+    }
+}
+
+/// An input record for the core, as a test makes it.
+#[derive(Debug, Clone)]
+pub(crate) struct In {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Vec<u8>,
+    pub value: Option<Vec<u8>>,
+    pub appended: Millis,
+}
+
+impl Inbound for In {
+    fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    fn key(&self) -> Option<&[u8]> {
+        Some(&self.key)
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        self.value.as_deref()
+    }
+
+    fn appended(&self) -> Option<Millis> {
+        Some(self.appended)
+    }
+
+    fn headers(&self) -> Vec<(String, Option<Vec<u8>>)> {
+        vec![("origin".to_owned(), Some(b"test".to_vec()))]
+    }
+}
+
+/// An abortable error, as a broker's transient failure gives.
+pub(crate) fn transient() -> KafkaError {
+    KafkaError::MessageProduction(RDKafkaErrorCode::RequestTimedOut)
+}

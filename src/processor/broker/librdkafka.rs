@@ -1,0 +1,314 @@
+//! [`Broker`] over librdkafka's clients: the input consumer (borrowed from
+//! the poll loop or the rebalance callback that has it), the producer and
+//! the changelog reader.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{Broker, OutRecord, Position, Restored, RestoredState, Start, StartAt};
+use crate::config::ProcessorConfig;
+use crate::event::{ChangelogRecord, Contract, Decoder, InputTopic};
+use crate::processor::kafka::{self, DeliveryContext, RestoreContext};
+use crate::processor::merge::rank;
+use crate::processor::ProcessorError;
+use crate::telemetry;
+
+/// The clients a processor owns besides its input consumer, and what it
+/// needs to name topics to librdkafka.
+pub(crate) struct Clients {
+    pub config: std::sync::Arc<ProcessorConfig>,
+    pub producer: ThreadedProducer<DeliveryContext>,
+    pub restorer: BaseConsumer<RestoreContext>,
+    /// The input topics' names for librdkafka's C calls, in `rank` order.
+    pub topic_names: [CString; 3],
+    /// Where a partition with no recorded position starts.
+    pub reset: Offset,
+}
+
+impl Clients {
+    /// The [`Broker`] of these clients and the input consumer `consumer`.
+    pub fn with<'a, C: ConsumerContext>(
+        &'a self,
+        consumer: &'a BaseConsumer<C>,
+    ) -> LibRdKafka<'a, C> {
+        LibRdKafka {
+            clients: self,
+            consumer,
+        }
+    }
+}
+
+/// [`Broker`] over librdkafka.
+pub(crate) struct LibRdKafka<'a, C: ConsumerContext> {
+    clients: &'a Clients,
+    consumer: &'a BaseConsumer<C>,
+}
+
+impl<C: ConsumerContext> LibRdKafka<'_, C> {
+    fn topic(&self, topic: InputTopic) -> &str {
+        self.clients.config.topics.input(topic)
+    }
+
+    fn list(&self, offsets: &[Position]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for p in offsets {
+            let _ = tpl.add_partition_offset(
+                self.topic(p.topic),
+                p.partition,
+                Offset::Offset(p.offset),
+            );
+        }
+        tpl
+    }
+}
+
+impl<C: ConsumerContext> Broker for LibRdKafka<'_, C> {
+    fn begin_transaction(&self) -> Result<(), KafkaError> {
+        self.clients.producer.begin_transaction()
+    }
+
+    fn send(&self, record: &OutRecord<'_>) -> Result<(), KafkaError> {
+        let headers = (!record.headers.is_empty()).then(|| {
+            record.headers.iter().fold(
+                OwnedHeaders::new_with_capacity(record.headers.len()),
+                |headers, (key, value)| headers.insert(Header { key, value: *value }),
+            )
+        });
+        let mut base = BaseRecord::<[u8], [u8]>::to(record.topic);
+        if let Some(partition) = record.partition {
+            base = base.partition(partition);
+        }
+        if let Some(key) = record.key {
+            base = base.key(key);
+        }
+        if let Some(value) = record.value {
+            base = base.payload(value);
+        }
+        if let Some(headers) = headers {
+            base = base.headers(headers);
+        }
+        let producer = &self.clients.producer;
+        loop {
+            match producer.send(base) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    // The producer's queue is the backpressure: wait for
+                    // deliveries to make room.
+                    let _ = kafka::flush(producer, Duration::from_millis(10));
+                    base = back;
+                }
+                Err((e, _)) => return Err(e),
+            }
+        }
+    }
+
+    fn commit_transaction(&self, offsets: &[Position]) -> Result<(), KafkaError> {
+        let timeout = self.clients.config.kafka_timeout;
+        let metadata = self
+            .consumer
+            .group_metadata()
+            .ok_or(KafkaError::ConsumerCommit(RDKafkaErrorCode::State))?;
+        let producer = &self.clients.producer;
+        producer.send_offsets_to_transaction(&self.list(offsets), &metadata, timeout)?;
+        kafka::flush(producer, timeout)?;
+        producer.commit_transaction(timeout)
+    }
+
+    fn abort_transaction(&self) -> Result<(), KafkaError> {
+        self.clients
+            .producer
+            .abort_transaction(self.clients.config.kafka_timeout)
+    }
+
+    fn flush(&self) -> Result<(), KafkaError> {
+        kafka::flush(&self.clients.producer, self.clients.config.kafka_timeout)
+    }
+
+    fn delivery_failures(&self) -> (u64, Option<(KafkaError, String)>) {
+        self.clients.producer.context().failures()
+    }
+
+    fn commit_offsets(&self, offsets: &[Position]) -> Result<(), KafkaError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        self.consumer.commit(&self.list(offsets), CommitMode::Sync)
+    }
+
+    fn fetched_watermarks(&self, topic: InputTopic, partition: i32) -> Option<(i64, i64)> {
+        let name = &self.clients.topic_names[rank(topic)];
+        kafka::cached_watermarks(self.consumer, name, partition)
+    }
+
+    fn pause(&self, topic: InputTopic, partition: i32, pause: bool) -> Result<(), KafkaError> {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(self.topic(topic), partition);
+        if pause {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        }
+    }
+
+    fn rewind(&self, starts: &[Start]) -> Result<(), KafkaError> {
+        let tpl = starts_list(&self.clients.config, self.clients.reset, starts);
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        // A rewound partition starts unpaused and empty, so the consumer
+        // must not keep it paused for backpressure that no longer exists:
+        // it would never be resumed (the fault soak found this stall).
+        self.consumer.resume(&tpl)?;
+        self.consumer
+            .seek_partitions(tpl, self.clients.config.kafka_timeout)
+            .map(|_| ())
+    }
+
+    fn read_changelog(&self, partitions: &BTreeSet<i32>) -> Result<RestoredState, ProcessorError> {
+        read_changelog(
+            &self.clients.restorer,
+            &self.clients.config,
+            partitions,
+            |p, n| {
+                telemetry::restore_progress(p, n);
+                tracing::info!(partition = p, records = n, "restoring");
+            },
+        )
+    }
+}
+
+/// `starts` as librdkafka's list, `reset` standing for [`StartAt::Reset`].
+pub(crate) fn starts_list(
+    config: &ProcessorConfig,
+    reset: Offset,
+    starts: &[Start],
+) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::with_capacity(starts.len());
+    for start in starts {
+        let offset = match start.at {
+            StartAt::Offset(o) => Offset::Offset(o),
+            StartAt::Beginning => Offset::Beginning,
+            StartAt::Reset => reset,
+        };
+        let _ = tpl.add_partition_offset(config.topics.input(start.topic), start.partition, offset);
+    }
+    tpl
+}
+
+/// Reads `partitions` of the changelog from the beginning to their end
+/// (the last committed record), keeping the latest record per key.
+fn read_changelog<C: ConsumerContext>(
+    restorer: &BaseConsumer<C>,
+    config: &ProcessorConfig,
+    partitions: &BTreeSet<i32>,
+    mut progress: impl FnMut(i32, u64),
+) -> Result<RestoredState, ProcessorError> {
+    let topic = &config.topics.changelog;
+    // A consumer learns the leaders of a newly assigned topic on its next
+    // periodic metadata scan, up to a second later; asking first lets the
+    // fetch start at once.
+    restorer
+        .fetch_metadata(Some(topic), config.kafka_timeout)
+        .map_err(|e| ProcessorError::Kafka {
+            action: "fetch the changelog's metadata for restore",
+            source: e,
+        })?;
+    let mut assignment = TopicPartitionList::new();
+    for &p in partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .map_err(|e| ProcessorError::Kafka {
+                action: "assign the changelog for restore",
+                source: e,
+            })?;
+    }
+    restorer
+        .assign(&assignment)
+        .map_err(|e| ProcessorError::Kafka {
+            action: "assign the changelog for restore",
+            source: e,
+        })?;
+    let decoder = Decoder::new(Contract::ChangelogRecord);
+    let mut latest: BTreeMap<i32, HashMap<Vec<u8>, Option<ChangelogRecord>>> =
+        partitions.iter().map(|&p| (p, HashMap::new())).collect();
+    let mut writers: BTreeMap<i32, String> = BTreeMap::new();
+    let mut read: BTreeMap<i32, u64> = BTreeMap::new();
+    let mut remaining = partitions.clone();
+    let mut last_progress = Instant::now();
+    // A restore may take as long as the changelog needs; it times out only
+    // when nothing at all has arrived for kafka-timeout-seconds.
+    let mut heard = Instant::now();
+    while !remaining.is_empty() {
+        match restorer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                heard = Instant::now();
+                let p = message.partition();
+                let key = message.key().unwrap_or_default().to_vec();
+                let record = match message.payload() {
+                    None => None,
+                    Some(bytes) => Some(decoder.decode::<ChangelogRecord>(bytes).map_err(|e| {
+                        ProcessorError::CorruptChangelog {
+                            partition: p,
+                            offset: message.offset(),
+                            reason: e.to_string(),
+                        }
+                    })?),
+                };
+                if key.is_empty() {
+                    let writer = message
+                        .headers()
+                        .and_then(|h| h.iter().find(|h| h.key == "earlykill_transaction"))
+                        .and_then(|h| h.value);
+                    if let Some(writer) = writer {
+                        writers.insert(p, String::from_utf8_lossy(writer).into_owned());
+                    }
+                }
+                if let Some(keys) = latest.get_mut(&p) {
+                    keys.insert(key, record);
+                }
+                *read.entry(p).or_default() += 1;
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                heard = Instant::now();
+                remaining.remove(&p);
+                progress(p, read.get(&p).copied().unwrap_or(0));
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "changelog restore: consumer error"),
+            None if heard.elapsed() > config.kafka_timeout => {
+                return Err(ProcessorError::RestoreTimeout {
+                    partitions: remaining.into_iter().collect(),
+                    timeout: config.kafka_timeout,
+                })
+            }
+            None => {}
+        }
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            for (&p, &n) in &read {
+                progress(p, n);
+            }
+        }
+    }
+    restorer.unassign().map_err(|e| ProcessorError::Kafka {
+        action: "release the changelog after restore",
+        source: e,
+    })?;
+    Ok(latest
+        .into_iter()
+        .map(|(p, keys)| {
+            let restored = Restored {
+                records: keys.into_values().flatten().collect(),
+                writer: writers.remove(&p),
+            };
+            (p, restored)
+        })
+        .collect())
+}

@@ -1,0 +1,164 @@
+//! The narrow boundary between the processor's parts and Kafka.
+//!
+//! Everything the processor asks of Kafka while it runs goes through
+//! [`Broker`]: produce a record, begin, commit or abort a transaction,
+//! commit offsets, pause or rewind an input partition, ask how far a fetch
+//! reached, and read the changelog back. [`librdkafka`] implements it over
+//! the real clients; [`fake`] (tests only) over an in-memory log with
+//! transactions and a compacted changelog, so that the merge rule and the
+//! commit / abort / rewind / restore protocol are unit-tested in
+//! milliseconds.
+//!
+//! What is not here stays in the shell (`shell.rs`): creating the clients,
+//! the poll loop, the topic queues and the rebalance callback's
+//! assign/unassign, which only librdkafka has.
+
+pub(crate) mod librdkafka;
+
+#[cfg(test)]
+pub(crate) mod fake;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+
+use super::ProcessorError;
+use crate::event::{ChangelogRecord, InputTopic, Millis};
+
+/// One record to produce. Borrowed: building it copies nothing.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutRecord<'a> {
+    pub topic: &'a str,
+    /// `None`: the producer's partitioner picks one from the key.
+    pub partition: Option<i32>,
+    pub key: Option<&'a [u8]>,
+    /// `None`: a tombstone.
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a [(&'a str, Option<&'a [u8]>)],
+}
+
+/// The next offset to read of one input topic partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub topic: InputTopic,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Where to start reading one input topic partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StartAt {
+    /// This offset.
+    Offset(i64),
+    /// The partition's first offset.
+    Beginning,
+    /// Where the input consumer's `auto.offset.reset` says.
+    Reset,
+}
+
+/// A [`StartAt`] for one input topic partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Start {
+    pub topic: InputTopic,
+    pub partition: i32,
+    pub at: StartAt,
+}
+
+/// One changelog partition read back: the latest record of every key
+/// still holding a value.
+#[derive(Debug, Default)]
+pub struct Restored {
+    /// The latest record of every key still holding a value.
+    pub records: Vec<ChangelogRecord>,
+    /// The `earlykill_transaction` header of the latest partition record:
+    /// which run and transaction wrote the state restored.
+    pub writer: Option<String>,
+}
+
+/// The compacted content of changelog partitions, per partition.
+pub type RestoredState = BTreeMap<i32, Restored>;
+
+/// What the processor asks of Kafka while it runs.
+///
+/// Errors are librdkafka's [`KafkaError`] values: the committer classifies
+/// them (fatal, refused for good, abortable) the same way whichever
+/// implementation produced them.
+pub(crate) trait Broker {
+    /// Exactly-once: begins a transaction.
+    fn begin_transaction(&self) -> Result<(), KafkaError>;
+    /// Queues `record`; waits for room while the producer's queue is full
+    /// (that is the backpressure on output).
+    fn send(&self, record: &OutRecord<'_>) -> Result<(), KafkaError>;
+    /// Exactly-once: adds `offsets` (the group's input positions) to the
+    /// open transaction, waits for its records and commits it.
+    fn commit_transaction(&self, offsets: &[Position]) -> Result<(), KafkaError>;
+    /// Exactly-once: aborts the open transaction.
+    fn abort_transaction(&self) -> Result<(), KafkaError>;
+    /// Waits until every record sent is delivered or failed.
+    fn flush(&self) -> Result<(), KafkaError>;
+    /// Deliveries failed so far, and the last failure with its topic.
+    fn delivery_failures(&self) -> (u64, Option<(KafkaError, String)>);
+    /// At-least-once: commits the group's offsets, for tools to show lag.
+    fn commit_offsets(&self, offsets: &[Position]) -> Result<(), KafkaError>;
+    /// The (low, high) watermarks of an input topic partition as the
+    /// consumer's own last fetch reported them; no request is made.
+    fn fetched_watermarks(&self, topic: InputTopic, partition: i32) -> Option<(i64, i64)>;
+    /// Stops (`true`) or resumes fetching an input topic partition.
+    fn pause(&self, topic: InputTopic, partition: i32, pause: bool) -> Result<(), KafkaError>;
+    /// Resumes `starts` and moves the consumer to them (a rewind).
+    fn rewind(&self, starts: &[Start]) -> Result<(), KafkaError>;
+    /// Reads `partitions` of the changelog from the beginning to their end
+    /// (the last committed record), keeping the latest record per key.
+    fn read_changelog(&self, partitions: &BTreeSet<i32>) -> Result<RestoredState, ProcessorError>;
+}
+
+/// One input record as the processor reads it.
+pub(crate) trait Inbound {
+    /// The topic's name.
+    fn topic(&self) -> &str;
+    fn partition(&self) -> i32;
+    fn offset(&self) -> i64;
+    fn key(&self) -> Option<&[u8]>;
+    fn value(&self) -> Option<&[u8]>;
+    /// The broker's append time, when it has one.
+    fn appended(&self) -> Option<Millis>;
+    /// The headers, copied (only a dead letter needs them).
+    fn headers(&self) -> Vec<(String, Option<Vec<u8>>)>;
+}
+
+impl Inbound for BorrowedMessage<'_> {
+    fn topic(&self) -> &str {
+        Message::topic(self)
+    }
+
+    fn partition(&self) -> i32 {
+        Message::partition(self)
+    }
+
+    fn offset(&self) -> i64 {
+        Message::offset(self)
+    }
+
+    fn key(&self) -> Option<&[u8]> {
+        Message::key(self)
+    }
+
+    fn value(&self) -> Option<&[u8]> {
+        self.payload()
+    }
+
+    fn appended(&self) -> Option<Millis> {
+        self.timestamp().to_millis()
+    }
+
+    fn headers(&self) -> Vec<(String, Option<Vec<u8>>)> {
+        Message::headers(self)
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}

@@ -1,0 +1,363 @@
+//! The shell: librdkafka's clients around the core. Creates the clients,
+//! checks the topics, splits the input into one queue per topic, runs the
+//! poll loop, and serves the group's rebalances, each through the core.
+
+use std::collections::BTreeSet;
+use std::ffi::CString;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::bindings::rd_kafka_resp_err_t as RespErr;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::Producer;
+use rdkafka::{ClientContext, TopicPartitionList};
+
+use super::broker::librdkafka::{starts_list, Clients};
+use super::core::Core;
+use super::kafka::{self, DeliveryContext, RestoreContext, TopicQueues, Wake};
+use super::merge::rank;
+use super::{ProcessorError, Sessions, StatusWatch};
+use crate::config::{DecisionsFormat, Guarantee, ProcessorConfig};
+use crate::event::codec::Framing;
+use crate::event::{Contract, InputTopic, Rejection};
+use crate::shutdown::{Shutdown, State};
+use crate::telemetry;
+
+/// Most records taken from one input topic's queue before folding them.
+const MAX_BATCH: usize = 2_000;
+
+/// The framing of the decisions: with `decisions-format = registry`, the
+/// decision schema is registered under `<decisions topic>-value` (the
+/// registry answers the id it already has when registered before), so
+/// that nothing is written until Confluent's tools can read it.
+fn decisions_framing(config: &ProcessorConfig) -> Result<Framing, ProcessorError> {
+    match (config.decisions_format, &config.schema_registry) {
+        (DecisionsFormat::Registry, Some(registry)) => {
+            let subject = format!("{}-value", config.topics.decisions);
+            let id = registry
+                .register(&subject, Contract::MonitoringDecision.json())
+                .map_err(|source| ProcessorError::RegisterSchema {
+                    subject: subject.clone(),
+                    source,
+                })?;
+            tracing::info!(%subject, id, "decisions are written framed for the schema registry");
+            Ok(Framing::Registry(id))
+        }
+        // The configuration refuses registry framing without a registry.
+        _ => Ok(Framing::SingleObject),
+    }
+}
+
+/// The input consumer's context: the core, and the clients it writes and
+/// restores with, so that the rebalance callback reaches both.
+pub struct Context {
+    core: Mutex<Option<Core>>,
+    clients: Clients,
+}
+
+impl Context {
+    fn core(&self) -> MutexGuard<'_, Option<Core>> {
+        // The core is only ever used from the processor's thread (the
+        // rebalance callback runs inside its poll), so a poisoned lock means
+        // a panic there already ended the loop; the state is still
+        // consistent enough to abandon.
+        self.core
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Runs `f` on the core, with the [`Broker`](super::broker::Broker) of
+/// `consumer`'s clients.
+fn with_core<T>(
+    consumer: &BaseConsumer<Context>,
+    f: impl FnOnce(&mut Core, &super::broker::librdkafka::LibRdKafka<'_, Context>) -> T,
+) -> T {
+    let context = consumer.context();
+    let broker = context.clients.with(consumer);
+    let mut core = context.core();
+    let core = core
+        .as_mut()
+        .expect("the core is set before the consumer subscribes");
+    f(core, &broker)
+}
+
+/// Runs a processor until `shutdown` is triggered or a fatal error. The
+/// status is published to `status` as it changes.
+pub fn run(
+    config: ProcessorConfig,
+    shutdown: Shutdown,
+    status: StatusWatch,
+    sessions: Sessions,
+) -> Result<(), ProcessorError> {
+    let config = Arc::new(config);
+    let framing = decisions_framing(&config)?;
+    let kafka_error = |action| move |source| ProcessorError::Kafka { action, source };
+    let cstr = |s: &str| {
+        CString::new(s).map_err(|_| ProcessorError::MissingTopics {
+            topics: vec![s.to_owned()],
+        })
+    };
+    let topics = &config.topics;
+    let clients = Clients {
+        producer: kafka::producer(&config)
+            .create_with_context(DeliveryContext::default())
+            .map_err(kafka_error("create the producer"))?,
+        restorer: kafka::restore_consumer(&config)
+            .create_with_context(RestoreContext)
+            .map_err(kafka_error("create the changelog reader"))?,
+        topic_names: [
+            cstr(&topics.posted)?,
+            cstr(&topics.interactions)?,
+            cstr(&topics.commands)?,
+        ],
+        reset: kafka::reset_offset(&config),
+        config: config.clone(),
+    };
+    let mut consumer: BaseConsumer<Context> = kafka::input_consumer(&config)
+        .create_with_context(Context {
+            core: Mutex::new(None),
+            clients,
+        })
+        .map_err(kafka_error("create the input consumer"))?;
+    let wake = Arc::new(Wake::default());
+    {
+        let wake = wake.clone();
+        consumer.set_nonempty_callback(move || wake.notify());
+    }
+    let consumer = Arc::new(consumer);
+    let partitions = kafka::check_topics(&consumer, &config)?;
+    let queues = TopicQueues::split(
+        &consumer,
+        InputTopic::ALL.map(|t| config.topics.input(t)),
+        partitions,
+        &wake,
+    )?;
+    *consumer.context().core() = Some(Core::new(
+        config.clone(),
+        framing,
+        partitions,
+        status,
+        sessions,
+    ));
+    if config.guarantee == Guarantee::ExactlyOnce {
+        consumer
+            .context()
+            .clients
+            .producer
+            .init_transactions(config.kafka_timeout)
+            .map_err(kafka_error(
+                "initialise transactions (a broker without transactions needs \
+                 --guarantee at-least-once)",
+            ))?;
+    }
+    consumer
+        .subscribe(&[&topics.posted, &topics.interactions, &topics.commands])
+        .map_err(kafka_error("subscribe to the input topics"))?;
+    telemetry::processor_started(
+        InputTopic::ALL.map(|t| config.topics.input(t)),
+        &Rejection::KINDS,
+    );
+    with_core(&consumer, |core, _| core.set_running(true));
+    tracing::info!(
+        group = %config.group_id,
+        transactional_id = %config.transactional_id(),
+        guarantee = ?config.guarantee,
+        partitions,
+        "processor started"
+    );
+    let result = run_loop(&consumer, &queues, &wake, &shutdown);
+    match (&result, shutdown.state()) {
+        (Ok(()), State::Draining | State::Running) => leave(&consumer, config.kafka_timeout),
+        _ => with_core(&consumer, |core, _| core.abandoned = true),
+    }
+    drop(queues);
+    // The core is taken out before the consumer closes, so that it reports
+    // stopped only once the consumer is gone (a revocation the close
+    // serves finds no core and gives the partitions up as they are).
+    let core = consumer.context().core().take();
+    drop(consumer);
+    if let Some(mut core) = core {
+        core.set_running(false);
+    }
+    result
+}
+
+fn run_loop(
+    consumer: &BaseConsumer<Context>,
+    queues: &TopicQueues<Context>,
+    wake: &Wake,
+    shutdown: &Shutdown,
+) -> Result<(), ProcessorError> {
+    let recovering = |failure| with_core(consumer, |core, broker| core.recover(broker, failure));
+    loop {
+        match shutdown.state() {
+            State::Running => {}
+            State::Draining => {
+                return with_core(consumer, |core, broker| core.commit(broker))
+                    .map_err(|f| f.into_fatal("commit the last transaction"))
+            }
+            State::Abandoned => return Ok(()),
+        }
+        let timeout = with_core(consumer, |core, broker| core.poll_timeout(broker));
+        wake.clear();
+        // Rebalances and errors. Input records arrive on the topic queues;
+        // one that reached the consumer's own queue all the same is folded
+        // like the others (its topic is on the record), never dropped.
+        while let Some(result) = consumer.poll(Duration::ZERO) {
+            let accepted = match result {
+                Ok(message) => with_core(consumer, |core, broker| core.accept(broker, &message)),
+                Err(e) => {
+                    consumer_error(e)?;
+                    Ok(())
+                }
+            };
+            if let Err(failure) = accepted {
+                recovering(failure)?;
+            }
+        }
+        let mut taken = 0;
+        'topics: for topic in InputTopic::ALL {
+            let mut from_topic = 0;
+            while let Some(result) = queues.poll(rank(topic)) {
+                let accepted = match result {
+                    Ok(message) => {
+                        with_core(consumer, |core, broker| core.accept(broker, &message))
+                    }
+                    Err(KafkaError::PartitionEOF(p)) => {
+                        with_core(consumer, |core, _| core.reached_end(topic, p));
+                        Ok(())
+                    }
+                    Err(e) => {
+                        consumer_error(e)?;
+                        Ok(())
+                    }
+                };
+                taken += 1;
+                from_topic += 1;
+                if let Err(failure) = accepted {
+                    recovering(failure)?;
+                    break 'topics;
+                }
+                if from_topic == MAX_BATCH {
+                    break;
+                }
+            }
+        }
+        if taken == 0 {
+            wake.wait(timeout);
+        }
+        with_core(consumer, |core, broker| match core.fatal.take() {
+            Some(fatal) => Err(fatal),
+            None => core.step(broker, taken == 0),
+        })?;
+    }
+}
+
+fn consumer_error(error: KafkaError) -> Result<(), ProcessorError> {
+    match error {
+        KafkaError::MessageConsumptionFatal(_) => Err(ProcessorError::Kafka {
+            action: "consume the input topics",
+            source: error,
+        }),
+        other => {
+            tracing::warn!(error = %other, "input consumer error; librdkafka retries");
+            Ok(())
+        }
+    }
+}
+
+/// Commits what is done and unsubscribes. A dynamic member leaves the
+/// group, so its partitions move at once; a static one (the default) keeps
+/// its place for the session timeout, for a restart to take back.
+fn leave(consumer: &BaseConsumer<Context>, timeout: Duration) {
+    consumer.unsubscribe();
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let _ = consumer.poll(Duration::from_millis(50));
+        let unassigned = consumer
+            .assignment()
+            .map(|a| a.count() == 0)
+            .unwrap_or(true);
+        if unassigned && with_core(consumer, |core, _| core.owns_nothing()) {
+            break;
+        }
+    }
+    tracing::info!("processor left the group");
+}
+
+impl ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        kafka::log_client_error(&error, reason, "input consumer");
+    }
+}
+
+impl ConsumerContext for Context {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        if self.core().is_none() {
+            // Closing, after the loop returned.
+            let _ = consumer.unassign();
+            return;
+        }
+        match err {
+            RespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => on_assign(consumer, partitions),
+            RespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let gone: BTreeSet<i32> = partitions
+                    .elements()
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+                with_core(consumer, |core, broker| core.revoked(broker, &gone));
+                let _ = consumer.unassign();
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance failed");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+fn on_assign(consumer: &BaseConsumer<Context>, assigned: &TopicPartitionList) {
+    let clients = &consumer.context().clients;
+    let mut by_topic: [BTreeSet<i32>; 3] = Default::default();
+    with_core(consumer, |core, _| {
+        for element in assigned.elements() {
+            if let Some(topic) = core.role(element.topic()) {
+                by_topic[rank(topic)].insert(element.partition());
+            }
+        }
+    });
+    let fatal = match with_core(consumer, |core, broker| core.assigned(broker, &by_topic)) {
+        Ok(starts) => {
+            let start = starts_list(&clients.config, clients.reset, &starts);
+            // New partitions start unpaused; so must the consumer's.
+            let taken = consumer
+                .assign(&start)
+                .and_then(|()| consumer.resume(&start))
+                .map_err(|source| ProcessorError::Kafka {
+                    action: "take the assigned partitions",
+                    source,
+                });
+            // Stopping a partition's fetch (at the last revocation) cleared
+            // its forward to its topic's queue.
+            let topics = InputTopic::ALL.map(|t| clients.config.topics.input(t));
+            taken
+                .and_then(|()| kafka::forward(consumer, topics, by_topic[0].iter().copied()))
+                .err()
+        }
+        Err(e) => {
+            let _ = consumer.assign(assigned);
+            Some(e)
+        }
+    };
+    if let Some(e) = fatal {
+        with_core(consumer, |core, _| core.fatal = Some(e));
+    }
+}

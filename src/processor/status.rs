@@ -1,0 +1,164 @@
+//! What a processor has done so far: the [`Status`] it publishes for
+//! readiness, tests and operators, and its decision-latency histogram.
+
+use std::time::Duration;
+
+/// How many aborted transaction numbers, and how many restores, [`Status`]
+/// lists.
+pub const MAX_ABORTED_LISTED: usize = 1024;
+
+/// What a processor has done so far, for readiness, tests and operators.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    /// Between start-up (topics checked, subscribed) and exit.
+    pub running: bool,
+    /// The group has given this instance its first assignment (possibly
+    /// empty, when there are more instances than partitions).
+    pub joined: bool,
+    /// Partitions assigned and being restored: not processed yet.
+    pub restoring: Vec<i32>,
+    /// Partitions assigned and restored.
+    pub partitions: Vec<i32>,
+    /// Input records read (as of the last commit).
+    pub records_in: u64,
+    /// A commit (the transaction, or at-least-once the acknowledgements and
+    /// offsets) is under way.
+    pub committing: bool,
+    /// Records sent to the dead-letter topic.
+    pub dead_letters: u64,
+    /// Decisions produced (committed or not).
+    pub decisions: u64,
+    /// Decisions in committed transactions (at-least-once: acknowledged
+    /// before an offset commit).
+    pub committed_decisions: u64,
+    /// Transactions (or at-least-once offset commits) completed.
+    pub commits: u64,
+    /// Transactions aborted, each followed by a rewind.
+    pub aborts: u64,
+    /// This run's name, `<instance-id>@<start ms>.<n>`: with a transaction's
+    /// number it forms the `earlykill_transaction` header of every decision.
+    pub incarnation: String,
+    /// The number of the last transaction (at-least-once: batch) that
+    /// committed. Transactions are numbered from 1 in each run and run one
+    /// at a time, so every transaction up to this one committed unless it
+    /// is in `aborted_transactions`.
+    pub last_committed_transaction: u64,
+    /// The numbers of the transactions aborted in this run (the most recent
+    /// [`MAX_ABORTED_LISTED`]).
+    pub aborted_transactions: Vec<u64>,
+    /// Per restore of a partition in this run, the partition and the
+    /// `earlykill_transaction` of the changelog state it restored (the most
+    /// recent [`MAX_ABORTED_LISTED`]; none for an empty changelog).
+    pub restored_from: Vec<(i32, String)>,
+    /// Changelog records read by restores.
+    pub restored_records: u64,
+    /// Time spent restoring, in total.
+    pub restore_time: Duration,
+    /// Per owned `(topic, partition)`, the committed input offset: the one
+    /// included in the last commit, or restored from the changelog.
+    pub committed: Vec<((String, i32), i64)>,
+    /// Latency of committed decisions that a record triggered (all but
+    /// timeouts): from the record's append to the commit.
+    pub latency: LatencyHistogram,
+}
+
+/// Latencies in buckets a quarter of a power of two wide: under 1 ms, then
+/// `[2^((i-1)/4), 2^(i/4))` ms up to about 65 s. Cheap enough to copy with
+/// every status, so a watcher can take the difference of two copies.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyHistogram {
+    counts: Vec<u64>,
+}
+
+const LATENCY_BUCKETS: usize = 65;
+
+impl LatencyHistogram {
+    /// Counts one latency.
+    pub fn record(&mut self, latency: Duration) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; LATENCY_BUCKETS];
+        }
+        let ms = latency.as_secs_f64() * 1000.0;
+        let bucket = if ms < 1.0 {
+            0
+        } else {
+            ((ms.log2() * 4.0).floor() as usize + 1).min(LATENCY_BUCKETS - 1)
+        };
+        self.counts[bucket] += 1;
+    }
+
+    /// Latencies counted.
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The upper bound of the bucket holding the `q` quantile (0..=1), or
+    /// `None` when nothing was counted.
+    pub fn quantile(&self, q: f64) -> Option<Duration> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (bucket, count) in self.counts.iter().enumerate() {
+            seen += count;
+            if seen >= rank {
+                let upper_ms = 2f64.powf(bucket as f64 / 4.0);
+                return Some(Duration::from_secs_f64(upper_ms / 1000.0));
+            }
+        }
+        None
+    }
+
+    /// What was counted since `earlier`, a copy of this histogram.
+    pub fn since(&self, earlier: &LatencyHistogram) -> LatencyHistogram {
+        let counts = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, c)| c - earlier.counts.get(i).copied().unwrap_or(0).min(*c))
+            .collect();
+        LatencyHistogram { counts }
+    }
+}
+
+impl Status {
+    /// The committed offset of one input topic partition.
+    pub fn committed_offset(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.committed
+            .iter()
+            .find(|((t, p), _)| t == topic && *p == partition)
+            .map(|(_, o)| *o)
+    }
+}
+
+/// A processor's [`Status`], shared with whoever watches it.
+pub type StatusWatch = crate::watch::Watch<Status>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_quantiles_are_bucket_upper_bounds_within_a_fifth() {
+        let mut h = LatencyHistogram::default();
+        assert_eq!(h.quantile(0.99), None);
+        for ms in 1..=100 {
+            h.record(Duration::from_millis(ms));
+        }
+        assert_eq!(h.count(), 100);
+        for (q, exact) in [(0.5, 50.0), (0.99, 99.0), (1.0, 100.0)] {
+            let got = h.quantile(q).unwrap().as_secs_f64() * 1000.0;
+            assert!(got >= exact && got <= exact * 1.19, "q{q}: {got} ms");
+        }
+        let earlier = h.clone();
+        h.record(Duration::from_secs(5));
+        let recent = h.since(&earlier);
+        assert_eq!(recent.count(), 1);
+        let five = recent.quantile(0.5).unwrap().as_secs_f64();
+        assert!((5.0..=5.0 * 1.19).contains(&five), "{five}");
+        h.record(Duration::from_micros(10));
+        assert_eq!(h.count(), 102);
+    }
+}
