@@ -2,8 +2,9 @@
 //! something that failed for a reason that may pass (a broker, the
 //! database or the schema registry unavailable).
 //!
-//! Delays start at `first` and double up to `max`, with jitter from
-//! [`backon`] so that instances that failed together do not retry together.
+//! Delays start at `first` and double up to `max`, each stretched by a
+//! random jitter of up to as much again (from [`backon`]) so that instances
+//! that failed together do not retry together, and never above `max`.
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ pub fn policy(first: Duration, max: Duration, retries: Option<usize>) -> Backoff
             None => builder.without_max_times(),
         }
         .build(),
+        max,
         attempt: 0,
     }
 }
@@ -32,6 +34,7 @@ pub fn policy(first: Duration, max: Duration, retries: Option<usize>) -> Backoff
 #[derive(Debug)]
 pub struct Backoff {
     delays: backon::ExponentialBackoff,
+    max: Duration,
     attempt: u32,
 }
 
@@ -40,7 +43,10 @@ impl Backoff {
     /// `None` when the retries are used up.
     pub fn after_failure(&mut self) -> Option<(u32, Duration)> {
         self.attempt += 1;
-        self.delays.next().map(|delay| (self.attempt, delay))
+        let max = self.max;
+        self.delays
+            .next()
+            .map(|delay| (self.attempt, delay.min(max)))
     }
 
     /// Attempts failed so far.
@@ -65,11 +71,12 @@ mod tests {
         }
         assert_eq!(delays.len(), 4);
         assert_eq!(backoff.failures(), 5);
-        // Each delay is its exponential step plus a jitter below that step.
+        // Each delay is its exponential step plus a jitter below that step,
+        // never above the maximum.
         for (delay, step) in delays.iter().zip([100, 200, 400, 400]) {
             let step = Duration::from_millis(step);
             assert!(
-                *delay >= step && *delay <= step * 2,
+                *delay >= step && *delay <= (step * 2).min(max),
                 "{delay:?} for {step:?}"
             );
         }

@@ -52,7 +52,8 @@ pub struct ProjectorArgs {
           value_parser = clap::value_parser!(u32).range(1..=64))]
     pub pool_size: u32,
     /// Longest wait between attempts while the database is down, in
-    /// milliseconds (waits start at 100 ms and double).
+    /// milliseconds (waits start at 100 ms and double, each with a jitter of
+    /// up to as much again, never past this).
     #[arg(long, env = "EARLYKILL_PROJECTOR_RETRY_MAX_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(100..))]
     pub retry_max_ms: u64,

@@ -42,6 +42,15 @@ impl Harness {
         Harness::on(config, fake)
     }
 
+    /// A harness with both partitions assigned (from an empty changelog)
+    /// and every input read to its end.
+    fn ready(guarantee: Guarantee) -> Harness {
+        let mut h = Harness::new(config(guarantee));
+        h.assign();
+        h.at_end();
+        h
+    }
+
     /// A new core (a restarted instance) over the same broker.
     fn restart(self) -> Harness {
         Harness::on(self.config, self.fake)
@@ -183,9 +192,7 @@ fn an_empty_changelog_starts_every_topic_where_auto_offset_reset_says() {
 
 #[test]
 fn exactly_once_the_decision_changelog_and_offsets_become_visible_together_at_the_commit() {
-    let mut h = Harness::new(config(Guarantee::ExactlyOnce));
-    h.assign();
-    h.at_end();
+    let mut h = Harness::ready(Guarantee::ExactlyOnce);
     h.post(0, "v-1");
     h.engage_poorly(0, "v-1");
     // Sent, in the open transaction, and nothing visible yet.
@@ -241,9 +248,7 @@ fn the_merge_waits_for_a_topic_that_is_behind_and_then_folds_by_event_time() {
 
 #[test]
 fn an_abortable_failure_aborts_restores_the_last_commit_and_rewinds_to_its_offsets() {
-    let mut h = Harness::new(config(Guarantee::ExactlyOnce));
-    h.assign();
-    h.at_end();
+    let mut h = Harness::ready(Guarantee::ExactlyOnce);
     h.post(0, "v-1");
     h.step().unwrap();
     assert_eq!(h.fake.offset(InputTopic::Posted, 0), Some(1));
@@ -301,9 +306,7 @@ fn an_abortable_failure_aborts_restores_the_last_commit_and_rewinds_to_its_offse
 
 #[test]
 fn a_fenced_producer_stops_the_processor_naming_its_transactional_id() {
-    let mut h = Harness::new(config(Guarantee::ExactlyOnce));
-    h.assign();
-    h.at_end();
+    let mut h = Harness::ready(Guarantee::ExactlyOnce);
     h.post(0, "v-1");
     h.fake.fail_next_commit(KafkaError::MessageProduction(
         RDKafkaErrorCode::ProducerFenced,
@@ -318,9 +321,7 @@ fn a_fenced_producer_stops_the_processor_naming_its_transactional_id() {
 
 #[test]
 fn failures_in_a_row_give_up_after_the_retries_and_a_success_resets_the_count() {
-    let mut h = Harness::new(config(Guarantee::ExactlyOnce));
-    h.assign();
-    h.at_end();
+    let mut h = Harness::ready(Guarantee::ExactlyOnce);
     h.post(0, "v-1");
     h.fake.fail_next_commit(transient());
     h.step().unwrap();
@@ -351,9 +352,7 @@ fn failures_in_a_row_give_up_after_the_retries_and_a_success_resets_the_count() 
 
 #[test]
 fn a_restarted_instance_restores_the_state_and_starts_after_the_committed_offsets() {
-    let mut h = Harness::new(config(Guarantee::ExactlyOnce));
-    h.assign();
-    h.at_end();
+    let mut h = Harness::ready(Guarantee::ExactlyOnce);
     h.post(0, "v-1");
     h.read(
         InputTopic::Interactions,
@@ -406,9 +405,7 @@ fn a_restarted_instance_restores_the_state_and_starts_after_the_committed_offset
 
 #[test]
 fn at_least_once_acknowledges_the_decisions_before_the_changelog_and_then_commits_offsets() {
-    let mut h = Harness::new(config(Guarantee::AtLeastOnce));
-    h.assign();
-    h.at_end();
+    let mut h = Harness::ready(Guarantee::AtLeastOnce);
     h.fake.calls();
     h.post(0, "v-1");
     h.engage_poorly(0, "v-1");
@@ -431,9 +428,7 @@ fn at_least_once_acknowledges_the_decisions_before_the_changelog_and_then_commit
 
 #[test]
 fn at_least_once_a_lost_decision_rewinds_before_the_state_moves() {
-    let mut h = Harness::new(config(Guarantee::AtLeastOnce));
-    h.assign();
-    h.at_end();
+    let mut h = Harness::ready(Guarantee::AtLeastOnce);
     h.post(0, "v-1");
     h.fake.fail_deliveries(Some(KafkaError::MessageProduction(
         RDKafkaErrorCode::RequestTimedOut,
@@ -451,9 +446,7 @@ fn at_least_once_a_lost_decision_rewinds_before_the_state_moves() {
 
 #[test]
 fn a_record_refused_for_good_stops_the_processor_instead_of_looping() {
-    let mut h = Harness::new(config(Guarantee::AtLeastOnce));
-    h.assign();
-    h.at_end();
+    let mut h = Harness::ready(Guarantee::AtLeastOnce);
     h.post(0, "v-1");
     h.fake.fail_deliveries(Some(KafkaError::MessageProduction(
         RDKafkaErrorCode::MessageSizeTooLarge,
@@ -469,9 +462,7 @@ fn a_record_refused_for_good_stops_the_processor_instead_of_looping() {
 
 #[test]
 fn an_undecodable_record_is_a_dead_letter_in_the_same_transaction_as_its_offset() {
-    let mut h = Harness::new(config(Guarantee::ExactlyOnce));
-    h.assign();
-    h.at_end();
+    let mut h = Harness::ready(Guarantee::ExactlyOnce);
     h.read(InputTopic::Posted, 0, "v-1", Some(b"\x00not avro".to_vec()));
     h.step().unwrap();
     let letters = h.fake.visible(&h.config.topics.dead_letters);
@@ -487,9 +478,7 @@ fn an_undecodable_record_is_a_dead_letter_in_the_same_transaction_as_its_offset(
 
 #[test]
 fn a_revocation_commits_the_open_work_and_drops_the_partitions_state() {
-    let mut h = Harness::new(config(Guarantee::ExactlyOnce));
-    h.assign();
-    h.at_end();
+    let mut h = Harness::ready(Guarantee::ExactlyOnce);
     h.post(0, "v-1");
     h.engage_poorly(0, "v-1");
     h.core.revoked(&h.fake, &[0, 1].into());
