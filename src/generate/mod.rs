@@ -10,18 +10,16 @@
 
 pub mod traffic;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::error::KafkaError;
-use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::ClientContext;
 
 use crate::config::Topics;
 use crate::event::codec::encode_into;
 use crate::event::{CodecError, Contract, Millis};
+use crate::processor::kafka::DeliveryContext;
 use crate::shutdown::Shutdown;
 use crate::upstream;
 use crate::watch::Watch;
@@ -85,26 +83,6 @@ pub enum GenerateError {
     Encode(#[from] CodecError),
 }
 
-/// Counts failed deliveries.
-#[derive(Default)]
-struct Deliveries {
-    failed: AtomicU64,
-}
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
-                tracing::warn!(error = %e, "a generated event was not delivered");
-            }
-        }
-    }
-}
-
 /// How often the status is published, in events.
 const STATUS_EVERY: u64 = 1024;
 /// Longest single pacing sleep, so a stop request is noticed.
@@ -126,9 +104,9 @@ pub fn run(
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     kafka.extend(config.kafka.clone());
-    let producer: ThreadedProducer<Deliveries> =
+    let producer: ThreadedProducer<DeliveryContext> =
         upstream::producer_config(&config.bootstrap_servers, &kafka)
-            .create_with_context(Deliveries::default())
+            .create_with_context(DeliveryContext::default())
             .map_err(|source| GenerateError::Kafka {
                 action: "create the producer",
                 source,
@@ -186,7 +164,7 @@ pub fn run(
         current.event_time = event.time();
         if current.events() % STATUS_EVERY == 0 {
             current.elapsed = started.elapsed();
-            current.failed = producer.context().failed.load(Ordering::Relaxed);
+            current.failed = producer.context().failures().0;
             status.update(|s| *s = current.clone());
         }
     }
@@ -197,7 +175,7 @@ pub fn run(
             source,
         })?;
     current.elapsed = started.elapsed();
-    current.failed = producer.context().failed.load(Ordering::Relaxed);
+    current.failed = producer.context().failures().0;
     status.update(|s| *s = current.clone());
     Ok(current)
 }

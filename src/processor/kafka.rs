@@ -121,7 +121,8 @@ pub fn producer(config: &ProcessorConfig) -> ClientConfig {
 }
 
 /// Counts the producer's failed deliveries, so the at-least-once path knows
-/// whether everything it sent since the last commit arrived.
+/// whether everything it sent since the last commit arrived (and the
+/// generator how many events were lost); the first failure is logged.
 #[derive(Default)]
 pub struct DeliveryContext {
     failed: AtomicU64,
@@ -195,6 +196,9 @@ impl ProducerContext for DeliveryContext {
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((error, message)) = result {
+            if self.failed.load(Ordering::Acquire) == 0 {
+                tracing::warn!(%error, topic = message.topic(), "a record was not delivered");
+            }
             if let Ok(mut last) = self.last_error.lock() {
                 *last = Some((error.clone(), message.topic().to_owned()));
             }
