@@ -121,31 +121,39 @@ fn acted_on(dir: &std::path::Path) -> Vec<String> {
     acted
 }
 
-#[test]
-fn the_python_cleanup_service_acts_once_per_killed_variant() {
-    let kafka = Kafka::new(2);
+/// Posts `variants` variants at 50% expected engagement, each with 100
+/// views; the first `poor` get 10 likes (killed), the others 60.
+fn seed(kafka: &Kafka, variants: usize, poor: usize) {
     let t = chrono::Utc::now().timestamp_millis();
-    for v in 0..4 {
+    for v in 0..variants {
         let id = format!("v-{v}");
         kafka.post(&posted(&id, t, 0.5));
-        kafka.interact(&interaction(
+        let views = interaction(
             &format!("{id}-views"),
             &id,
             InteractionKind::View,
             100,
             t + 1,
-        ));
-        // v-0, v-1 and v-2 engage at 10% of 50% expected: killed; v-3 at 60%.
-        let likes = if v < 3 { 10 } else { 60 };
-        kafka.interact(&interaction(
+        );
+        kafka.interact(&views);
+        let likes = if v < poor { 10 } else { 60 };
+        let likes = interaction(
             &format!("{id}-likes"),
             &id,
             InteractionKind::Like,
             likes,
             t + 2,
-        ));
+        );
+        kafka.interact(&likes);
     }
     kafka.flush();
+}
+
+#[test]
+fn the_python_cleanup_service_acts_once_per_killed_variant() {
+    let kafka = Kafka::new(2);
+    // v-0, v-1 and v-2 engage at 10% of 50% expected: killed; v-3 at 60%.
+    seed(&kafka, 4, 3);
     let running = Running::start(kafka.processor_config("cleanup"));
     let decisions = kafka.decisions(7);
     running.stop().expect("clean stop");
@@ -192,28 +200,8 @@ fn decisions_framed_for_the_registry_are_read_with_confluents_own_deserializer()
     let stand = Arc::new(Stand::default());
     let url = serve(stand.clone());
     let kafka = Kafka::new(1);
-    let t = chrono::Utc::now().timestamp_millis();
-    for v in 0..3 {
-        let id = format!("v-{v}");
-        kafka.post(&posted(&id, t, 0.5));
-        kafka.interact(&interaction(
-            &format!("{id}-views"),
-            &id,
-            InteractionKind::View,
-            100,
-            t + 1,
-        ));
-        // v-0 and v-1 engage at 10% of 50% expected: killed; v-2 at 60%.
-        let likes = if v < 2 { 10 } else { 60 };
-        kafka.interact(&interaction(
-            &format!("{id}-likes"),
-            &id,
-            InteractionKind::Like,
-            likes,
-            t + 2,
-        ));
-    }
-    kafka.flush();
+    // v-0 and v-1 engage at 10% of 50% expected: killed; v-2 at 60%.
+    seed(&kafka, 3, 2);
     let mut config = kafka.processor_config("cleanup-registry");
     config.schema_registry = Some(
         earlykill::registry::Registry::new(&url, None, None, std::time::Duration::from_secs(5))

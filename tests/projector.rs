@@ -7,19 +7,16 @@ mod common;
 use std::time::Duration;
 
 use common::postgres::TestDb;
-use common::projector::{block_on, Projecting};
+use common::projector::{block_on, publish_decisions, Projecting};
 use common::proxy::Proxy;
 use common::*;
-use earlykill::event::codec::encode;
-use earlykill::event::{Contract, DecisionKind, MonitoringDecision};
+use earlykill::event::{DecisionKind, MonitoringDecision};
 use earlykill::projector::{
     self, ProjectorConfig, ProjectorError, ProjectorStatus, ReplayTarget, StoreError,
 };
 use earlykill::shutdown::Shutdown;
 use earlykill::watch::Watch;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::ClientConfig;
 
 const TOPIC: &str = "earlykill.decisions";
 /// A safety net only: every wait ends as soon as its condition holds.
@@ -58,17 +55,12 @@ impl Env {
 
     /// Publishes decisions keyed by variant, as the processor does.
     fn publish(&self, decisions: &[MonitoringDecision]) {
-        let producer: BaseProducer = ClientConfig::new()
-            .set("bootstrap.servers", self.cluster.bootstrap_servers())
-            .create()
-            .expect("producer");
-        for d in decisions {
-            let value = encode(Contract::MonitoringDecision, d).expect("encode");
-            producer
-                .send(BaseRecord::to(TOPIC).key(&d.variant_id).payload(&value))
-                .expect("send");
-        }
-        producer.flush(PATIENCE).expect("flush");
+        publish_decisions(
+            &self.cluster.bootstrap_servers(),
+            TOPIC,
+            decisions,
+            PATIENCE,
+        );
     }
 
     fn table(&self, schema: Option<&str>) -> Vec<String> {

@@ -10,31 +10,18 @@ mod common;
 use std::time::Duration;
 
 use common::postgres::TestDb;
-use common::projector::{block_on, Projecting};
+use common::projector::{block_on, publish_decisions, Projecting};
 use common::tansu::Tansu;
 use common::*;
-use earlykill::event::codec::encode;
-use earlykill::event::{Contract, MonitoringDecision};
+use earlykill::event::MonitoringDecision;
 use earlykill::projector::{self, ProjectorConfig};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::ClientConfig;
 
 const TOPIC: &str = "earlykill.decisions";
 /// A safety net only: every wait ends as soon as its condition holds.
 const PATIENCE: Duration = Duration::from_secs(120);
 
 fn publish(bootstrap: &str, decisions: &[MonitoringDecision]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .expect("producer");
-    for d in decisions {
-        let value = encode(Contract::MonitoringDecision, d).expect("encode");
-        producer
-            .send(BaseRecord::to(TOPIC).key(&d.variant_id).payload(&value))
-            .expect("send");
-    }
-    producer.flush(PATIENCE).expect("flush");
+    publish_decisions(bootstrap, TOPIC, decisions, PATIENCE);
 }
 
 /// `workload(n)` under other variant ids, so its rows are new ones.

@@ -7,6 +7,30 @@ use earlykill::projector::{self, ProjectorConfig, ProjectorError, ProjectorStatu
 use earlykill::shutdown::Shutdown;
 use earlykill::watch::Watch;
 
+/// Publishes `decisions` to `topic` at `bootstrap` (single-object framing,
+/// keyed by variant) and waits up to `patience` for their delivery.
+pub fn publish_decisions(
+    bootstrap: &str,
+    topic: &str,
+    decisions: &[earlykill::event::MonitoringDecision],
+    patience: Duration,
+) {
+    use earlykill::event::codec::encode;
+    use earlykill::event::Contract;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("producer");
+    for d in decisions {
+        let value = encode(Contract::MonitoringDecision, d).expect("encode");
+        producer
+            .send(BaseRecord::to(topic).key(&d.variant_id).payload(&value))
+            .expect("send");
+    }
+    producer.flush(patience).expect("flush");
+}
+
 /// Runs `future` to completion on a fresh single-threaded runtime.
 pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
