@@ -32,8 +32,9 @@
 //! - [`registry`] — the Confluent Schema Registry client.
 //! - [`backtest`] — `earlykill backtest`: the recorded inputs folded again
 //!   under other thresholds, on every core, and scored.
-//! - [`config`] — layered configuration (defaults, file, environment,
-//!   flags) with errors that name the key.
+//! - [`config`] — one configuration system for every subcommand: layers
+//!   (defaults, file, environment, flags) declared once per subcommand,
+//!   with errors that name the key.
 //! - [`telemetry`] — metric names and the audit log line per decision.
 //! - [`watch`] — status shared between a worker thread and its watchers.
 //! - [`shutdown`] — how every worker is asked to stop, and the signals.

@@ -3,8 +3,6 @@
 
 mod cli;
 
-use clap::Parser;
-
 fn main() -> anyhow::Result<()> {
-    cli::Cli::parse().dispatch()
+    cli::Cli::parse_with_defaults().dispatch()
 }

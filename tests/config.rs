@@ -292,3 +292,150 @@ fn registry_framed_decisions_need_a_registry_and_say_so() {
         earlykill::config::DecisionsFormat::SingleObject
     );
 }
+
+/// The projector's settings from `text` as its file, under `args` as flags.
+fn projector(args: &[&str], text: &str) -> earlykill::config::projector::ProjectorSettings {
+    use earlykill::config::projector::ProjectorSettings;
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        settings: ProjectorSettings,
+    }
+    let (path, mut f) = tempfile();
+    f.write_all(text.as_bytes()).expect("write");
+    let flags = Flags::try_parse_from(std::iter::once("project").chain(args.iter().copied()))
+        .expect("flags parse")
+        .settings;
+    flags.or(ProjectorSettings::from_file(&path).expect("file parses"))
+}
+
+#[test]
+fn the_projector_is_layered_like_the_processor() {
+    let resolved = projector(
+        &["--batch-size", "250", "-X", "fetch.max.bytes=1000"],
+        r#"
+database-url = "postgresql://u:pw-4f4f@db/x"
+batch-size = 9000
+pool-size = 8
+[kafka]
+"fetch.max.bytes" = 5000
+"client.id" = "projector-a"
+"#,
+    )
+    .resolve()
+    .expect("valid");
+    let config = resolved.config;
+    assert_eq!(config.batch_size, 250, "flag wins");
+    assert_eq!(config.pool_size, 8, "file kept");
+    assert_eq!(config.group_id, "earlykill-projector", "default kept");
+    assert_eq!(config.database_url, "postgresql://u:pw-4f4f@db/x");
+    assert_eq!(
+        config.kafka["fetch.max.bytes"], "1000",
+        "flag property wins"
+    );
+    assert_eq!(config.kafka["client.id"], "projector-a");
+    assert_eq!(
+        resolved.http_listen,
+        Some("127.0.0.1:8081".parse().unwrap())
+    );
+}
+
+#[test]
+fn a_projector_setting_out_of_range_or_missing_names_its_key() {
+    use earlykill::config::projector::ProjectorSettings;
+    let message = ProjectorSettings::default()
+        .resolve()
+        .expect_err("no database")
+        .to_string();
+    assert!(message.contains("`database-url`"), "{message}");
+    assert!(
+        message.contains("DATABASE_URL"),
+        "says how to set it: {message}"
+    );
+    for (args, key) in [
+        (&["--batch-size", "0"][..], "`batch-size`"),
+        (&["--pool-size", "65"][..], "`pool-size`"),
+        (&["--retry-max-ms", "5"][..], "`retry-max-ms`"),
+        (&["--http-listen", "nowhere"][..], "`http-listen`"),
+    ] {
+        let message = projector(args, "database-url = \"postgresql://db/x\"\n")
+            .resolve()
+            .expect_err("invalid")
+            .to_string();
+        assert!(message.contains(key), "{args:?}: {message}");
+    }
+    let message = projector(
+        &["-X", "group.id=mine"],
+        "database-url = \"postgresql://db/x\"\n",
+    )
+    .resolve()
+    .expect_err("reserved")
+    .to_string();
+    assert!(message.contains("group-id"), "{message}");
+}
+
+#[test]
+fn the_generators_file_holds_its_own_and_the_traffic_keys_and_nothing_else() {
+    use earlykill::config::tools::{GenerateSettings, TrafficSettings};
+    let (path, mut f) = tempfile();
+    f.write_all(b"seed = 7\nposted-topic = \"p\"\nspeedup = 0\n[kafka]\n\"linger.ms\" = 5\n")
+        .expect("write");
+    let traffic = TrafficSettings {
+        poor_fraction: Some(0.5),
+        ..TrafficSettings::default()
+    };
+    let (config, _) = GenerateSettings::default()
+        .load(traffic, Some(&path))
+        .expect("valid");
+    assert_eq!(config.traffic.seed, 7, "a traffic key from the file");
+    assert_eq!(config.traffic.poor_fraction, 0.5, "the flag");
+    assert_eq!(config.traffic.stop_fraction, 0.02, "the default");
+    assert_eq!(config.topics.posted, "p");
+    assert_eq!(config.topics.interactions, "earlykill.interactions");
+    assert_eq!(config.speedup, 0.0);
+    assert_eq!(
+        config.kafka["linger.ms"], "5",
+        "a number in [kafka] is text"
+    );
+
+    let (path, mut f) = tempfile();
+    f.write_all(b"seed = 7\nkill-threshold = 0.4\n")
+        .expect("write");
+    let message = GenerateSettings::default()
+        .load(TrafficSettings::default(), Some(&path))
+        .expect_err("a processor key")
+        .to_string();
+    assert!(message.contains("`kill-threshold`"), "{message}");
+
+    let message = GenerateSettings::default()
+        .load(
+            TrafficSettings {
+                stop_fraction: Some(1.5),
+                ..TrafficSettings::default()
+            },
+            None,
+        )
+        .expect_err("not a fraction")
+        .to_string();
+    assert!(message.contains("`stop-fraction`"), "{message}");
+}
+
+#[test]
+fn every_subcommands_help_shows_its_defaults() {
+    for (command, shown) in [
+        ("run", "[default: 100]"),
+        ("project", "[default: 5000]"),
+        ("replay", "[default: earlykill.decisions]"),
+        ("generate", "[default: earlykill.posted]"),
+        ("tail", "[default: localhost:9092]"),
+        ("demo", "[default: 127.0.0.1:8080]"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_earlykill"))
+            .args([command, "--help"])
+            .output()
+            .expect("run earlykill");
+        assert!(output.status.success(), "{command} --help failed");
+        let help = String::from_utf8_lossy(&output.stdout);
+        assert!(help.contains(shown), "{command} --help: {help}");
+    }
+}

@@ -70,7 +70,7 @@ pub struct BacktestArgs {
     /// librdkafka property, `-X key=value` (repeatable).
     #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE",
           value_parser = crate::config::parse_property)]
-    kafka_property: Vec<(String, String)>,
+    kafka_property: Vec<crate::config::Property>,
 }
 
 fn fraction_above_zero(s: &str) -> Result<f64, String> {
@@ -114,15 +114,16 @@ fn settings(args: &BacktestArgs) -> Result<crate::config::ProcessorConfig> {
         .map(Settings::from_file)
         .transpose()?
         .unwrap_or_default();
-    let mut flags = Settings::from_env_properties(std::env::vars());
-    flags.kafka.extend(args.kafka_property.iter().cloned());
-    if let Some(servers) = &args.bootstrap_servers {
-        flags = Settings {
-            bootstrap_servers: Some(servers.clone()),
-            ..flags
-        };
-    }
-    Ok(flags.or(from_env).or(file).resolve()?)
+    let flags = Settings {
+        bootstrap_servers: args.bootstrap_servers.clone(),
+        kafka: (!args.kafka_property.is_empty()).then(|| args.kafka_property.clone()),
+        ..Settings::default()
+    };
+    Ok(flags
+        .or(from_env)
+        .or(Settings::from_env_properties(std::env::vars()))
+        .or(file)
+        .resolve()?)
 }
 
 /// Runs `earlykill backtest`.

@@ -5,50 +5,15 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use earlykill::demo::DemoConfig;
+use earlykill::config::tools::Demo;
 use earlykill::shutdown::Shutdown;
 
-use super::args::{parse_listen, Listen, TrafficArgs};
 use super::serve::init_logging;
 
-#[derive(Debug, clap::Args)]
-pub struct DemoArgs {
-    /// Stop after this many seconds (default: run until Ctrl-C).
-    #[arg(long)]
-    pub duration: Option<u64>,
-    #[command(flatten)]
-    pub traffic: TrafficArgs,
-    /// Seconds of event time per wall-clock second: at 10, a variant's
-    /// 10-minute window passes in a minute.
-    #[arg(long, default_value_t = 10.0)]
-    pub speedup: f64,
-    /// Partitions of the input topics.
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(i32).range(1..=64))]
-    pub partitions: i32,
-    /// Where the HTTP API listens, `host:port`, or `off`.
-    #[arg(long, default_value = "127.0.0.1:8080", value_parser = parse_listen)]
-    pub http_listen: Listen,
-    /// Also run the projector into this PostgreSQL database.
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// Log filter (audit lines are at info).
-    #[arg(long, default_value = "warn")]
-    pub log_level: String,
-}
-
 /// Runs the embedded demo with live progress, then prints its summary.
-pub fn demo(args: DemoArgs) -> Result<()> {
+pub fn demo(Demo { config, log_level }: Demo) -> Result<()> {
     use std::io::IsTerminal;
-    init_logging(&args.log_level)?;
-    let config = DemoConfig {
-        partitions: args.partitions,
-        traffic: args.traffic.traffic("v-".into())?,
-        speedup: args.speedup,
-        rate: args.traffic.rate,
-        duration: args.duration.map(Duration::from_secs),
-        database_url: args.database_url,
-        http: args.http_listen.0,
-    };
+    init_logging(&log_level)?;
     let shutdown = Shutdown::new();
     shutdown.drain_on_signal()?;
     let bar = std::io::stderr().is_terminal().then(|| {

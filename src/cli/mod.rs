@@ -6,11 +6,9 @@
 //! - `projector.rs` — `migrate`, `project`, `replay`.
 //! - `tools.rs` — `tail`, `generate`, `schemas`.
 //! - `demo.rs` — `demo`.
-//! - `args.rs` — arguments several subcommands share.
 //! - `serve.rs` — logging, and a worker thread with the HTTP API until a
 //!   signal asks it to drain.
 
-mod args;
 mod demo;
 mod processor;
 mod projector;
@@ -20,8 +18,10 @@ mod tools;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use earlykill::config::projector::ProjectorSettings;
+use earlykill::config::tools::{DemoSettings, GenerateSettings, TailSettings, TrafficSettings};
 use earlykill::config::Settings;
 
 /// earlykill: kill under-performing content variants in their first minutes.
@@ -47,26 +47,39 @@ enum Command {
         settings: Box<Settings>,
     },
     /// Create or update the PostgreSQL schema (the variant_monitoring table
-    /// and the projector's offsets). Running it again is a no-op.
+    /// and the projector's offsets). Running it again is a no-op. Takes the
+    /// projector's settings (only the database URL is used).
     Migrate {
-        /// PostgreSQL URL, e.g. postgresql://user:password@host:5432/database.
-        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-        database_url: String,
+        /// The projector's TOML configuration file (keys: the flags' long
+        /// names). Environment variables and flags override it.
+        #[arg(long, env = "EARLYKILL_PROJECTOR_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Box<ProjectorSettings>,
     },
     /// Run the projector: apply the decisions topic to the variant_monitoring
     /// table, exactly once (rows and offsets commit in one database
     /// transaction). Waits for the database while it is down.
     Project {
+        /// TOML configuration file (keys: the flags' long names; librdkafka
+        /// properties in a `[kafka]` table). Environment variables and
+        /// flags override it.
+        #[arg(long, env = "EARLYKILL_PROJECTOR_CONFIG")]
+        config: Option<PathBuf>,
         #[command(flatten)]
-        args: projector::ProjectorArgs,
+        settings: Box<ProjectorSettings>,
     },
     /// Rebuild the variant_monitoring table from the decisions topic, from
     /// offset 0: into another schema for analysis (`--into-schema`), or
     /// into the live table (`--confirm-live`; stop the projectors first).
     #[command(group(clap::ArgGroup::new("target").required(true).multiple(true).args(["into_schema", "confirm_live"])))]
     Replay {
+        /// The projector's TOML configuration file (keys: the flags' long
+        /// names). Environment variables and flags override it.
+        #[arg(long, env = "EARLYKILL_PROJECTOR_CONFIG")]
+        config: Option<PathBuf>,
         #[command(flatten)]
-        args: projector::ProjectorArgs,
+        settings: Box<ProjectorSettings>,
         /// Schema to rebuild the table in (created and migrated if needed;
         /// its copy of the table is emptied first).
         #[arg(long)]
@@ -86,29 +99,50 @@ enum Command {
     /// posted over time, a mix of good and poor performers, views and
     /// engagements drawn at random, paced by event time.
     Generate {
+        /// TOML configuration file (keys: the flags' long names; librdkafka
+        /// properties in a `[kafka]` table). Environment variables and
+        /// flags override it.
+        #[arg(long, env = "EARLYKILL_GENERATE_CONFIG")]
+        config: Option<PathBuf>,
         #[command(flatten)]
-        args: tools::GenerateArgs,
+        settings: Box<GenerateSettings>,
+        #[command(flatten)]
+        traffic: Box<TrafficSettings>,
     },
     /// The whole flow in this process, with nothing to install: an
     /// in-process Kafka (librdkafka's mock cluster), the simulated
     /// upstream, the processor, the HTTP API, and the projector when
     /// DATABASE_URL is set. Runs until Ctrl-C or --duration.
     Demo {
+        /// TOML configuration file (keys: the flags' long names). Flags
+        /// override it.
+        #[arg(long, env = "EARLYKILL_DEMO_CONFIG")]
+        config: Option<PathBuf>,
         #[command(flatten)]
-        args: demo::DemoArgs,
+        settings: Box<DemoSettings>,
+        #[command(flatten)]
+        traffic: Box<TrafficSettings>,
     },
     /// Print any earlykill topic as JSON lines: inputs, decisions, the
     /// changelog, dead letters with their headers. Each record's schema
     /// fingerprint says what it is. Stops at the end the topic had when it
     /// started, unless --follow.
     Tail {
+        /// TOML configuration file (keys: the flags' long names; librdkafka
+        /// properties in a `[kafka]` table). Environment variables and
+        /// flags override it.
+        #[arg(long, env = "EARLYKILL_TAIL_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        settings: Box<TailSettings>,
         #[command(flatten)]
         args: tools::TailArgs,
     },
     /// Fold the recorded input topics again under other thresholds
     /// (`--kill-threshold 0.3,0.4,0.5 --min-interactions 5,10`) and report
     /// what each set would have killed, how early, and how well against
-    /// each session's rate over its full window.
+    /// each session's rate over its full window. Reads `run`'s
+    /// configuration file and environment for the topics and the rule.
     Backtest {
         #[command(flatten)]
         args: earlykill::backtest::cli::BacktestArgs,
@@ -122,26 +156,146 @@ enum Command {
 }
 
 impl Cli {
+    /// Parses the command line, with each setting's default in `--help`.
+    pub fn parse_with_defaults() -> Cli {
+        let matches = Cli::command_with_defaults().get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The command line, each flag's help ending with its default (the
+    /// defaults are applied after the file, so clap does not know them).
+    pub fn command_with_defaults() -> clap::Command {
+        let mut command = Cli::command();
+        let layers: [(&str, Vec<(&str, String)>); 7] = [
+            ("run", Settings::help_defaults()),
+            ("migrate", ProjectorSettings::help_defaults()),
+            ("project", ProjectorSettings::help_defaults()),
+            ("replay", ProjectorSettings::help_defaults()),
+            (
+                "generate",
+                [
+                    GenerateSettings::help_defaults(),
+                    TrafficSettings::help_defaults(),
+                ]
+                .concat(),
+            ),
+            (
+                "demo",
+                [
+                    DemoSettings::help_defaults(),
+                    TrafficSettings::help_defaults(),
+                ]
+                .concat(),
+            ),
+            ("tail", TailSettings::help_defaults()),
+        ];
+        for (name, defaults) in layers {
+            command = command.mut_subcommand(name, |mut sub| {
+                for (id, value) in defaults {
+                    sub = sub.mut_arg(id, |arg| with_default(arg, &value));
+                }
+                sub
+            });
+        }
+        command
+    }
+
     /// Runs the subcommand.
     pub fn dispatch(self) -> Result<()> {
         match self.command {
             Command::Run { config, settings } => processor::run(config, *settings),
-            Command::Project { args } => projector::project(args),
+            Command::Project { config, settings } => {
+                projector::project(settings.load(config.as_deref())?)
+            }
             Command::Replay {
-                args,
+                config,
+                settings,
                 into_schema,
                 confirm_live,
                 accept_lost_decisions,
-            } => projector::replay(args, into_schema, confirm_live, accept_lost_decisions),
-            Command::Migrate { database_url } => projector::migrate(&database_url),
-            Command::Generate { args } => tools::generate(args),
-            Command::Tail { args } => tools::tail(args),
+            } => projector::replay(
+                settings.load(config.as_deref())?,
+                into_schema,
+                confirm_live,
+                accept_lost_decisions,
+            ),
+            Command::Migrate { config, settings } => {
+                projector::migrate(&settings.load(config.as_deref())?.config.database_url)
+            }
+            Command::Generate {
+                config,
+                settings,
+                traffic,
+            } => tools::generate(settings.load(*traffic, config.as_deref())?),
+            Command::Tail {
+                config,
+                settings,
+                args,
+            } => tools::tail(settings.load(config.as_deref())?, args),
             Command::Schemas { name } => tools::schemas(name.as_deref()),
             Command::Backtest { args } => {
                 serve::init_logging("warn")?;
                 Ok(earlykill::backtest::cli::run(args)?)
             }
-            Command::Demo { args } => demo::demo(args),
+            Command::Demo {
+                config,
+                settings,
+                traffic,
+            } => demo::demo(settings.load(*traffic, config.as_deref())?),
         }
+    }
+}
+
+/// `arg`'s help with ` [default: value]` after it, as clap shows the
+/// defaults it knows.
+fn with_default(arg: clap::Arg, value: &str) -> clap::Arg {
+    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+    let long_help = arg.get_long_help().map(ToString::to_string);
+    let arg = arg.help(format!("{help} [default: {value}]"));
+    match long_help {
+        Some(long) => arg.long_help(format!("{long}\n\n[default: {value}]")),
+        None => arg,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent_and_every_default_names_a_flag() {
+        // `mut_arg` panics on an id that names no argument.
+        Cli::command_with_defaults().debug_assert();
+    }
+
+    #[test]
+    fn help_shows_the_defaults_applied_after_the_file() {
+        let mut command = Cli::command_with_defaults();
+        let run = command
+            .find_subcommand_mut("run")
+            .expect("run")
+            .render_help()
+            .to_string();
+        assert!(run.contains("[default: 0.5]"), "{run}");
+        assert!(run.contains("[default: exactly-once]"), "{run}");
+        assert!(run.contains("[default: earlykill.decisions]"), "{run}");
+        let project = command
+            .find_subcommand_mut("project")
+            .expect("project")
+            .render_help()
+            .to_string();
+        assert!(
+            project.contains("[default: earlykill-projector]"),
+            "{project}"
+        );
+        let generate = command
+            .find_subcommand_mut("generate")
+            .expect("generate")
+            .render_help()
+            .to_string();
+        assert!(
+            generate.contains("[default: 0.3]"),
+            "poor-fraction: {generate}"
+        );
     }
 }

@@ -14,8 +14,8 @@ mod tls;
 mod topic;
 
 pub use run::{
-    replay, reserved_property, run, ProjectorConfig, ProjectorError, ProjectorStatus,
-    ReplayProgress, ReplaySummary, ReplayTarget,
+    replay, run, ProjectorConfig, ProjectorError, ProjectorStatus, ReplayProgress, ReplaySummary,
+    ReplayTarget,
 };
 
 pub use store::{

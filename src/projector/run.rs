@@ -89,21 +89,14 @@ impl ProjectorConfig {
     /// The defaults, for a broker at `bootstrap_servers` and a database at
     /// `database_url`.
     pub fn new(bootstrap_servers: &str, database_url: &str) -> Self {
-        Self {
-            bootstrap_servers: bootstrap_servers.to_owned(),
-            kafka: BTreeMap::new(),
-            group_id: "earlykill-projector".to_owned(),
-            decisions_topic: "earlykill.decisions".to_owned(),
-            database_url: database_url.to_owned(),
-            pool_size: 2,
-            batch_size: 5_000,
-            batch_wait: Duration::from_millis(100),
-            retry_max: Duration::from_secs(10),
-            accept_lost_decisions: false,
-            registry: None,
-            #[cfg(feature = "test-hooks")]
-            crash_after_batches: None,
+        crate::config::projector::ProjectorSettings {
+            bootstrap_servers: Some(bootstrap_servers.to_owned()),
+            database_url: Some(database_url.to_owned()),
+            ..Default::default()
         }
+        .resolve()
+        .expect("the defaults are valid")
+        .config
     }
 
     /// The bootstrap servers and the pass-through properties.
@@ -128,19 +121,6 @@ impl ProjectorConfig {
             .set("isolation.level", "read_committed");
         client
     }
-}
-
-/// Properties the projector sets itself, with what to use instead.
-pub fn reserved_property(property: &str) -> Option<&'static str> {
-    Some(match property {
-        "group.id" => "use `--group-id`",
-        "bootstrap.servers" | "metadata.broker.list" => "use `--bootstrap-servers`",
-        "enable.auto.commit" | "enable.auto.offset.store" => {
-            "offsets are stored in the database with the rows; remove it"
-        }
-        "isolation.level" => "the projector reads committed decisions only; remove it",
-        _ => return None,
-    })
 }
 
 /// What the projector has done, for readiness, tests and operators.

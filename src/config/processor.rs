@@ -1,64 +1,22 @@
-//! Layered configuration: built-in defaults, then a TOML file, then
-//! environment variables, then command-line flags, each layer overriding the
-//! one before. A file key is its flag's long name (`kill-threshold = 0.4`),
-//! so there is one name per setting everywhere; librdkafka properties go in
-//! the file's `[kafka]` table, in `EARLYKILL_RDKAFKA_*` variables or in
-//! `-X key=value` flags and pass through unchanged (SASL and TLS included).
-//!
-//! [`Settings`] is one layer: every field optional. [`Settings::resolve`]
-//! fills the gaps with defaults and checks every value, and an error names
-//! the key and how to fix it, so a bad configuration fails at start-up.
+//! `earlykill run`: the processor's settings ([`Settings`]) and what they
+//! resolve to ([`ProcessorConfig`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::layer::{env_properties, layer, value_enum_name, HelpValue, Merge, Property};
+use super::{
+    invalid, kafka_properties, listen_address, log_filter, millis, registry, writer_schemas,
+    ConfigError, Redacted, Secret,
+};
 use crate::event::schema::WriterSchemas;
-use crate::event::validate::{Limits, MAX_TIMEOUT_MINUTES};
+use crate::event::validate::{Limits, DEFAULT_MAX_FUTURE_SKEW_MS, MAX_TIMEOUT_MINUTES};
 use crate::monitor::rule::{Thresholds, MINUTE_MS};
 use crate::monitor::MonitorConfig;
-
-/// A setting that cannot be used, naming the key and the fix.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A value out of its range, or a combination that cannot work.
-    #[error("configuration key `{key}`: {problem}; {fix}")]
-    Invalid {
-        /// The key (the flag's long name, the file key).
-        key: &'static str,
-        /// What is wrong with the value.
-        problem: String,
-        /// How to fix it.
-        fix: String,
-    },
-    /// A librdkafka property earlykill sets itself.
-    #[error("Kafka property `{property}` is managed by earlykill; {fix}")]
-    ReservedProperty {
-        /// The property.
-        property: String,
-        /// What to set instead.
-        fix: &'static str,
-    },
-    /// The configuration file cannot be read.
-    #[error("cannot read configuration file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The configuration file is not valid TOML or has an unknown key.
-    #[error("configuration file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message, naming the key or line.
-        message: String,
-    },
-}
 
 /// Which delivery guarantee the processor gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -89,73 +47,17 @@ pub enum DecisionsFormat {
     Registry,
 }
 
-/// Declares [`Settings`] once: each field is a flag, an environment variable
-/// and a file key, and `or` layers two settings field by field.
-macro_rules! settings {
-    ($( $(#[$meta:meta])* $name:ident : $ty:ty, )*) => {
-        /// One layer of configuration (flags and environment, or the file):
-        /// every field optional, `None` meaning "not set in this layer".
-        #[derive(Default, Clone, clap::Args, Deserialize)]
-        #[serde(deny_unknown_fields, rename_all = "kebab-case")]
-        pub struct Settings {
-            $( $(#[$meta])* pub $name: Option<$ty>, )*
-            /// librdkafka property for every client, `-X key=value`, e.g.
-            /// `-X security.protocol=SASL_SSL` (repeatable; in the file, a
-            /// `[kafka]` table; in the environment, `EARLYKILL_RDKAFKA_*`
-            /// with `_` for `.`, e.g. `EARLYKILL_RDKAFKA_SASL_PASSWORD`).
-            #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE", value_parser = parse_property)]
-            #[serde(skip)]
-            pub kafka_property: Vec<(String, String)>,
-            /// librdkafka properties from the file's `[kafka]` table.
-            #[arg(skip)]
-            #[serde(default)]
-            pub kafka: BTreeMap<String, String>,
-        }
-
-        /// Secrets (the token, the database URL, librdkafka passwords) show
-        /// as `***`.
-        impl std::fmt::Debug for Settings {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                let mut d = f.debug_struct("Settings");
-                $(
-                    if SECRET_SETTINGS.contains(&stringify!($name)) {
-                        d.field(stringify!($name), &self.$name.as_ref().map(|_| "***"));
-                    } else {
-                        d.field(stringify!($name), &self.$name);
-                    }
-                )*
-                let properties: BTreeMap<String, String> =
-                    self.kafka_property.iter().cloned().collect();
-                d.field("kafka_property", &Redacted(&properties))
-                    .field("kafka", &Redacted(&self.kafka))
-                    .finish()
-            }
-        }
-
-        impl Settings {
-            /// This layer over `lower`: a field set here wins.
-            pub fn or(self, lower: Settings) -> Settings {
-                let mut kafka = lower.kafka;
-                kafka.extend(self.kafka);
-                kafka.extend(self.kafka_property.iter().cloned());
-                Settings {
-                    $( $name: self.$name.or(lower.$name), )*
-                    kafka_property: Vec::new(),
-                    kafka,
-                }
-            }
-        }
-    };
-}
-
-settings! {
+layer! {
+    /// `earlykill run`'s settings, one layer of them (flags and
+    /// environment, or the file).
+    pub struct Settings => SettingsValues {
     /// Kafka bootstrap servers, `host:port[,host:port]`.
     #[arg(long, env = "EARLYKILL_BOOTSTRAP_SERVERS")]
-    bootstrap_servers: String,
+    bootstrap_servers: String = "localhost:9092".to_owned(),
     /// Consumer group of the processor instances. Instances in one group
     /// split the partitions.
     #[arg(long, env = "EARLYKILL_GROUP_ID")]
-    group_id: String,
+    group_id: String = "earlykill".to_owned(),
     /// This instance's name, stable across restarts and unique in the group
     /// (a pod name). The transactional id is `<group-id>-<instance-id>`, so
     /// a restarted instance fences its previous incarnation. Defaults to
@@ -164,82 +66,82 @@ settings! {
     instance_id: String,
     /// Delivery guarantee.
     #[arg(long, env = "EARLYKILL_GUARANTEE", value_enum)]
-    guarantee: Guarantee,
+    guarantee: Guarantee = Guarantee::ExactlyOnce,
     /// Longest time between commits, in milliseconds. It bounds decision
     /// latency under exactly-once: a decision is visible once committed.
     #[arg(long, env = "EARLYKILL_COMMIT_INTERVAL_MS")]
-    commit_interval_ms: u64,
+    commit_interval_ms: u64 = 100,
     /// Topic of VariantPosted events.
     #[arg(long, env = "EARLYKILL_POSTED_TOPIC")]
-    posted_topic: String,
+    posted_topic: String = "earlykill.posted".to_owned(),
     /// Topic of Interaction events.
     #[arg(long, env = "EARLYKILL_INTERACTIONS_TOPIC")]
-    interactions_topic: String,
+    interactions_topic: String = "earlykill.interactions".to_owned(),
     /// Topic of StopMonitoring commands.
     #[arg(long, env = "EARLYKILL_COMMANDS_TOPIC")]
-    commands_topic: String,
+    commands_topic: String = "earlykill.commands".to_owned(),
     /// Topic the decisions are published to.
     #[arg(long, env = "EARLYKILL_DECISIONS_TOPIC")]
-    decisions_topic: String,
+    decisions_topic: String = "earlykill.decisions".to_owned(),
     /// Compacted state changelog topic, with the input topics' partition
     /// count.
     #[arg(long, env = "EARLYKILL_CHANGELOG_TOPIC")]
-    changelog_topic: String,
+    changelog_topic: String = "earlykill.changelog".to_owned(),
     /// Topic undecodable or invalid input records go to.
     #[arg(long, env = "EARLYKILL_DEAD_LETTER_TOPIC")]
-    dead_letter_topic: String,
+    dead_letter_topic: String = "earlykill.dead-letters".to_owned(),
     /// Default kill threshold: kill when the rate is below this fraction of
     /// the expected rate. In (0, 1].
     #[arg(long, env = "PERFORMANCE_MONITOR_KILL_THRESHOLD")]
-    kill_threshold: f64,
+    kill_threshold: f64 = Thresholds::default().kill_threshold,
     /// Default minimum interactions before a kill. At least 1.
     #[arg(long, env = "PERFORMANCE_MONITOR_MIN_INTERACTIONS")]
-    min_interactions: u32,
+    min_interactions: u32 = Thresholds::default().min_interactions,
     /// Default monitoring window in minutes. 1 to 10080.
     #[arg(long, env = "PERFORMANCE_MONITOR_TIMEOUT_MINUTES")]
-    timeout_minutes: u32,
+    timeout_minutes: u32 = Thresholds::default().timeout_minutes,
     /// How long, in event-time seconds, an interaction for a variant not
     /// posted yet is held before it is dropped.
     #[arg(long, env = "EARLYKILL_HOLD_GRACE_SECONDS")]
-    hold_grace_seconds: u64,
+    hold_grace_seconds: u64 = MonitorConfig::default().hold_grace_ms as u64 / 1000,
     /// Most interactions held per partition.
     #[arg(long, env = "EARLYKILL_HOLD_CAPACITY")]
-    hold_capacity: usize,
+    hold_capacity: usize = MonitorConfig::default().hold_capacity,
     /// Most interactions held for one variant; more are dropped and counted
     /// (`earlykill_held_dropped_total{reason="refused"}`). Bounds the
     /// variant's changelog record below the producer's message size.
     #[arg(long, env = "EARLYKILL_HOLD_PER_VARIANT")]
-    hold_per_variant: usize,
+    hold_per_variant: usize = MonitorConfig::default().hold_per_variant,
     /// Most sessions (active, or ended and remembered) per partition; a
     /// post beyond that is a dead letter (`session_limit`).
     #[arg(long, env = "EARLYKILL_MAX_SESSIONS")]
-    max_sessions: usize,
+    max_sessions: usize = MonitorConfig::default().max_sessions,
     /// How long, in event-time minutes, an ended session is remembered.
     #[arg(long, env = "EARLYKILL_ENDED_RETENTION_MINUTES")]
-    ended_retention_minutes: u64,
+    ended_retention_minutes: u64 = (MonitorConfig::default().ended_retention_ms / MINUTE_MS) as u64,
     /// Largest accepted gap between an event's time and the wall clock, in
     /// seconds, before the event is a dead letter; 0 turns the check off.
     #[arg(long, env = "EARLYKILL_MAX_FUTURE_SKEW_SECONDS")]
-    max_future_skew_seconds: u64,
+    max_future_skew_seconds: u64 = (DEFAULT_MAX_FUTURE_SKEW_MS / 1000) as u64,
     /// How long, in milliseconds, a partition waits for records still in
     /// flight on an input topic that is read to its end, before folding the
     /// other topics past it. An input that is behind (its end not reached)
     /// is always waited for. 0, like Kafka Streams' `max.task.idle.ms`, folds
     /// at once.
     #[arg(long, env = "EARLYKILL_MERGE_WAIT_MS")]
-    merge_wait_ms: u64,
+    merge_wait_ms: u64 = 0,
     /// How far behind the wall clock an idle partition's clock is advanced,
     /// in milliseconds: room for upstream delivery delay, paid in timeout
     /// lateness.
     #[arg(long, env = "EARLYKILL_IDLE_LAG_MS")]
-    idle_lag_ms: u64,
+    idle_lag_ms: u64 = 0,
     /// Static group membership: the consumer joins as `group.instance.id` =
     /// instance-id, so a restarted instance (a pod after `kill -9`) gets its
     /// partitions back at once, without waiting out the dead member's
     /// session. The cost: a stopped instance's partitions move only after
     /// `session.timeout.ms` (45 s). `false` joins dynamically.
     #[arg(long, env = "EARLYKILL_STATIC_MEMBERSHIP")]
-    static_membership: bool,
+    static_membership: bool = true,
     /// Directory of extra writer schemas (`.avsc`), versions of the input
     /// record types that producers write (a newer one with an added
     /// optional field, an older one): loaded at start, each checked to be
@@ -261,28 +163,28 @@ settings! {
     /// (Confluent framing, the schema registered under
     /// `<decisions topic>-value`; needs schema-registry-url).
     #[arg(long, env = "EARLYKILL_DECISIONS_FORMAT", value_enum)]
-    decisions_format: DecisionsFormat,
+    decisions_format: DecisionsFormat = DecisionsFormat::SingleObject,
     /// Records buffered per input topic partition before it is paused.
     #[arg(long, env = "EARLYKILL_MAX_BUFFERED")]
-    max_buffered: usize,
+    max_buffered: usize = 10_000,
     /// Bytes (keys and values) buffered per input topic partition before it
     /// is paused.
     #[arg(long, env = "EARLYKILL_MAX_BUFFERED_BYTES")]
-    max_buffered_bytes: usize,
+    max_buffered_bytes: usize = 64 << 20,
     /// Timeout of blocking Kafka calls (transactions, restore), in seconds.
     #[arg(long, env = "EARLYKILL_KAFKA_TIMEOUT_SECONDS")]
-    kafka_timeout_seconds: u64,
+    kafka_timeout_seconds: u64 = 30,
     /// Log level (trace, debug, info, warning, error, critical) or a filter
     /// such as `earlykill=debug,rdkafka=warn`. The decision audit lines are
     /// kept whatever the level, unless the filter names
     /// `earlykill::audit` itself.
     #[arg(long, env = "PERFORMANCE_MONITOR_LOG_LEVEL")]
-    log_level: String,
+    log_level: String = "info".to_owned(),
     /// Where the HTTP API (health, readiness, metrics, status, stop)
     /// listens, `host:port`, or `off`. The default, 127.0.0.1:8080, is
     /// reachable from this machine only; in a container use 0.0.0.0:8080.
     #[arg(long, env = "EARLYKILL_HTTP_LISTEN")]
-    http_listen: String,
+    http_listen: String = "127.0.0.1:8080".to_owned(),
     /// Bearer token the API's POST endpoints (start-monitoring, stop)
     /// require. Without one they are open to whoever reaches the listener.
     #[arg(long, env = "EARLYKILL_HTTP_TOKEN", hide_env_values = true)]
@@ -292,132 +194,48 @@ settings! {
     /// it.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
-}
-
-/// Settings whose values are secrets.
-const SECRET_SETTINGS: [&str; 3] = ["http_token", "database_url", "schema_registry_basic_auth"];
-
-/// Whether a librdkafka property holds a secret (a password, a client
-/// secret, a private key, OAUTHBEARER or JAAS configuration).
-pub fn is_secret_property(key: &str) -> bool {
-    [
-        "password",
-        "secret",
-        "pem",
-        "sasl.oauthbearer.config",
-        "jaas",
-    ]
-    .iter()
-    .any(|s| key.contains(s))
-}
-
-/// librdkafka properties for debug output: secret values show as `***`.
-pub struct Redacted<'a>(pub &'a BTreeMap<String, String>);
-
-impl std::fmt::Debug for Redacted<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| {
-                let v = if is_secret_property(k) {
-                    "***"
-                } else {
-                    v.as_str()
-                };
-                (k, v)
-            }))
-            .finish()
+    /// librdkafka property for every client, `-X key=value`, e.g.
+    /// `-X security.protocol=SASL_SSL` (repeatable; in the file, a
+    /// `[kafka]` table; in the environment, `EARLYKILL_RDKAFKA_*` with `_`
+    /// for `.`, e.g. `EARLYKILL_RDKAFKA_SASL_PASSWORD`).
+    #[arg(short = 'X', long = "kafka-property", value_name = "KEY=VALUE", value_parser = super::parse_property)]
+    #[serde(default, deserialize_with = "super::layer::kafka_table")]
+    kafka: Vec<Property>,
     }
 }
 
-/// A value never shown in logs or debug output (tokens, URLs with
-/// passwords).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
+impl Merge for Guarantee {}
+impl Merge for DecisionsFormat {}
 
-impl Secret {
-    /// The value itself.
-    pub fn expose(&self) -> &str {
-        &self.0
+impl HelpValue for Guarantee {
+    fn help_value(&self) -> String {
+        value_enum_name(self)
     }
 }
 
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// librdkafka properties only consumers understand: passed to every
-/// client, they would make each producer warn that it ignores them.
-const CONSUMER_ONLY: [&str; 12] = [
-    "session.timeout.ms",
-    "heartbeat.interval.ms",
-    "max.poll.interval.ms",
-    "auto.offset.reset",
-    "fetch.wait.max.ms",
-    "fetch.min.bytes",
-    "fetch.max.bytes",
-    "max.partition.fetch.bytes",
-    "fetch.queue.backoff.ms",
-    "queued.min.messages",
-    "queued.max.messages.kbytes",
-    "group.instance.id",
-];
-
-/// The pass-through properties a producer should get: all but the
-/// consumer-only ones.
-pub fn producer_properties(
-    kafka: &BTreeMap<String, String>,
-) -> impl Iterator<Item = (&String, &String)> {
-    kafka
-        .iter()
-        .filter(|(key, _)| !CONSUMER_ONLY.contains(&key.as_str()))
-}
-
-/// Parses a `-X key=value` librdkafka property.
-pub fn parse_property(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
-        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+impl HelpValue for DecisionsFormat {
+    fn help_value(&self) -> String {
+        value_enum_name(self)
     }
 }
 
 impl Settings {
-    /// Reads a TOML configuration file.
-    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
-    }
-
-    /// librdkafka properties from `EARLYKILL_RDKAFKA_*` variables:
-    /// `EARLYKILL_RDKAFKA_SASL_USERNAME=x` is `sasl.username=x`.
+    /// librdkafka properties from `EARLYKILL_RDKAFKA_*` variables, as a
+    /// layer: `EARLYKILL_RDKAFKA_SASL_USERNAME=x` is `sasl.username=x`.
     pub fn from_env_properties(vars: impl IntoIterator<Item = (String, String)>) -> Settings {
-        let kafka = vars
-            .into_iter()
-            .filter_map(|(k, v)| {
-                let name = k.strip_prefix("EARLYKILL_RDKAFKA_")?;
-                Some((name.to_ascii_lowercase().replace('_', "."), v))
-            })
-            .collect();
         Settings {
-            kafka,
+            kafka: env_properties(vars),
             ..Settings::default()
         }
     }
 
     /// Fills unset fields with defaults and checks every value.
     pub fn resolve(self) -> Result<ProcessorConfig, ConfigError> {
-        let defaults = Thresholds::default();
+        let v = self.with_defaults();
         let thresholds = Thresholds {
-            kill_threshold: self.kill_threshold.unwrap_or(defaults.kill_threshold),
-            min_interactions: self.min_interactions.unwrap_or(defaults.min_interactions),
-            timeout_minutes: self.timeout_minutes.unwrap_or(defaults.timeout_minutes),
+            kill_threshold: v.kill_threshold,
+            min_interactions: v.min_interactions,
+            timeout_minutes: v.timeout_minutes,
         };
         if !(thresholds.kill_threshold > 0.0 && thresholds.kill_threshold <= 1.0) {
             return Err(invalid(
@@ -443,33 +261,19 @@ impl Settings {
                 "set the monitoring window in minutes (the default is 10)",
             ));
         }
-        let monitor_defaults = MonitorConfig::default();
         let monitor = MonitorConfig {
             defaults: thresholds,
-            hold_grace_ms: self
-                .hold_grace_seconds
-                .map_or(monitor_defaults.hold_grace_ms, |s| millis(s * 1000)),
-            hold_capacity: self.hold_capacity.unwrap_or(monitor_defaults.hold_capacity),
-            hold_per_variant: self
-                .hold_per_variant
-                .unwrap_or(monitor_defaults.hold_per_variant),
-            max_sessions: self.max_sessions.unwrap_or(monitor_defaults.max_sessions),
-            ended_retention_ms: self
-                .ended_retention_minutes
-                .map_or(monitor_defaults.ended_retention_ms, |m| {
-                    millis(m).saturating_mul(MINUTE_MS)
-                }),
+            hold_grace_ms: millis(v.hold_grace_seconds).saturating_mul(1000),
+            hold_capacity: v.hold_capacity,
+            hold_per_variant: v.hold_per_variant,
+            max_sessions: v.max_sessions,
+            ended_retention_ms: millis(v.ended_retention_minutes).saturating_mul(MINUTE_MS),
         };
-        let limits = match self.max_future_skew_seconds {
-            None => Limits::default(),
-            Some(0) => Limits {
-                max_future_skew_ms: None,
-            },
-            Some(s) => Limits {
-                max_future_skew_ms: Some(millis(s).saturating_mul(1000)),
-            },
+        let limits = Limits {
+            max_future_skew_ms: (v.max_future_skew_seconds > 0)
+                .then(|| millis(v.max_future_skew_seconds).saturating_mul(1000)),
         };
-        let commit_interval = Duration::from_millis(self.commit_interval_ms.unwrap_or(100));
+        let commit_interval = Duration::from_millis(v.commit_interval_ms);
         if commit_interval.is_zero() || commit_interval > Duration::from_secs(60) {
             return Err(invalid(
                 "commit-interval-ms",
@@ -477,19 +281,20 @@ impl Settings {
                 "set how often to commit in milliseconds (the default is 100)",
             ));
         }
-        let max_buffered = self.max_buffered.unwrap_or(10_000);
-        if max_buffered == 0 {
+        if v.max_buffered == 0 {
             return Err(invalid(
                 "max-buffered",
                 "0 would never read anything".into(),
                 "set at least 1 (the default is 10000)",
             ));
         }
-        let max_buffered_bytes = self.max_buffered_bytes.unwrap_or(64 << 20);
-        if max_buffered_bytes < 2 << 20 {
+        if v.max_buffered_bytes < 2 << 20 {
             return Err(invalid(
                 "max-buffered-bytes",
-                format!("{max_buffered_bytes} is less than 2 MiB, the size of two records at the producer's limit"),
+                format!(
+                    "{} is less than 2 MiB, the size of two records at the producer's limit",
+                    v.max_buffered_bytes
+                ),
                 "set at least 2097152 (the default is 67108864, 64 MiB)",
             ));
         }
@@ -500,7 +305,7 @@ impl Settings {
                 "set at least 1 (the default is 1000000)",
             ));
         }
-        let kafka_timeout = Duration::from_secs(self.kafka_timeout_seconds.unwrap_or(30));
+        let kafka_timeout = Duration::from_secs(v.kafka_timeout_seconds);
         if kafka_timeout.is_zero() {
             return Err(invalid(
                 "kafka-timeout-seconds",
@@ -508,16 +313,7 @@ impl Settings {
                 "set a timeout in seconds (the default is 30)",
             ));
         }
-        let mut kafka = self.kafka;
-        kafka.extend(self.kafka_property);
-        for property in kafka.keys() {
-            if let Some(fix) = reserved(property) {
-                return Err(ConfigError::ReservedProperty {
-                    property: property.clone(),
-                    fix,
-                });
-            }
-        }
+        let kafka = kafka_properties(v.kafka, reserved)?;
         let message_max = match kafka.get("message.max.bytes") {
             None => DEFAULT_MESSAGE_MAX_BYTES,
             Some(v) => v.trim().parse().map_err(|_| {
@@ -539,30 +335,13 @@ impl Settings {
                 "set at most that (the default is 1000), or raise message.max.bytes on the brokers and with -X message.max.bytes",
             ));
         }
-        let writer_schemas = match &self.schema_dir {
-            None => WriterSchemas::default(),
-            Some(dir) => WriterSchemas::load(dir).map_err(|problem| {
-                invalid(
-                    "schema-dir",
-                    problem,
-                    "fix or remove that file: each must be a version of VariantPosted, Interaction, StopMonitoring, MonitoringDecision or ChangelogRecord that adds or removes fields with defaults",
-                )
-            })?,
-        };
-        let schema_registry = crate::registry::Registry::from_settings(
-            self.schema_registry_url.as_deref(),
-            self.schema_registry_basic_auth.as_deref(),
-            self.schema_registry_ca.as_deref(),
-        )
-        .map_err(|problem| {
-            invalid(
-                "schema-registry-url",
-                problem,
-                "give the registry's URL, e.g. https://registry:8081, and a readable schema-registry-ca",
-            )
-        })?;
-        let decisions_format = self.decisions_format.unwrap_or_default();
-        if decisions_format == DecisionsFormat::Registry && schema_registry.is_none() {
+        let writer_schemas = writer_schemas(v.schema_dir.as_deref())?;
+        let schema_registry = registry(
+            v.schema_registry_url.as_deref(),
+            v.schema_registry_basic_auth.as_deref(),
+            v.schema_registry_ca.as_deref(),
+        )?;
+        if v.decisions_format == DecisionsFormat::Registry && schema_registry.is_none() {
             return Err(invalid(
                 "decisions-format",
                 "registry framing needs a schema registry to register the decision schema with"
@@ -570,57 +349,27 @@ impl Settings {
                 "set schema-registry-url too, or use decisions-format = single-object",
             ));
         }
-        let log_level = crate::telemetry::log_filter(self.log_level.as_deref().unwrap_or("info"))
-            .map_err(|problem| {
-                invalid(
-                    "log-level",
-                    problem,
-                    "use trace, debug, info, warning, error or critical, or a filter such as earlykill=debug,rdkafka=warn",
-                )
-            })?;
-        let group_id = self.group_id.unwrap_or_else(|| "earlykill".to_owned());
-        let instance_id = match self.instance_id {
+        let log_level = log_filter(&v.log_level)?;
+        let instance_id = match v.instance_id {
             Some(id) => id,
             None => std::env::var("HOSTNAME").unwrap_or_else(|_| "earlykill-0".to_owned()),
         };
-        for (key, value) in [("group-id", &group_id), ("instance-id", &instance_id)] {
+        for (key, value) in [("group-id", &v.group_id), ("instance-id", &instance_id)] {
             if value.trim().is_empty() {
                 return Err(invalid(key, "it is empty".into(), "set a non-empty name"));
             }
         }
         let topics = Topics {
-            posted: self
-                .posted_topic
-                .unwrap_or_else(|| "earlykill.posted".into()),
-            interactions: self
-                .interactions_topic
-                .unwrap_or_else(|| "earlykill.interactions".into()),
-            commands: self
-                .commands_topic
-                .unwrap_or_else(|| "earlykill.commands".into()),
-            decisions: self
-                .decisions_topic
-                .unwrap_or_else(|| "earlykill.decisions".into()),
-            changelog: self
-                .changelog_topic
-                .unwrap_or_else(|| "earlykill.changelog".into()),
-            dead_letters: self
-                .dead_letter_topic
-                .unwrap_or_else(|| "earlykill.dead-letters".into()),
+            posted: v.posted_topic,
+            interactions: v.interactions_topic,
+            commands: v.commands_topic,
+            decisions: v.decisions_topic,
+            changelog: v.changelog_topic,
+            dead_letters: v.dead_letter_topic,
         };
         topics.check_distinct()?;
-        let http_listen = match self.http_listen.as_deref() {
-            None => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
-            Some("off") => None,
-            Some(address) => Some(address.parse().map_err(|_| {
-                invalid(
-                    "http-listen",
-                    format!("{address:?} is not host:port"),
-                    "use an address such as 0.0.0.0:8080 (all interfaces) or 127.0.0.1:8080, or off",
-                )
-            })?),
-        };
-        let http_token = self.http_token.filter(|t| !t.trim().is_empty());
+        let http_listen = listen_address(&v.http_listen, 8080)?;
+        let http_token = v.http_token.filter(|t| !t.trim().is_empty());
         if http_token.is_none() {
             if let Some(address) = http_listen.filter(|a| !a.ip().is_loopback()) {
                 return Err(invalid(
@@ -635,27 +384,25 @@ impl Settings {
         Ok(ProcessorConfig {
             http_listen,
             http_token: http_token.map(Secret),
-            database_url: self.database_url.map(Secret),
-            bootstrap_servers: self
-                .bootstrap_servers
-                .unwrap_or_else(|| "localhost:9092".into()),
+            database_url: v.database_url.map(Secret),
+            bootstrap_servers: v.bootstrap_servers,
             kafka,
-            group_id,
+            group_id: v.group_id,
             instance_id,
-            guarantee: self.guarantee.unwrap_or(Guarantee::ExactlyOnce),
+            guarantee: v.guarantee,
             commit_interval,
             topics,
             monitor,
             limits,
-            merge_wait: Duration::from_millis(self.merge_wait_ms.unwrap_or(0)),
-            idle_lag: Duration::from_millis(self.idle_lag_ms.unwrap_or(0)),
-            static_membership: self.static_membership.unwrap_or(true),
-            max_buffered,
-            max_buffered_bytes,
+            merge_wait: Duration::from_millis(v.merge_wait_ms),
+            idle_lag: Duration::from_millis(v.idle_lag_ms),
+            static_membership: v.static_membership,
+            max_buffered: v.max_buffered,
+            max_buffered_bytes: v.max_buffered_bytes,
             message_max_bytes: message_max,
             writer_schemas,
             schema_registry,
-            decisions_format,
+            decisions_format: v.decisions_format,
             kafka_timeout,
             log_level,
             #[cfg(feature = "test-hooks")]
@@ -685,18 +432,6 @@ pub fn dead_letter_value_max(message_max: usize) -> usize {
 /// Longest encoding of one held interaction: an event id of at most 256
 /// bytes with its length, the kind, and four longs of at most 10 bytes.
 pub const MAX_HELD_BYTES: usize = 256 + 2 + 1 + 4 * 10;
-
-fn millis(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
-
-fn invalid(key: &'static str, problem: String, fix: &str) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        problem,
-        fix: fix.to_owned(),
-    }
-}
 
 /// Properties earlykill must own for its guarantees, with what to use
 /// instead.
@@ -847,6 +582,23 @@ pub struct Topics {
     pub dead_letters: String,
 }
 
+/// The documented names: `earlykill.posted`, `earlykill.interactions`,
+/// `earlykill.commands`, `earlykill.decisions`, `earlykill.changelog`,
+/// `earlykill.dead-letters`.
+impl Default for Topics {
+    fn default() -> Self {
+        let v = Settings::default().with_defaults();
+        Topics {
+            posted: v.posted_topic,
+            interactions: v.interactions_topic,
+            commands: v.commands_topic,
+            decisions: v.decisions_topic,
+            changelog: v.changelog_topic,
+            dead_letters: v.dead_letter_topic,
+        }
+    }
+}
+
 impl Topics {
     /// The name of an input topic.
     pub fn input(&self, topic: crate::event::InputTopic) -> &str {
@@ -858,7 +610,7 @@ impl Topics {
         }
     }
 
-    fn check_distinct(&self) -> Result<(), ConfigError> {
+    pub(super) fn check_distinct(&self) -> Result<(), ConfigError> {
         let named = [
             ("posted-topic", &self.posted),
             ("interactions-topic", &self.interactions),
