@@ -1,8 +1,7 @@
-//! `earlykill project` and `earlykill replay`: the Kafka side of the
-//! projector.
+//! `earlykill project`: the live projector.
 //!
-//! `project` is a consumer group over the decisions topic (read_committed).
-//! On assignment it seeks each partition to the next offset stored in the
+//! A consumer group over the decisions topic (read_committed). On
+//! assignment it seeks each partition to the next offset stored in the
 //! database, not to Kafka's committed offset; it then applies decisions in
 //! batches, each batch's rows and next offsets in one database transaction
 //! ([`Store::apply`]). Kafka's committed offsets are written after each
@@ -14,11 +13,7 @@
 //! the batch and catches up. Nothing is acknowledged anywhere before the
 //! database commit, so nothing is lost or written twice.
 //!
-//! `replay` reads the decisions topic from offset 0 to its end outside any
-//! group and rebuilds the table, into the live schema (only when asked
-//! explicitly) or into another schema, next to the live table.
-//!
-//! Both run on one thread: librdkafka's calls block, and the database calls
+//! It runs on one thread: librdkafka's calls block, and the database calls
 //! are driven by a one-worker tokio runtime from that thread.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,11 +25,11 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr as RespErr;
-use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::{Handle, Runtime};
 
 use super::decisions::{DecisionReader, Unreadable};
-use super::store::{connect, connect_in, create_schema, migrate, Applied, Positioned, Store};
+use super::store::{connect_in, Positioned, Store};
 use super::topic::{self, TopicWatch};
 use super::StoreError;
 use crate::backoff;
@@ -43,196 +38,18 @@ use crate::shutdown::{Shutdown, State};
 use crate::telemetry;
 use crate::watch::Watch;
 
+use super::config::{ProjectorConfig, ProjectorStatus};
+use super::error::{kafka, retryable, ProjectorError};
+
 /// Longest single poll, so that shutdown is noticed.
-const MAX_POLL: Duration = Duration::from_millis(100);
+pub(super) const MAX_POLL: Duration = Duration::from_millis(100);
 /// First wait after a failed database call; doubled per attempt.
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// How often the lag metric is refreshed.
 const LAG_EVERY: Duration = Duration::from_secs(1);
 
-/// Everything `earlykill project` needs.
-#[derive(Debug, Clone)]
-pub struct ProjectorConfig {
-    /// Kafka bootstrap servers.
-    pub bootstrap_servers: String,
-    /// librdkafka properties passed to the consumer.
-    pub kafka: BTreeMap<String, String>,
-    /// Consumer group of the projector instances.
-    pub group_id: String,
-    /// The decisions topic.
-    pub decisions_topic: String,
-    /// PostgreSQL URL.
-    pub database_url: String,
-    /// Database connections in the pool.
-    pub pool_size: usize,
-    /// Most decisions per database transaction.
-    pub batch_size: usize,
-    /// Longest a decision waits for its batch to fill.
-    pub batch_wait: Duration,
-    /// Longest wait between two attempts while the database is down.
-    pub retry_max: Duration,
-    /// Replay only: rebuild even when the decisions topic no longer starts
-    /// at offset 0 (retention dropped decisions).
-    pub accept_lost_decisions: bool,
-    /// The schema registry, for decisions written with
-    /// `--decisions-format registry`.
-    pub registry: Option<crate::registry::Registry>,
-    /// Fault injection for tests: stop as a crash would right after this
-    /// many batches are committed to the database, before anything is
-    /// committed to Kafka. Not settable from the command line; only in
-    /// builds with the `test-hooks` feature.
-    #[cfg(feature = "test-hooks")]
-    pub crash_after_batches: Option<u64>,
-}
-
-impl ProjectorConfig {
-    /// The defaults, for a broker at `bootstrap_servers` and a database at
-    /// `database_url`.
-    pub fn new(bootstrap_servers: &str, database_url: &str) -> Self {
-        crate::config::projector::ProjectorSettings {
-            bootstrap_servers: Some(bootstrap_servers.to_owned()),
-            database_url: Some(database_url.to_owned()),
-            ..Default::default()
-        }
-        .resolve()
-        .expect("the defaults are valid")
-        .config
-    }
-
-    /// The bootstrap servers and the pass-through properties.
-    fn client(&self) -> ClientConfig {
-        let mut client = ClientConfig::new();
-        for (key, value) in &self.kafka {
-            client.set(key, value);
-        }
-        client.set("bootstrap.servers", &self.bootstrap_servers);
-        client
-    }
-
-    fn consumer(&self, group_id: &str) -> ClientConfig {
-        let mut client = self.client();
-        if !self.kafka.contains_key("auto.offset.reset") {
-            client.set("auto.offset.reset", "earliest");
-        }
-        client
-            .set("group.id", group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed");
-        client
-    }
-}
-
-/// What the projector has done, for readiness, tests and operators.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ProjectorStatus {
-    /// The database is reachable and the last write succeeded.
-    pub ready: bool,
-    /// Partitions of the decisions topic assigned to this instance.
-    pub partitions: Vec<i32>,
-    /// Decisions read from Kafka.
-    pub read: u64,
-    /// What the committed batches did.
-    pub applied: Applied,
-    /// Batches committed to the database.
-    pub batches: u64,
-    /// Failed database attempts.
-    pub failed_attempts: u64,
-    /// Records of the decisions topic that did not decode (logged, skipped).
-    pub undecodable: u64,
-    /// Per partition, the next offset to apply: as stored in the database
-    /// at assignment, then after each committed batch.
-    pub next_offsets: BTreeMap<i32, i64>,
-    /// The last database error, while it lasts.
-    pub last_error: Option<String>,
-    /// The decisions topic's id as last read from the broker, once known.
-    pub topic_id: Option<String>,
-    /// Times the decisions topic was found deleted and created again (its
-    /// stored offsets forgotten and the new topic read from its start).
-    pub topic_recreated: u64,
-}
-
-/// Why the projector stopped, or could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectorError {
-    /// The database refused in a way retrying will not fix.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// A Kafka call failed.
-    #[error("could not {action}: {source}")]
-    Kafka {
-        /// What the projector was doing.
-        action: &'static str,
-        /// librdkafka's error.
-        source: KafkaError,
-    },
-    /// Asked to stop while the database was unavailable.
-    #[error(
-        "stopped while the database was unavailable ({cause}); {pending} decisions read but not \
-         applied are read again from the database's offsets on the next start"
-    )]
-    StoppedDuringOutage {
-        /// Decisions not applied.
-        pending: usize,
-        /// The last database error.
-        cause: String,
-    },
-    /// The decisions topic no longer starts at offset 0: retention or
-    /// deletion dropped decisions, whose rows a rebuild would lose.
-    #[error(
-        "the decisions topic {topic:?} no longer starts at offset 0 (partition, first offset: \
-         {starts:?}): {lost} decisions are gone, and the sessions they started would lose their \
-         rows. Give the topic unlimited retention (retention.ms=-1) so that it stays \
-         replayable; to rebuild from what is left anyway, pass --accept-lost-decisions"
-    )]
-    TopicTruncated {
-        /// The topic.
-        topic: String,
-        /// Each partition that does not start at 0, with its first offset.
-        starts: Vec<(i32, i64)>,
-        /// Decisions before those offsets, in all.
-        lost: i64,
-    },
-    /// `--into-schema` named the live table's schema without
-    /// `--confirm-live`.
-    #[error(
-        "schema {0:?} holds the live table (it is the database URL's current schema): replaying \
-         into it deletes the live rows first; pass --confirm-live too (stop the projectors first)"
-    )]
-    SchemaIsLive(String),
-    /// A replay into the live table was not confirmed.
-    #[error(
-        "replaying into the live table deletes its rows first; pass --confirm-live (stop the \
-         projectors first), or replay into another schema with --into-schema"
-    )]
-    LiveNotConfirmed,
-    /// The schema registry stayed unavailable while a decision needed its
-    /// schema from it.
-    #[error(
-        "{source}; gave up after repeated attempts. No decision was skipped: they are read \
-         again from the stored offsets once the registry answers (check --schema-registry-url \
-         and its credentials)"
-    )]
-    Registry {
-        /// Why the last attempt failed.
-        source: crate::registry::RegistryError,
-    },
-    /// The schema name is not a plain identifier.
-    #[error("schema name {0:?} is not a plain identifier: use lower-case letters, digits and _")]
-    BadSchema(String),
-}
-
-fn kafka(action: &'static str) -> impl FnOnce(KafkaError) -> ProjectorError {
-    move |source| ProjectorError::Kafka { action, source }
-}
-
-/// Whether retrying a failed database call can help.
-fn retryable(error: &StoreError) -> bool {
-    matches!(error, StoreError::Database(_) | StoreError::Pool(_))
-}
-
 /// A runtime for the database calls of one projector thread.
-fn runtime() -> std::io::Result<Runtime> {
+pub(super) fn runtime() -> std::io::Result<Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("projector-db")
@@ -446,7 +263,7 @@ fn start_positions(
 
 /// Opens the store, waiting for the database while it is unreachable;
 /// an un-migrated database is refused at once.
-fn open_store(
+pub(super) fn open_store(
     runtime: &Runtime,
     url: &str,
     pool_size: usize,
@@ -799,264 +616,5 @@ fn commit_to_kafka(consumer: &BaseConsumer<Context>, topic: &str, status: &Watch
         if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
             tracing::debug!(error = %e, "could not commit offsets to Kafka (informational only)");
         }
-    }
-}
-
-/// Where `earlykill replay` writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReplayTarget {
-    /// The live table (the URL's schema); its rows are deleted first.
-    Live {
-        /// The operator confirmed.
-        confirmed: bool,
-    },
-    /// Another schema, created and migrated if needed; its copy of the
-    /// table is emptied first. Naming the live table's schema (the URL's
-    /// current schema) needs `confirmed_live`, as the live table does.
-    Schema {
-        /// The schema.
-        name: String,
-        /// The operator confirmed that it may be the live table.
-        confirmed_live: bool,
-    },
-}
-
-impl ReplayTarget {
-    /// A schema other than the live table's.
-    pub fn schema(name: &str) -> ReplayTarget {
-        ReplayTarget::Schema {
-            name: name.to_owned(),
-            confirmed_live: false,
-        }
-    }
-}
-
-/// Progress of a replay.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReplayProgress {
-    /// Records read so far.
-    pub read: u64,
-    /// Records to read (from the partitions' offsets at the start).
-    pub total: u64,
-}
-
-/// What a replay did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct ReplaySummary {
-    /// Rows deleted before the replay.
-    pub removed: u64,
-    /// Decisions read.
-    pub read: u64,
-    /// What the batches did.
-    pub applied: Applied,
-    /// Records that did not decode.
-    pub undecodable: u64,
-    /// Rows in the table after the replay, and how many are active.
-    pub rows: (i64, i64),
-    /// How long it took.
-    pub elapsed: Duration,
-}
-
-fn plain_identifier(name: &str) -> bool {
-    name.chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && name.len() <= 63
-}
-
-/// Refuses a replay of a topic whose partitions do not all start at offset
-/// 0 (`starts` lists those that do not, with their first offset), unless
-/// the loss is accepted; then warns.
-fn check_complete(
-    topic: &str,
-    starts: Vec<(i32, i64)>,
-    accept_lost: bool,
-) -> Result<(), ProjectorError> {
-    if starts.is_empty() {
-        return Ok(());
-    }
-    let lost = starts.iter().map(|(_, low)| low).sum();
-    let truncated = ProjectorError::TopicTruncated {
-        topic: topic.to_owned(),
-        starts,
-        lost,
-    };
-    if !accept_lost {
-        return Err(truncated);
-    }
-    tracing::warn!(error = %truncated, "replaying what is left, as --accept-lost-decisions asks");
-    Ok(())
-}
-
-/// Rebuilds the table from the decisions topic, from offset 0 to the end
-/// it has when the replay starts, calling `progress` after each batch.
-pub fn replay(
-    config: &ProjectorConfig,
-    target: &ReplayTarget,
-    mut progress: impl FnMut(ReplayProgress),
-) -> Result<ReplaySummary, ProjectorError> {
-    let started = Instant::now();
-    let runtime = runtime().map_err(|e| StoreError::Url(format!("cannot start a runtime: {e}")))?;
-    let schema = match target {
-        ReplayTarget::Live { confirmed: false } => return Err(ProjectorError::LiveNotConfirmed),
-        ReplayTarget::Live { confirmed: true } => None,
-        ReplayTarget::Schema { name, .. } if !plain_identifier(name) => {
-            return Err(ProjectorError::BadSchema(name.clone()))
-        }
-        ReplayTarget::Schema {
-            name,
-            confirmed_live,
-        } => {
-            let pool = connect(&config.database_url, 1)?;
-            let live = runtime.block_on(super::store::current_schema(&pool))?;
-            if live.as_deref() == Some(name.as_str()) && !confirmed_live {
-                return Err(ProjectorError::SchemaIsLive(name.clone()));
-            }
-            runtime.block_on(create_schema(&pool, name))?;
-            let pool = connect_in(&config.database_url, 1, Some(name))?;
-            runtime.block_on(migrate(&pool))?;
-            Some(name.as_str())
-        }
-    };
-    let shutdown = Shutdown::new();
-    let store = open_store(
-        &runtime,
-        &config.database_url,
-        config.pool_size,
-        schema,
-        &shutdown,
-        config.retry_max,
-    )?;
-
-    let consumer: BaseConsumer = config
-        .consumer(&format!("{}-replay", config.group_id))
-        .set("enable.partition.eof", "true")
-        .create()
-        .map_err(kafka("create the replay consumer"))?;
-    let topic = &config.decisions_topic;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(30))
-        .map_err(kafka("read the decisions topic's metadata"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    let mut tpl = TopicPartitionList::new();
-    let mut total = 0u64;
-    let mut open: BTreeSet<i32> = BTreeSet::new();
-    let mut starts = Vec::new();
-    for &p in &partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(topic, p, Duration::from_secs(30))
-            .map_err(kafka("read the decisions topic's offsets"))?;
-        total += u64::try_from(high - low).unwrap_or(0);
-        if low > 0 {
-            starts.push((p, low));
-        }
-        if high > low {
-            open.insert(p);
-            let _ = tpl.add_partition_offset(topic, p, Offset::Beginning);
-        }
-    }
-    check_complete(topic, starts, config.accept_lost_decisions)?;
-    let removed = runtime.block_on(store.reset(&config.decisions_topic))?;
-    tracing::info!(removed, schema = ?schema, "table emptied; replaying from offset 0");
-    consumer
-        .assign(&tpl)
-        .map_err(kafka("assign the decisions partitions"))?;
-    let mut reader = DecisionReader::new(config.registry.clone());
-    let mut summary = ReplaySummary {
-        removed,
-        ..ReplaySummary::default()
-    };
-    let mut batch: Vec<Positioned> = Vec::with_capacity(config.batch_size);
-    let write = |batch: &mut Vec<Positioned>, summary: &mut ReplaySummary| {
-        if batch.is_empty() {
-            return Ok::<_, ProjectorError>(());
-        }
-        let applied = runtime.block_on(store.apply_or_reject(topic, None, batch))?;
-        summary.applied.started += applied.started;
-        summary.applied.ended += applied.ended;
-        summary.applied.skipped += applied.skipped;
-        summary.applied.rejected += applied.rejected;
-        batch.clear();
-        Ok(())
-    };
-    let mut seen = 0u64;
-    while !open.is_empty() {
-        match consumer.poll(MAX_POLL) {
-            Some(Ok(message)) => {
-                seen += 1;
-                match message.payload().map(|b| reader.read(b)) {
-                    Some(Ok(decision)) => {
-                        summary.read += 1;
-                        batch.push(Positioned {
-                            partition: message.partition(),
-                            offset: message.offset(),
-                            decision,
-                        });
-                    }
-                    Some(Err(Unreadable::Registry(source))) => {
-                        return Err(ProjectorError::Registry { source })
-                    }
-                    why => {
-                        let why = match why {
-                            Some(Err(Unreadable::Skip(why))) => why,
-                            _ => "no value".to_owned(),
-                        };
-                        tracing::error!(
-                            partition = message.partition(),
-                            offset = message.offset(),
-                            error = %why,
-                            "decision does not decode; skipped"
-                        );
-                        summary.undecodable += 1;
-                    }
-                }
-                if batch.len() >= config.batch_size {
-                    write(&mut batch, &mut summary)?;
-                    progress(ReplayProgress { read: seen, total });
-                }
-            }
-            Some(Err(KafkaError::PartitionEOF(p))) => {
-                open.remove(&p);
-            }
-            Some(Err(e)) => tracing::warn!(error = %e, "replay consumer error; librdkafka retries"),
-            None => {}
-        }
-    }
-    write(&mut batch, &mut summary)?;
-    progress(ReplayProgress {
-        read: seen.max(total),
-        total,
-    });
-    summary.rows = runtime.block_on(store.counts())?;
-    summary.elapsed = started.elapsed();
-    Ok(summary)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    // librdkafka's mock cluster cannot delete records (DeleteRecords is
-    // unsupported), so the check is tested here on the watermarks it reads.
-    #[test]
-    fn a_topic_that_no_longer_starts_at_zero_is_refused_unless_the_loss_is_accepted() {
-        assert!(check_complete("d", vec![], false).is_ok());
-        match check_complete("d", vec![(0, 2), (3, 40)], false) {
-            Err(e @ ProjectorError::TopicTruncated { lost: 42, .. }) => {
-                let message = e.to_string();
-                assert!(message.contains("retention.ms=-1"), "{message}");
-                assert!(message.contains("--accept-lost-decisions"), "{message}");
-            }
-            other => panic!("expected a refusal, got {other:?}"),
-        }
-        assert!(check_complete("d", vec![(0, 2)], true).is_ok());
     }
 }
