@@ -19,6 +19,9 @@ const SESSIONS: usize = 20_000;
 const BATCH: usize = 1_000;
 const RUNS: usize = 3;
 const TOPIC: &str = "earlykill.decisions";
+/// Partitions of the decisions topic, as in a deployment; a session's
+/// decisions are in one of them, chosen by its variant.
+const PARTITIONS: usize = 12;
 
 /// A started and a killed decision per session, in topic order.
 fn decisions() -> Vec<Positioned> {
@@ -61,20 +64,36 @@ fn decisions() -> Vec<Positioned> {
         out.push(base);
         out.push(killed);
     }
-    out.into_iter()
-        .enumerate()
-        .map(|(offset, decision)| Positioned {
-            partition: 0,
-            offset: offset as i64,
-            decision,
+    positioned(out)
+}
+
+/// Places decisions, in topic order, in their variant's partition, each
+/// partition's offsets counting from 0.
+fn positioned(decisions: Vec<MonitoringDecision>) -> Vec<Positioned> {
+    let mut next = [0i64; PARTITIONS];
+    decisions
+        .into_iter()
+        .map(|decision| {
+            let number: usize = decision.variant_id["variant-".len()..].parse().unwrap();
+            let partition = number % PARTITIONS;
+            next[partition] += 1;
+            Positioned {
+                partition: partition as i32,
+                offset: next[partition] - 1,
+                decision,
+            }
         })
         .collect()
 }
 
 /// A freshly migrated database; dropped again at the end of `main`.
-async fn fresh_database(name: &str, databases: &mut Vec<TestDb>) -> deadpool_postgres::Pool {
+async fn fresh_database(
+    name: &str,
+    connections: usize,
+    databases: &mut Vec<TestDb>,
+) -> deadpool_postgres::Pool {
     let db = TestDb::create(name).await;
-    let pool = projector::connect(&db.url, 2).unwrap();
+    let pool = projector::connect(&db.url, connections).unwrap();
     projector::migrate(&pool).await.unwrap();
     databases.push(db);
     pool
@@ -85,6 +104,20 @@ async fn batched(pool: deadpool_postgres::Pool, all: &[Positioned]) -> Duration 
     let start = Instant::now();
     for batch in all.chunks(BATCH) {
         store.apply(TOPIC, batch).await.unwrap();
+    }
+    start.elapsed()
+}
+
+/// As `earlykill project` writes: each batch as up to `ways` transactions
+/// at once, split by partition.
+async fn concurrent(pool: deadpool_postgres::Pool, all: &[Positioned], ways: usize) -> Duration {
+    let store = Store::open(pool).await.unwrap();
+    let start = Instant::now();
+    for batch in all.chunks(BATCH) {
+        let done = store
+            .apply_concurrently(TOPIC, None, batch.to_vec(), ways)
+            .await;
+        assert!(done.error.is_none(), "{:?}", done.error);
     }
     start.elapsed()
 }
@@ -170,8 +203,15 @@ async fn row_by_row(
                 .unwrap();
             }
         }
-        let next = batch.last().map_or(0, |p| p.offset + 1);
-        tx.execute(&offset, &[&TOPIC, &0i32, &next]).await.unwrap();
+        let mut next = std::collections::BTreeMap::new();
+        for p in batch {
+            next.insert(p.partition, p.offset + 1);
+        }
+        for (partition, next) in next {
+            tx.execute(&offset, &[&TOPIC, &partition, &next])
+                .await
+                .unwrap();
+        }
         tx.commit().await.unwrap();
     }
     start.elapsed()
@@ -191,40 +231,40 @@ async fn main() {
     let live: Vec<Positioned> = {
         let (starts, ends): (Vec<_>, Vec<_>) = all
             .iter()
-            .cloned()
-            .partition(|p| p.decision.kind == DecisionKind::Started);
-        starts
-            .into_iter()
-            .chain(ends)
-            .enumerate()
-            .map(|(offset, p)| Positioned {
-                offset: offset as i64,
-                ..p
-            })
-            .collect()
+            .map(|p| p.decision.clone())
+            .partition(|d| d.kind == DecisionKind::Started);
+        positioned(starts.into_iter().chain(ends).collect())
     };
     let mut separate = Vec::new();
     // A commit per decision is slow: measured on the first few thousand.
     let per_event = &all[..4_000];
     let (mut fast, mut slow, mut slowest) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut two, mut four) = (Vec::new(), Vec::new());
     // Alternate the modes so all see the same machine conditions.
     for run in 0..RUNS {
-        let pool = fresh_database(&format!("bench_replay_{run}"), &mut databases).await;
+        let pool = fresh_database(&format!("bench_replay_{run}"), 2, &mut databases).await;
         let t = batched(pool, &all).await;
         fast.push(all.len() as f64 / t.as_secs_f64());
-        let pool = fresh_database(&format!("bench_live_{run}"), &mut databases).await;
+        let pool = fresh_database(&format!("bench_live_{run}"), 2, &mut databases).await;
         let t = batched(pool, &live).await;
         separate.push(live.len() as f64 / t.as_secs_f64());
-        let pool = fresh_database(&format!("bench_rows_{run}"), &mut databases).await;
+        let pool = fresh_database(&format!("bench_live2_{run}"), 2, &mut databases).await;
+        let t = concurrent(pool, &live, 2).await;
+        two.push(live.len() as f64 / t.as_secs_f64());
+        let pool = fresh_database(&format!("bench_live4_{run}"), 4, &mut databases).await;
+        let t = concurrent(pool, &live, 4).await;
+        four.push(live.len() as f64 / t.as_secs_f64());
+        let pool = fresh_database(&format!("bench_rows_{run}"), 2, &mut databases).await;
         let t = row_by_row(pool, &all, BATCH).await;
         slow.push(all.len() as f64 / t.as_secs_f64());
-        let pool = fresh_database(&format!("bench_each_{run}"), &mut databases).await;
+        let pool = fresh_database(&format!("bench_each_{run}"), 2, &mut databases).await;
         let t = row_by_row(pool, per_event, 1).await;
         slowest.push(per_event.len() as f64 / t.as_secs_f64());
         println!(
             "run {run}: batched (replay order) {:.0}/s | batched (live order) {:.0}/s | \
+             live order, 2 transactions at once {:.0}/s | live order, 4 at once {:.0}/s | \
              row by row, {BATCH} per transaction {:.0}/s | row by row, commit each {:.0}/s",
-            fast[run], separate[run], slow[run], slowest[run]
+            fast[run], separate[run], two[run], four[run], slow[run], slowest[run]
         );
     }
     let (fast, separate, slow, slowest) = (
@@ -233,9 +273,13 @@ async fn main() {
         median(slow),
         median(slowest),
     );
+    let (two, four) = (median(two), median(four));
     println!(
-        "median of {RUNS}: batched, live order {separate:.0} decisions/s ({:.1}x row by row in the same transactions)",
-        separate / slow
+        "median of {RUNS}: batched, live order {separate:.0} decisions/s ({:.1}x row by row in the same transactions); \
+         2 transactions at once {two:.0}/s ({:.1}x); 4 at once {four:.0}/s ({:.1}x)",
+        separate / slow,
+        two / slow,
+        four / slow
     );
     println!(
         "median of {RUNS}: batched, replay order {fast:.0} decisions/s; row by row in the same transactions \

@@ -429,3 +429,102 @@ async fn a_batch_from_a_recreated_topic_is_refused_until_the_old_offsets_are_for
         .unwrap();
     db.drop().await;
 }
+
+/// The live projector writes a batch as several transactions at once, one
+/// set of partitions each: the table and the stored offsets come out as
+/// one transaction would leave them, and a redelivery is skipped.
+#[tokio::test]
+async fn a_batch_written_as_concurrent_transactions_by_partition_is_the_same_as_one() {
+    // 60 sessions over 5 partitions, each partition's offsets from 0.
+    let mut next = [0i64; 5];
+    let all: Vec<Positioned> = workload(60)
+        .into_iter()
+        .map(|decision| {
+            let partition = decision.variant_id.bytes().map(usize::from).sum::<usize>() % 5;
+            next[partition] += 1;
+            Positioned {
+                partition: partition as i32,
+                offset: next[partition] - 1,
+                decision,
+            }
+        })
+        .collect();
+    let (once, store) = migrated("concurrent_once").await;
+    store.apply(TOPIC, &all).await.unwrap();
+    let expected = once.table(None).await;
+
+    let (db, store) = migrated("concurrent").await;
+    for batch in all.chunks(37) {
+        let done = store
+            .apply_concurrently(TOPIC, None, batch.to_vec(), 3)
+            .await;
+        assert!(done.error.is_none(), "{:?}", done.error);
+        assert!(done.unwritten.is_empty());
+        let mut expected_next = std::collections::BTreeMap::new();
+        for p in batch {
+            expected_next.insert(p.partition, p.offset + 1);
+        }
+        assert_eq!(done.written, expected_next, "every partition's next offset");
+        assert_eq!(
+            done.applied.started + done.applied.ended,
+            batch.len() as u64
+        );
+    }
+    assert_eq!(db.table(None).await, expected);
+    let again = store.apply_concurrently(TOPIC, None, all.clone(), 3).await;
+    assert!(again.error.is_none(), "{:?}", again.error);
+    assert_eq!(
+        again.applied.skipped,
+        all.len() as u64,
+        "redelivery skipped"
+    );
+    assert_eq!(db.table(None).await, expected);
+    once.drop().await;
+    db.drop().await;
+}
+
+#[test]
+fn a_batch_is_split_by_partition_in_order_into_balanced_parts() {
+    use earlykill::projector::split_by_partition;
+    let decision = lifecycle().remove(0);
+    // Partition p holds p + 1 decisions, interleaved.
+    let mut batch = Vec::new();
+    let mut offsets = [0i64; 6];
+    for round in 0..6 {
+        for (partition, next) in offsets.iter_mut().enumerate() {
+            if round <= partition {
+                batch.push(Positioned {
+                    partition: partition as i32,
+                    offset: *next,
+                    decision: decision.clone(),
+                });
+                *next += 1;
+            }
+        }
+    }
+    let parts = split_by_partition(batch.clone(), 3);
+    assert_eq!(parts.len(), 3);
+    let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
+    assert_eq!(sizes.iter().sum::<usize>(), batch.len());
+    assert_eq!(sizes, vec![7, 7, 7], "21 decisions in three equal parts");
+    let mut seen = std::collections::BTreeSet::new();
+    for part in &parts {
+        let partitions: std::collections::BTreeSet<i32> =
+            part.iter().map(|p| p.partition).collect();
+        for partition in &partitions {
+            assert!(
+                seen.insert(*partition),
+                "partition {partition} in two parts"
+            );
+            let offsets: Vec<i64> = part
+                .iter()
+                .filter(|p| p.partition == *partition)
+                .map(|p| p.offset)
+                .collect();
+            assert!(offsets.windows(2).all(|w| w[0] < w[1]), "in order");
+        }
+    }
+    assert_eq!(split_by_partition(batch.clone(), 1).len(), 1);
+    assert_eq!(split_by_partition(batch[..1].to_vec(), 4).len(), 1);
+    assert!(split_by_partition(Vec::new(), 4).is_empty());
+}

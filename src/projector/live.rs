@@ -428,32 +428,34 @@ fn apply(
             break;
         }
         let topic_id = guard.topic_id.latest();
-        let result = guard.handle.block_on(guard.store.apply_or_reject(
+        let batch = std::mem::take(&mut guard.batch);
+        let done = guard.handle.block_on(guard.store.apply_concurrently(
             &config.decisions_topic,
             topic_id.as_deref(),
-            &guard.batch,
+            batch,
+            config.pool_size,
         ));
-        match result {
-            Ok(applied) => {
-                let mut next = BTreeMap::new();
-                for p in &guard.batch {
-                    let o = next.entry(p.partition).or_insert(p.offset + 1);
-                    *o = (*o).max(p.offset + 1);
+        guard.batch = done.unwritten;
+        if !done.written.is_empty() {
+            telemetry::projector_batch(&done.applied);
+            let (applied, next) = (done.applied, done.written);
+            guard.status.update(|s| {
+                if topic_id.is_some() {
+                    s.topic_id = topic_id.clone();
                 }
-                guard.batch.clear();
-                telemetry::projector_batch(&applied);
+                s.batches += 1;
+                s.applied.started += applied.started;
+                s.applied.ended += applied.ended;
+                s.applied.skipped += applied.skipped;
+                s.applied.rejected += applied.rejected;
+                s.next_offsets.extend(next);
+            });
+        }
+        match done.error.map_or(Ok(()), Err) {
+            Ok(()) => {
                 guard.status.update(|s| {
                     s.ready = true;
                     s.last_error = None;
-                    if topic_id.is_some() {
-                        s.topic_id = topic_id;
-                    }
-                    s.batches += 1;
-                    s.applied.started += applied.started;
-                    s.applied.ended += applied.ended;
-                    s.applied.skipped += applied.skipped;
-                    s.applied.rejected += applied.rejected;
-                    s.next_offsets.extend(next);
                 });
                 if attempt > 1 {
                     tracing::info!(attempt, "database available again; batch written");

@@ -1,7 +1,7 @@
 //! PostgreSQL side of the projector: migrations, the migrated-schema check,
 //! and the batched, offset-tracking write.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -203,6 +203,51 @@ pub struct Positioned {
     pub offset: i64,
     /// The decision.
     pub decision: MonitoringDecision,
+}
+
+/// What [`Store::apply_concurrently`] did: the partitions whose
+/// transaction committed, what they applied, and the first error of the
+/// others with their decisions.
+#[derive(Debug, Default)]
+pub struct Concurrent {
+    /// What the committed transactions applied.
+    pub applied: Applied,
+    /// Partitions written, with their next offsets.
+    pub written: BTreeMap<i32, i64>,
+    /// Why a transaction failed, if one did.
+    pub error: Option<StoreError>,
+    /// The decisions of the failed transactions, each partition's in order.
+    pub unwritten: Vec<Positioned>,
+}
+
+/// The batch cut into at most `ways` parts by partition, each part keeping
+/// its decisions in batch order, the parts about equal in size (each
+/// partition, largest first, goes to the smallest part so far).
+pub fn split_by_partition(batch: Vec<Positioned>, ways: usize) -> Vec<Vec<Positioned>> {
+    let mut by_partition: BTreeMap<i32, usize> = BTreeMap::new();
+    for p in &batch {
+        *by_partition.entry(p.partition).or_default() += 1;
+    }
+    let mut sizes: Vec<(i32, usize)> = by_partition.into_iter().collect();
+    sizes.sort_by_key(|&(partition, n)| (std::cmp::Reverse(n), partition));
+    let ways = ways.clamp(1, sizes.len().max(1));
+    let mut load = vec![0usize; ways];
+    let mut part_of: BTreeMap<i32, usize> = BTreeMap::new();
+    for (partition, n) in sizes {
+        let (smallest, _) = load
+            .iter()
+            .enumerate()
+            .min_by_key(|&(i, &l)| (l, i))
+            .unwrap_or((0, &0));
+        load[smallest] += n;
+        part_of.insert(partition, smallest);
+    }
+    let mut parts = vec![Vec::new(); ways];
+    for p in batch {
+        parts[part_of[&p.partition]].push(p);
+    }
+    parts.retain(|part| !part.is_empty());
+    parts
 }
 
 /// What one batch did.
@@ -500,6 +545,51 @@ impl Store {
         Ok(total)
     }
 
+    /// [`Store::apply_or_reject`] as up to `ways` transactions at once, each
+    /// on its own pooled connection and holding a disjoint set of the
+    /// batch's partitions with their next offsets. A session's decisions
+    /// are all in one partition, so the transactions touch different rows,
+    /// and each partition's decisions stay in order in one of them.
+    ///
+    /// Each transaction commits or fails on its own: the result says which
+    /// partitions are written and hands back the decisions of the others,
+    /// for the caller to retry.
+    pub async fn apply_concurrently(
+        &self,
+        topic: &str,
+        topic_id: Option<&str>,
+        batch: Vec<Positioned>,
+        ways: usize,
+    ) -> Concurrent {
+        let groups = split_by_partition(batch, ways);
+        let results = futures_util::future::join_all(
+            groups
+                .iter()
+                .map(|group| self.apply_or_reject(topic, topic_id, group)),
+        )
+        .await;
+        let mut done = Concurrent::default();
+        for (group, result) in groups.into_iter().zip(results) {
+            match result {
+                Ok(applied) => {
+                    done.applied.started += applied.started;
+                    done.applied.ended += applied.ended;
+                    done.applied.skipped += applied.skipped;
+                    done.applied.rejected += applied.rejected;
+                    for p in group {
+                        let next = done.written.entry(p.partition).or_insert(p.offset + 1);
+                        *next = (*next).max(p.offset + 1);
+                    }
+                }
+                Err(e) => {
+                    done.error.get_or_insert(e);
+                    done.unwritten.extend(group);
+                }
+            }
+        }
+        done
+    }
+
     /// Sets one decision aside in `projector_rejected` and stores its
     /// partition's next offset, in one transaction.
     async fn reject(
@@ -561,7 +651,7 @@ impl Store {
         let tx = client.transaction().await?;
         if let Some(found) = topic_id {
             const RECORDED: &str =
-                "SELECT topic_id FROM projector_topics WHERE topic = $1 FOR UPDATE";
+                "SELECT topic_id FROM projector_topics WHERE topic = $1 FOR SHARE";
             let mut recorded: Option<String> =
                 tx.query_opt(RECORDED, &[&topic]).await?.map(|r| r.get(0));
             if recorded.is_none() {
@@ -583,10 +673,19 @@ impl Store {
                 });
             }
         }
+        // Only this batch's partitions are locked: batches of other
+        // partitions commit alongside (`apply_concurrently`).
+        let partitions: Vec<i32> = batch
+            .iter()
+            .map(|p| p.partition)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let stored: BTreeMap<i32, i64> = tx
             .query(
-                "SELECT partition, next_offset FROM projector_offsets WHERE topic = $1 FOR UPDATE",
-                &[&topic],
+                "SELECT partition, next_offset FROM projector_offsets \
+                 WHERE topic = $1 AND partition = ANY($2) ORDER BY partition FOR UPDATE",
+                &[&topic, &partitions],
             )
             .await?
             .iter()
