@@ -16,13 +16,7 @@ use super::serve::{init_logging, until_signal};
 /// over the file over defaults), then runs the processor on its own thread
 /// until a signal asks it to drain.
 pub fn run(file: Option<PathBuf>, settings: Settings) -> Result<()> {
-    let file = file
-        .map(|path| Settings::from_file(&path))
-        .transpose()?
-        .unwrap_or_default();
-    let config = settings
-        .or(Settings::from_env_properties(std::env::vars()).or(file))
-        .resolve()?;
+    let config = settings.load(file.as_deref())?;
     init_logging(&config.log_level)?;
     let status = StatusWatch::default();
     let sessions = Sessions::default();

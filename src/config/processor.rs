@@ -229,6 +229,19 @@ impl Settings {
         }
     }
 
+    /// Layers flags and environment (`self`) over `EARLYKILL_RDKAFKA_*`
+    /// variables over the file, then resolves, as every subcommand's
+    /// `load` does.
+    pub fn load(self, file: Option<&std::path::Path>) -> Result<ProcessorConfig, ConfigError> {
+        let file = file
+            .map(Settings::from_file)
+            .transpose()?
+            .unwrap_or_default();
+        self.or(Settings::from_env_properties(std::env::vars()))
+            .or(file)
+            .resolve()
+    }
+
     /// Fills unset fields with defaults and checks every value.
     pub fn resolve(self) -> Result<ProcessorConfig, ConfigError> {
         let v = self.with_defaults();
