@@ -8,8 +8,8 @@
 //! advance at zero, so dashboards and alerts see them before the first event.
 //!
 //! Hot-path counts (records in and out) are not counted per record: the
-//! processor keeps them in plain integers and [`flush_records`] copies the
-//! totals about once a second.
+//! processor's workers keep them in plain integers and [`add_records`]
+//! adds each worker's increase about once a second.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -369,14 +369,14 @@ pub fn partitions(restoring: usize, assigned: usize) {
     metrics::gauge!(PARTITIONS_ASSIGNED).set(assigned as f64);
 }
 
-/// Totals of records in and out per topic, copied from the processor's
-/// own counts.
-pub fn flush_records(records_in: &[(&str, u64)], records_out: &[(&str, u64)]) {
-    for (topic, total) in records_in {
-        metrics::counter!(RECORDS_IN, "topic" => topic.to_string()).absolute(*total);
+/// Records in and out per topic since a worker's last flush, from its own
+/// counts (each worker adds its share).
+pub fn add_records(records_in: &[(&str, u64)], records_out: &[(&str, u64)]) {
+    for (topic, n) in records_in {
+        metrics::counter!(RECORDS_IN, "topic" => topic.to_string()).increment(*n);
     }
-    for (topic, total) in records_out {
-        metrics::counter!(RECORDS_OUT, "topic" => topic.to_string()).absolute(*total);
+    for (topic, n) in records_out {
+        metrics::counter!(RECORDS_OUT, "topic" => topic.to_string()).increment(*n);
     }
 }
 

@@ -48,9 +48,11 @@ fn broker(config: &ProcessorConfig) -> Tansu {
     tansu
 }
 
-/// `earlykill run` against `bootstrap`, at-least-once.
-fn processor(bootstrap: &str, instance: &str) -> Child {
+/// `earlykill run` against `bootstrap`, at-least-once, with `threads`
+/// worker threads.
+fn processor(bootstrap: &str, instance: &str, threads: usize) -> Child {
     command(bootstrap, instance)
+        .args(["--threads", &threads.to_string()])
         .spawn()
         .expect("start earlykill run")
 }
@@ -123,12 +125,22 @@ fn assert_decided_as_the_fold(
 
 #[test]
 fn a_backlog_written_before_start_is_decided_as_the_pure_fold() {
+    backlog_is_decided_as_the_pure_fold(1);
+}
+
+/// The same backlog, its six partitions spread over two worker threads.
+#[test]
+fn a_backlog_is_decided_as_the_pure_fold_by_two_worker_threads() {
+    backlog_is_decided_as_the_pure_fold(2);
+}
+
+fn backlog_is_decided_as_the_pure_fold(threads: usize) {
     let config = ProcessorConfig::with_bootstrap("unused");
     let tansu = broker(&config);
     let events = backlog(backlog_start(), VARIANTS, view_events());
     produce(&tansu.bootstrap, &config.topics, &events);
     let expected = oracle(&events, &config);
-    let mut child = processor(&tansu.bootstrap, "real-0");
+    let mut child = processor(&tansu.bootstrap, "real-0", threads);
     // Every terminal decision, at least once: the count of distinct ids
     // reaches the oracle's.
     let got = read_decisions(&tansu.bootstrap, &config.topics.decisions, expected.len());
@@ -139,6 +151,17 @@ fn a_backlog_written_before_start_is_decided_as_the_pure_fold() {
 
 #[test]
 fn kill_9_at_random_points_loses_nothing_and_never_changes_a_decision() {
+    kill_9_loses_nothing(1);
+}
+
+/// The same crashes with two worker threads: each restart brings both
+/// workers back under their static member ids.
+#[test]
+fn kill_9_with_two_worker_threads_loses_nothing_and_never_changes_a_decision() {
+    kill_9_loses_nothing(2);
+}
+
+fn kill_9_loses_nothing(threads: usize) {
     let seed: u64 = std::env::var("EARLYKILL_REAL_BROKER_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -150,7 +173,7 @@ fn kill_9_at_random_points_loses_nothing_and_never_changes_a_decision() {
     produce(&tansu.bootstrap, &config.topics, &events);
     let expected = oracle(&events, &config);
     // The projector writes the table throughout, crashes included.
-    let db = block_on(TestDb::create("real_broker_kill"));
+    let db = block_on(TestDb::create(&format!("real_broker_kill_{threads}")));
     let migrated = Command::new(env!("CARGO_BIN_EXE_earlykill"))
         .args(["migrate", "--database-url", &db.url])
         .status()
@@ -170,16 +193,16 @@ fn kill_9_at_random_points_loses_nothing_and_never_changes_a_decision() {
         .collect();
     points.sort_unstable();
     println!(
-        "kill -9 seed {seed}: after {points:?} of {} decisions",
+        "kill -9 seed {seed}, {threads} thread(s): after {points:?} of {} decisions",
         expected.len()
     );
     for point in &points {
-        let mut child = processor(&tansu.bootstrap, "real-pod");
+        let mut child = processor(&tansu.bootstrap, "real-pod", threads);
         read_decisions(&tansu.bootstrap, &config.topics.decisions, *point);
         child.kill().expect("kill -9");
         let _ = child.wait();
     }
-    let mut last = processor(&tansu.bootstrap, "real-pod");
+    let mut last = processor(&tansu.bootstrap, "real-pod", threads);
     let got = read_decisions(&tansu.bootstrap, &config.topics.decisions, expected.len());
     let _ = last.kill();
     let _ = last.wait();

@@ -208,15 +208,9 @@ impl Runs {
 
     /// Whether a decision published in `transaction` (`<run>/<n>`) committed.
     fn committed(&self, transaction: &str) -> bool {
-        let Some((run, n)) = transaction.rsplit_once('/') else {
-            return false;
-        };
-        let n: u64 = n.parse().expect("transaction number");
-        self.ended.iter().any(|(s, _)| {
-            s.incarnation == run
-                && n <= s.last_committed_transaction
-                && !s.aborted_transactions.contains(&n)
-        })
+        self.ended
+            .iter()
+            .any(|(s, _)| s.transaction_committed(transaction))
     }
 }
 
@@ -283,6 +277,8 @@ impl Projection {
 struct Harness {
     kafka: Kafka,
     guarantee: Guarantee,
+    /// Worker threads per instance.
+    threads: usize,
     rng: SmallRng,
     slots: Vec<Slot>,
     runs: Runs,
@@ -299,6 +295,7 @@ impl Harness {
     fn config(&self, name: &str, crash_after: Option<u64>) -> ProcessorConfig {
         let mut config = self.kafka.processor_config(name);
         config.guarantee = self.guarantee;
+        config.threads = self.threads;
         config.limits.max_future_skew_ms = None;
         // Every record is in its topic before the start, and the merge
         // waits for an input that is behind however long a fault delays
@@ -508,7 +505,7 @@ fn read_decisions(kafka: &Kafka) -> (Vec<(MonitoringDecision, String)>, i64) {
     (out, next)
 }
 
-fn soak(guarantee: Guarantee) {
+fn soak(guarantee: Guarantee, threads: usize) {
     // A fixed seed by default, so the test command runs the same schedule
     // everywhere; `EARLYKILL_SOAK_SEED=random` draws one (printed below).
     let seed = match std::env::var("EARLYKILL_SOAK_SEED").as_deref() {
@@ -524,7 +521,7 @@ fn soak(guarantee: Guarantee) {
     let partitions = env_u64("EARLYKILL_SOAK_PARTITIONS").unwrap_or(6) as i32;
     let fault_count = env_u64("EARLYKILL_SOAK_FAULTS").unwrap_or(12);
     eprintln!(
-        "soak {guarantee:?}: EARLYKILL_SOAK_SEED={seed} EARLYKILL_SOAK_VARIANTS={variants} \
+        "soak {guarantee:?}, {threads} thread(s): EARLYKILL_SOAK_SEED={seed} EARLYKILL_SOAK_VARIANTS={variants} \
          EARLYKILL_SOAK_PARTITIONS={partitions} EARLYKILL_SOAK_FAULTS={fault_count}"
     );
     let started = Instant::now();
@@ -542,11 +539,12 @@ fn soak(guarantee: Guarantee) {
 
     let projection = Projection::start(
         &kafka,
-        &format!("soak_{}", format!("{guarantee:?}").to_lowercase()),
+        &format!("soak_{}_{threads}", format!("{guarantee:?}").to_lowercase()),
     );
     let mut h = Harness {
         kafka,
         guarantee,
+        threads,
         rng: SmallRng::seed_from_u64(seed),
         slots: (0..3)
             .map(|i| Slot {
@@ -833,10 +831,18 @@ fn soak(guarantee: Guarantee) {
 
 #[test]
 fn exactly_once_survives_crashes_rebalances_and_broker_faults() {
-    soak(Guarantee::ExactlyOnce);
+    soak(Guarantee::ExactlyOnce, 1);
+}
+
+/// The same soak with two worker threads per instance: six group members
+/// at most, partitions moving between the workers of one instance and
+/// between instances, a crash in one worker ending its whole instance.
+#[test]
+fn exactly_once_with_two_worker_threads_survives_the_same_faults() {
+    soak(Guarantee::ExactlyOnce, 2);
 }
 
 #[test]
 fn at_least_once_loses_nothing_under_the_same_faults() {
-    soak(Guarantee::AtLeastOnce);
+    soak(Guarantee::AtLeastOnce, 1);
 }

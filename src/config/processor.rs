@@ -142,6 +142,13 @@ layer! {
     /// `session.timeout.ms` (45 s). `false` joins dynamically.
     #[arg(long, env = "EARLYKILL_STATIC_MEMBERSHIP")]
     static_membership: bool = true,
+    /// Worker threads: the instance's partitions are spread over this many
+    /// workers, each a member of the group with its own consumer,
+    /// transactional producer and partitions' state (worker k > 0 joins as
+    /// `<instance-id>.<k>`). More workers than input partitions sit idle.
+    /// Defaults to the cores available.
+    #[arg(long, env = "EARLYKILL_THREADS")]
+    threads: usize,
     /// Directory of extra writer schemas (`.avsc`), versions of the input
     /// record types that producers write (a newer one with an added
     /// optional field, an older one): loaded at start, each checked to be
@@ -372,6 +379,17 @@ impl Settings {
                 return Err(invalid(key, "it is empty".into(), "set a non-empty name"));
             }
         }
+        let threads = match v.threads {
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        };
+        if !(1..=MAX_THREADS).contains(&threads) {
+            return Err(invalid(
+                "threads",
+                format!("{threads} is outside 1..={MAX_THREADS}"),
+                "set the worker threads, at most the cores available (the default)",
+            ));
+        }
         let topics = Topics {
             posted: v.posted_topic,
             interactions: v.interactions_topic,
@@ -410,6 +428,7 @@ impl Settings {
             merge_wait: Duration::from_millis(v.merge_wait_ms),
             idle_lag: Duration::from_millis(v.idle_lag_ms),
             static_membership: v.static_membership,
+            threads,
             max_buffered: v.max_buffered,
             max_buffered_bytes: v.max_buffered_bytes,
             message_max_bytes: message_max,
@@ -423,6 +442,9 @@ impl Settings {
         })
     }
 }
+
+/// Most worker threads an instance runs.
+pub const MAX_THREADS: usize = 256;
 
 /// librdkafka's default `message.max.bytes`.
 pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
@@ -499,6 +521,9 @@ pub struct ProcessorConfig {
     /// Join the group as a static member (`group.instance.id` = instance
     /// id).
     pub static_membership: bool,
+    /// Worker threads, each with its own group member, producer and
+    /// partitions.
+    pub threads: usize,
     /// Records buffered per input topic partition before it is paused.
     pub max_buffered: usize,
     /// Bytes buffered per input topic partition before it is paused.
@@ -546,6 +571,7 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("merge_wait", &self.merge_wait)
             .field("idle_lag", &self.idle_lag)
             .field("static_membership", &self.static_membership)
+            .field("threads", &self.threads)
             .field("max_buffered", &self.max_buffered)
             .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("message_max_bytes", &self.message_max_bytes)
@@ -570,6 +596,17 @@ impl ProcessorConfig {
         }
         .resolve()
         .expect("the defaults are valid")
+    }
+
+    /// The configuration of worker `index` of `threads`: worker 0 is the
+    /// instance itself, worker k > 0 is named `<instance-id>.<k>` (its
+    /// client id, static member id and transactional id follow).
+    pub fn worker(&self, index: usize) -> ProcessorConfig {
+        let mut config = self.clone();
+        if index > 0 {
+            config.instance_id = format!("{}.{index}", self.instance_id);
+        }
+        config
     }
 
     /// The transactional id: stable per instance, unique per group.

@@ -24,8 +24,8 @@ use super::intake::{after_fold, DeadLetter, Intake};
 use super::merge::{rank, Entry};
 use super::output::Output;
 use super::partition::{Partition, Record};
-use super::status::MAX_ABORTED_LISTED;
-use super::{restorer, ProcessorError, Sessions, Status, StatusWatch};
+use super::status::{StatusSink, MAX_ABORTED_LISTED};
+use super::{restorer, ProcessorError, Sessions, Status};
 use crate::config::ProcessorConfig;
 use crate::event::codec::Framing;
 use crate::event::{DecisionKind, InputTopic, Millis, MonitoringDecision};
@@ -108,9 +108,12 @@ pub(crate) struct Core {
     partitions: BTreeMap<i32, Partition>,
     /// The fold's decisions, emptied as they are sent.
     decisions: Vec<MonitoringDecision>,
-    status: StatusWatch,
+    status: StatusSink,
     /// Input records read, per input topic (in `rank` order).
     records_in: [u64; 3],
+    /// Records in (per input topic) and out (decisions, changelog, dead
+    /// letters) as last added to the metrics: each worker adds its own.
+    flushed: [u64; 6],
     /// Partitions of each input topic, checked at start: the topic queues
     /// cover exactly these.
     input_partitions: i32,
@@ -130,7 +133,7 @@ impl Core {
         config: Arc<ProcessorConfig>,
         framing: Framing,
         input_partitions: i32,
-        status: StatusWatch,
+        status: StatusSink,
         read: Sessions,
     ) -> Core {
         let counters = Status {
@@ -155,6 +158,7 @@ impl Core {
             decisions: Vec::new(),
             status,
             records_in: [0; 3],
+            flushed: [0; 6],
             input_partitions,
             read,
             fatal: None,
@@ -624,7 +628,6 @@ impl Core {
     pub fn publish(&self) {
         let partitions: Vec<i32> = self.partitions.keys().copied().collect();
         let counters = &self.out.counters;
-        telemetry::partitions(counters.restoring.len(), partitions.len());
         self.status.update(|status| {
             *status = Status {
                 partitions,
@@ -638,14 +641,24 @@ impl Core {
     fn flush_metrics(&mut self, broker: &impl Broker) {
         self.last_flush = Instant::now();
         let topics = &self.config.topics;
-        let records_in = InputTopic::ALL.map(|t| (topics.input(t), self.records_in[rank(t)]));
         let output = &self.out.output;
-        telemetry::flush_records(
+        let totals = [
+            self.records_in[0],
+            self.records_in[1],
+            self.records_in[2],
+            output.decisions,
+            output.changelog,
+            output.dead_letters,
+        ];
+        let added: [u64; 6] = std::array::from_fn(|i| totals[i].saturating_sub(self.flushed[i]));
+        self.flushed = totals;
+        let records_in = InputTopic::ALL.map(|t| (topics.input(t), added[rank(t)]));
+        telemetry::add_records(
             &records_in,
             &[
-                (&topics.decisions, output.decisions),
-                (&topics.changelog, output.changelog),
-                (&topics.dead_letters, output.dead_letters),
+                (&topics.decisions, added[3]),
+                (&topics.changelog, added[4]),
+                (&topics.dead_letters, added[5]),
             ],
         );
         let mut active = 0;
@@ -661,7 +674,7 @@ impl Core {
                 }
             }
         }
-        telemetry::sessions_active(active);
+        self.status.sessions_active(active);
     }
 }
 

@@ -136,6 +136,20 @@ pub enum ProcessorError {
         /// The registry's answer.
         source: crate::registry::RegistryError,
     },
+    /// A worker thread could not be started.
+    #[error("could not start a worker thread: {source}")]
+    Spawn {
+        /// The system's answer.
+        source: std::io::Error,
+    },
+    /// A worker thread panicked (a bug): the other workers were stopped.
+    #[error("worker {worker} panicked: {message}")]
+    WorkerPanicked {
+        /// The worker's index.
+        worker: usize,
+        /// The panic's message.
+        message: String,
+    },
     /// The crash injected by `crash_after_decisions` (the `test-hooks`
     /// feature only).
     #[cfg(feature = "test-hooks")]

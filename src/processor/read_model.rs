@@ -9,7 +9,7 @@
 //! `commit-interval-ms`, 100 ms by default).
 
 use std::collections::{BTreeSet, BinaryHeap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
@@ -23,7 +23,8 @@ pub struct Sessions(Arc<Model>);
 
 #[derive(Default)]
 struct Model {
-    running: AtomicBool,
+    /// Workers running.
+    running: AtomicUsize,
     /// Every session of this instance's partitions, with its partition.
     sessions: DashMap<Box<str>, (i32, SessionView)>,
 }
@@ -52,7 +53,7 @@ impl std::fmt::Debug for Sessions {
 
 impl Sessions {
     fn running(&self) -> Result<&Model, NotRunning> {
-        if self.0.running.load(Ordering::Acquire) {
+        if self.0.running.load(Ordering::Acquire) > 0 {
             Ok(&self.0)
         } else {
             Err(NotRunning)
@@ -117,10 +118,12 @@ impl Sessions {
         })
     }
 
-    /// The processor started (`true`) or stopped.
+    /// One of the processor's workers started (`true`) or stopped; the
+    /// processor runs while any worker does.
     pub(crate) fn set_running(&self, running: bool) {
-        self.0.running.store(running, Ordering::Release);
-        if !running {
+        if running {
+            self.0.running.fetch_add(1, Ordering::AcqRel);
+        } else if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.sessions.clear();
         }
     }

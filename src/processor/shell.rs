@@ -4,7 +4,8 @@
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::panic::AssertUnwindSafe;
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::bindings::rd_kafka_resp_err_t as RespErr;
@@ -17,6 +18,7 @@ use super::broker::librdkafka::{starts_list, Clients};
 use super::core::Core;
 use super::kafka::{self, DeliveryContext, RestoreContext, TopicQueues, Wake};
 use super::merge::rank;
+use super::status::StatusSink;
 use super::{ProcessorError, Sessions, StatusWatch};
 use crate::config::{DecisionsFormat, Guarantee, ProcessorConfig};
 use crate::event::codec::Framing;
@@ -85,14 +87,97 @@ fn with_core<T>(
 
 /// Runs a processor until `shutdown` is triggered or a fatal error. The
 /// status is published to `status` as it changes.
+///
+/// With `threads` above 1 the instance runs that many workers, each on its
+/// own thread with its own clients (see [`run_worker`]); the first to fail
+/// stops the others (drained: they commit and leave), and its error is
+/// returned.
 pub fn run(
     config: ProcessorConfig,
     shutdown: Shutdown,
     status: StatusWatch,
     sessions: Sessions,
 ) -> Result<(), ProcessorError> {
-    let config = Arc::new(config);
     let framing = decisions_framing(&config)?;
+    // Once for the instance: every series registered at zero before any
+    // worker counts.
+    telemetry::processor_started(
+        InputTopic::ALL.map(|t| config.topics.input(t)),
+        &Rejection::KINDS,
+    );
+    let sinks = StatusSink::workers(status, config.threads);
+    if config.threads == 1 {
+        let sink = sinks.into_iter().next().expect("one sink per worker");
+        return run_worker(Arc::new(config), framing, &shutdown, sink, sessions);
+    }
+    let (done, finished) = mpsc::channel();
+    let mut handles = Vec::with_capacity(config.threads);
+    let mut first = None;
+    for (worker, sink) in sinks.into_iter().enumerate() {
+        let config = Arc::new(config.worker(worker));
+        let (stop, sessions, done) = (shutdown.clone(), sessions.clone(), done.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("worker-{worker}"))
+            .spawn(move || {
+                let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    run_worker(config, framing, &stop, sink, sessions)
+                }))
+                .unwrap_or_else(|panic| {
+                    let message = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| (*s).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    Err(ProcessorError::WorkerPanicked { worker, message })
+                });
+                let _ = done.send((worker, result));
+            });
+        match handle {
+            Ok(handle) => handles.push(handle),
+            Err(source) => {
+                shutdown.drain();
+                first = Some(ProcessorError::Spawn { source });
+                break;
+            }
+        }
+    }
+    drop(done);
+    for (worker, result) in finished {
+        if let Err(error) = result {
+            tracing::error!(worker, %error, "worker failed; stopping the other workers");
+            stop_others(&shutdown, &error);
+            first.get_or_insert(error);
+        }
+    }
+    for handle in handles {
+        let _ = handle.join();
+    }
+    first.map_or(Ok(()), Err)
+}
+
+/// One worker failed: the others commit what they did and leave, or, after
+/// an injected crash, stop as the crash would (the whole process dies).
+fn stop_others(shutdown: &Shutdown, error: &ProcessorError) {
+    #[cfg(feature = "test-hooks")]
+    if matches!(error, ProcessorError::InjectedCrash { .. }) {
+        shutdown.abandon();
+        return;
+    }
+    let _ = error;
+    shutdown.drain();
+}
+
+/// Runs one worker: a group member with its own consumer, transactional
+/// producer and changelog reader, owning the partitions the group gives
+/// it. A worker beyond the input's partition count has nothing to own and
+/// stops at once.
+fn run_worker(
+    config: Arc<ProcessorConfig>,
+    framing: Framing,
+    shutdown: &Shutdown,
+    status: StatusSink,
+    sessions: Sessions,
+) -> Result<(), ProcessorError> {
     let kafka_error = |action| move |source| ProcessorError::Kafka { action, source };
     let cstr = |s: &str| {
         CString::new(s).map_err(|_| ProcessorError::MissingTopics {
@@ -128,6 +213,15 @@ pub fn run(
     }
     let consumer = Arc::new(consumer);
     let partitions = kafka::check_topics(&consumer, &config)?;
+    let worker = status.worker();
+    if worker >= partitions as usize {
+        tracing::info!(
+            worker,
+            partitions,
+            "more workers than input partitions: this one has nothing to own"
+        );
+        return Ok(());
+    }
     let queues = TopicQueues::split(
         &consumer,
         InputTopic::ALL.map(|t| config.topics.input(t)),
@@ -155,10 +249,6 @@ pub fn run(
     consumer
         .subscribe(&[&topics.posted, &topics.interactions, &topics.commands])
         .map_err(kafka_error("subscribe to the input topics"))?;
-    telemetry::processor_started(
-        InputTopic::ALL.map(|t| config.topics.input(t)),
-        &Rejection::KINDS,
-    );
     with_core(&consumer, |core, _| core.set_running(true));
     tracing::info!(
         group = %config.group_id,
@@ -167,7 +257,7 @@ pub fn run(
         partitions,
         "processor started"
     );
-    let result = run_loop(&consumer, &queues, &wake, &shutdown);
+    let result = run_loop(&consumer, &queues, &wake, shutdown);
     match (&result, shutdown.state()) {
         (Ok(()), State::Draining | State::Running) => leave(&consumer, config.kafka_timeout),
         _ => with_core(&consumer, |core, _| core.abandoned = true),

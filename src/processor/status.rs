@@ -1,7 +1,10 @@
 //! What a processor has done so far: the [`Status`] it publishes for
 //! readiness, tests and operators, and its decision-latency histogram.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::telemetry;
 
 /// How many aborted transaction numbers, and how many restores, [`Status`]
 /// lists.
@@ -60,6 +63,13 @@ pub struct Status {
     /// Latency of committed decisions that a record triggered (all but
     /// timeouts): from the record's append to the commit.
     pub latency: LatencyHistogram,
+    /// With more than one worker thread, each worker's own status, in
+    /// worker order: the fields above are their sums and unions, except
+    /// `incarnation`, `last_committed_transaction` and
+    /// `aborted_transactions`, which only a worker has (each worker runs
+    /// its own transactions) and which are empty here. Empty with one
+    /// worker, whose status is this one.
+    pub workers: Vec<Status>,
 }
 
 /// Latencies in buckets a quarter of a power of two wide: under 1 ms, then
@@ -111,6 +121,16 @@ impl LatencyHistogram {
         None
     }
 
+    /// Adds what `other` counted.
+    pub fn add(&mut self, other: &LatencyHistogram) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; LATENCY_BUCKETS];
+        }
+        for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
+            *mine += theirs;
+        }
+    }
+
     /// What was counted since `earlier`, a copy of this histogram.
     pub fn since(&self, earlier: &LatencyHistogram) -> LatencyHistogram {
         let counts = self
@@ -124,6 +144,55 @@ impl LatencyHistogram {
 }
 
 impl Status {
+    /// Whether the transaction labelled `label` (`<incarnation>/<number>`,
+    /// the `earlykill_transaction` header) committed in this run, by this
+    /// status or one of its workers'.
+    pub fn transaction_committed(&self, label: &str) -> bool {
+        let Some((run, n)) = label.rsplit_once('/') else {
+            return false;
+        };
+        let Ok(n) = n.parse::<u64>() else {
+            return false;
+        };
+        let own = self.incarnation == run
+            && n <= self.last_committed_transaction
+            && !self.aborted_transactions.contains(&n);
+        own || self.workers.iter().any(|w| w.transaction_committed(label))
+    }
+
+    /// The status of an instance whose workers' statuses are `workers`.
+    fn merged(workers: &[Status]) -> Status {
+        if let [only] = workers {
+            return only.clone();
+        }
+        let mut all = Status {
+            running: workers.iter().any(|w| w.running),
+            joined: workers.iter().filter(|w| w.running).all(|w| w.joined),
+            committing: workers.iter().any(|w| w.committing),
+            workers: workers.to_vec(),
+            ..Status::default()
+        };
+        for w in workers {
+            all.restoring.extend(&w.restoring);
+            all.partitions.extend(&w.partitions);
+            all.records_in += w.records_in;
+            all.dead_letters += w.dead_letters;
+            all.decisions += w.decisions;
+            all.committed_decisions += w.committed_decisions;
+            all.commits += w.commits;
+            all.aborts += w.aborts;
+            all.restored_from.extend(w.restored_from.iter().cloned());
+            all.restored_records += w.restored_records;
+            all.restore_time += w.restore_time;
+            all.committed.extend(w.committed.iter().cloned());
+            all.latency.add(&w.latency);
+        }
+        all.restoring.sort_unstable();
+        all.partitions.sort_unstable();
+        all.committed.sort();
+        all
+    }
+
     /// The committed offset of one input topic partition.
     pub fn committed_offset(&self, topic: &str, partition: i32) -> Option<i64> {
         self.committed
@@ -135,6 +204,74 @@ impl Status {
 
 /// A processor's [`Status`], shared with whoever watches it.
 pub type StatusWatch = crate::watch::Watch<Status>;
+
+/// Where one worker publishes its status: its own slot, merged with the
+/// other workers' into the instance's [`StatusWatch`]. Publishing takes a
+/// lock shared by the workers; they publish at commits and rebalances,
+/// never per record.
+#[derive(Clone)]
+pub(crate) struct StatusSink {
+    worker: usize,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    watch: StatusWatch,
+    workers: Mutex<Vec<Worker>>,
+}
+
+#[derive(Default)]
+struct Worker {
+    status: Status,
+    active_sessions: usize,
+}
+
+impl StatusSink {
+    /// The sinks of `workers` workers publishing to `watch`.
+    pub fn workers(watch: StatusWatch, workers: usize) -> Vec<StatusSink> {
+        let shared = Arc::new(Shared {
+            watch,
+            workers: Mutex::new((0..workers).map(|_| Worker::default()).collect()),
+        });
+        (0..workers)
+            .map(|worker| StatusSink {
+                worker,
+                shared: shared.clone(),
+            })
+            .collect()
+    }
+
+    /// This worker's index.
+    pub fn worker(&self) -> usize {
+        self.worker
+    }
+
+    /// Changes this worker's status and publishes the instance's.
+    pub fn update(&self, change: impl FnOnce(&mut Status)) {
+        let mut workers = self
+            .shared
+            .workers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        change(&mut workers[self.worker].status);
+        let statuses: Vec<Status> = workers.iter().map(|w| w.status.clone()).collect();
+        let all = Status::merged(&statuses);
+        telemetry::partitions(all.restoring.len(), all.partitions.len());
+        // Under the lock: the watch sees the workers' changes in order.
+        self.shared.watch.update(|status| *status = all);
+    }
+
+    /// This worker's active sessions; the gauge shows the instance's.
+    pub fn sessions_active(&self, active: usize) {
+        let mut workers = self
+            .shared
+            .workers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        workers[self.worker].active_sessions = active;
+        telemetry::sessions_active(workers.iter().map(|w| w.active_sessions).sum());
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -298,6 +298,9 @@ fn test_config(bootstrap: &str) -> ProcessorConfig {
     let mut config = ProcessorConfig::with_bootstrap(bootstrap);
     config.group_id = "earlykill-test".into();
     config.kafka_timeout = Duration::from_secs(30);
+    // One worker unless a test asks for more (the default is the cores
+    // available, which would make the tests depend on the machine).
+    config.threads = 1;
     if let Ok(debug) = std::env::var("EARLYKILL_TEST_RDKAFKA_DEBUG") {
         config.kafka.insert("debug".into(), debug);
     }

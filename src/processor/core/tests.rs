@@ -14,6 +14,7 @@ use crate::event::codec::{encode, Framing};
 use crate::event::{Contract, InputTopic, Interaction, InteractionKind, Millis, VariantPosted};
 use crate::processor::broker::fake::{transient, Call, Fake, In};
 use crate::processor::broker::{Broker, Start, StartAt};
+use crate::processor::status::StatusSink;
 use crate::processor::{ProcessorError, Sessions, StatusWatch};
 
 /// A processor core for partitions 0 and 1 over the fake, both assigned.
@@ -62,7 +63,7 @@ impl Harness {
             config.clone(),
             Framing::SingleObject,
             2,
-            status.clone(),
+            StatusSink::workers(status.clone(), 1).remove(0),
             Sessions::default(),
         );
         Harness {
