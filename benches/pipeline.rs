@@ -166,7 +166,7 @@ fn throughput() {
     eprintln!("throughput: {records} records produced");
     let ends = kafka.input_ends();
     let mut plain = Vec::new();
-    let mut processor = Vec::new();
+    let mut processor: [Vec<f64>; 2] = Default::default();
     for run in 0..RUNS {
         // Baseline: read every input record, nothing else. Both clocks
         // start when the partitions are assigned (for the processor: once
@@ -198,29 +198,37 @@ fn throughput() {
         eprintln!("throughput run {run}: plain consumer {elapsed:?}");
         drop(consumer);
 
-        // The processor, from a fresh group and changelog.
-        let mut config = kafka.processor_config(&format!("bench-{run}"));
-        config.group_id = format!("processor-{run}");
-        config.topics.changelog = format!("changelog-{run}");
-        kafka
-            .cluster
-            .create_topic(&config.topics.changelog, PARTITIONS, 1)
-            .expect("topic");
-        let running = Running::start(config);
-        running.wait_for_partitions(PARTITIONS as usize);
-        let started = Instant::now();
-        running.wait_committed(&ends);
-        let elapsed = started.elapsed();
-        processor.push(records as f64 / elapsed.as_secs_f64());
-        eprintln!("throughput run {run}: processor {elapsed:?}");
-        running.stop().expect("stop");
+        // The processor with one worker thread and with two, each from a
+        // fresh group and changelog.
+        for (i, threads) in [1, 2].into_iter().enumerate() {
+            let mut config = kafka.processor_config(&format!("bench-{run}-{threads}"));
+            config.group_id = format!("processor-{run}-{threads}");
+            config.topics.changelog = format!("changelog-{run}-{threads}");
+            config.threads = threads;
+            kafka
+                .cluster
+                .create_topic(&config.topics.changelog, PARTITIONS, 1)
+                .expect("topic");
+            let running = Running::start(config);
+            running.wait_for_partitions(PARTITIONS as usize);
+            let started = Instant::now();
+            running.wait_committed(&ends);
+            let elapsed = started.elapsed();
+            processor[i].push(records as f64 / elapsed.as_secs_f64());
+            eprintln!("throughput run {run}: processor, {threads} thread(s) {elapsed:?}");
+            running.stop().expect("stop");
+        }
     }
-    let (plain, processor) = (median(plain), median(processor));
+    let plain = median(plain);
+    let [one, two] = processor.map(median);
     println!(
         "throughput: {records} input records, {PARTITIONS} partitions, median of {RUNS}: \
          plain consumer {plain:.0} records/s, processor (fold + exactly-once commit) \
-         {processor:.0} records/s = {:.0}% of the plain consumer",
-        100.0 * processor / plain
+         1 thread {one:.0} records/s = {:.0}%, 2 threads {two:.0} records/s = {:.0}% \
+         of the plain consumer ({:.2}x one thread)",
+        100.0 * one / plain,
+        100.0 * two / plain,
+        two / one
     );
 }
 

@@ -239,33 +239,44 @@ fn throughput() {
         (base.interactions.as_str(), PARTITIONS),
         (base.commands.as_str(), PARTITIONS),
     ];
-    let (mut plain, mut folded) = (Vec::new(), Vec::new());
+    // Per run: the plain consumer, then the processor with one worker
+    // thread and with two, each from a fresh group and changelog.
+    let mut plain = Vec::new();
+    let mut folded: [Vec<f64>; 2] = Default::default();
     for run in 0..RUNS {
         let (records, took) = plain_read(&tansu.bootstrap, &inputs);
         assert_eq!(records as usize, events.len());
         plain.push(records as f64 / took.as_secs_f64());
-        let name = format!("t{}", run + 1);
-        let own = topics(&name);
-        create(&tansu, &own, false);
-        let processor = Processor::start(&tansu.bootstrap, &own, &name, &[]);
-        let (assigned, _) = processor.wait_for("partitions assigned");
-        let last = wait_decisions(&tansu.bootstrap, &own.decisions, decisions);
-        let took = last - assigned;
-        folded.push(events.len() as f64 / took.as_secs_f64());
-        eprintln!(
-            "run {run}: plain {:.0} records/s; processor {:.0} records/s ({:.2} s from assignment, {:.2} s from start)",
-            plain[run],
-            folded[run],
-            took.as_secs_f64(),
-            (last - processor.started).as_secs_f64()
-        );
-        processor.kill();
+        for (i, threads) in ["1", "2"].into_iter().enumerate() {
+            let name = format!("t{run}-{threads}");
+            let own = topics(&name);
+            create(&tansu, &own, false);
+            let processor =
+                Processor::start(&tansu.bootstrap, &own, &name, &["--threads", threads]);
+            // From the first worker's assignment: the others' come with it
+            // or later, so a slower start counts against the threads.
+            let (assigned, _) = processor.wait_for("partitions assigned");
+            let last = wait_decisions(&tansu.bootstrap, &own.decisions, decisions);
+            let took = last - assigned;
+            folded[i].push(events.len() as f64 / took.as_secs_f64());
+            eprintln!(
+                "run {run}, {threads} thread(s): plain {:.0} records/s; processor {:.0} records/s ({:.2} s from assignment, {:.2} s from start)",
+                plain[run],
+                folded[i][run],
+                took.as_secs_f64(),
+                (last - processor.started).as_secs_f64()
+            );
+            processor.kill();
+        }
     }
-    let (plain, folded) = (median(plain), median(folded));
+    let plain = median(plain);
+    let [one, two] = folded.map(median);
     println!(
-        "real broker throughput: {} records; plain consumer {plain:.0} records/s, processor {folded:.0} records/s = {:.0} % (medians of {RUNS})",
+        "real broker throughput: {} records; plain consumer {plain:.0} records/s; processor, 1 thread {one:.0} records/s = {:.0} %, 2 threads {two:.0} records/s = {:.0} % ({:.2}x one thread) (medians of {RUNS})",
         events.len(),
-        100.0 * folded / plain
+        100.0 * one / plain,
+        100.0 * two / plain,
+        two / one
     );
 }
 

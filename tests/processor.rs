@@ -193,6 +193,66 @@ fn partitions_move_with_their_state_when_an_instance_leaves() {
     a.stop().expect("clean stop");
 }
 
+/// An instance with two worker threads keeps its partitions' state in
+/// memory across rebalances: when a second instance joins, the partitions
+/// it keeps (on whichever of its workers) are handed over, not restored,
+/// and the state of every partition carries on wherever it went.
+#[test]
+fn a_rebalance_hands_partitions_between_workers_without_a_restore() {
+    let kafka = Kafka::new(4);
+    let mut config = kafka.processor_config("a");
+    config.threads = 2;
+    let a = Running::start(config);
+    a.wait_for_partitions(4);
+    let t = now() - MINUTE;
+    let variants: Vec<String> = (0..20).map(|v| format!("v-{v}")).collect();
+    for v in &variants {
+        feed(&kafka, v, t, 0..5);
+    }
+    let ends = kafka.input_ends();
+    a.wait_committed(&ends);
+    let before = a.status.get();
+    assert_eq!(before.workers.len(), 2, "{before:?}");
+
+    let b = Running::start(kafka.processor_config("b"));
+    assert!(
+        b.status.wait_until(common::kafka::PATIENCE, |s| {
+            !s.partitions.is_empty() && s.restoring.is_empty()
+        }),
+        "b owns nothing: {:?}",
+        b.status.get()
+    );
+    let b_owns = b.status.get().partitions.len();
+    assert!(
+        a.status.wait_until(common::kafka::PATIENCE, |s| {
+            s.partitions.len() + b_owns == 4 && s.restoring.is_empty()
+        }),
+        "a did not settle: {:?}",
+        a.status.get()
+    );
+    let after = a.status.get();
+    assert_eq!(
+        (after.restore_time, after.restored_records),
+        (before.restore_time, before.restored_records),
+        "a restored during the rebalance"
+    );
+    assert!(
+        after.handed_over >= before.handed_over + after.partitions.len() as u64,
+        "every partition a kept was handed over: {before:?} then {after:?}"
+    );
+    for v in &variants {
+        feed(&kafka, v, t, 5..10);
+    }
+    let decisions = kafka.decisions(40);
+    assert_each_once(&decisions, 40);
+    for d in decisions.iter().filter(|d| d.kind == DecisionKind::Killed) {
+        // Five likes folded before the rebalance, five after.
+        assert_eq!((d.interactions, d.views), (10, 100), "{d:#?}");
+    }
+    b.stop().expect("b leaves cleanly");
+    a.stop().expect("clean stop");
+}
+
 #[test]
 fn bad_records_go_to_the_dead_letter_topic_with_their_reasons() {
     let kafka = Kafka::new(2);

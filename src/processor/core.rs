@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use super::broker::{Broker, Inbound, Position, Start};
 use super::committer::{Committer, Failure};
+use super::handoff::Handoff;
 use super::intake::{after_fold, DeadLetter, Intake};
 use super::merge::{rank, Entry};
 use super::output::Output;
@@ -119,6 +120,9 @@ pub(crate) struct Core {
     input_partitions: i32,
     /// The API's view of the sessions, updated after each commit.
     read: Sessions,
+    /// Revoked partitions' committed state, for their next owner among the
+    /// instance's workers.
+    handoff: Handoff,
     /// Set by the rebalance callback; the loop returns it.
     pub fatal: Option<ProcessorError>,
     /// Stopping as a crash would: commit nothing more.
@@ -135,6 +139,7 @@ impl Core {
         input_partitions: i32,
         status: StatusSink,
         read: Sessions,
+        handoff: Handoff,
     ) -> Core {
         let counters = Status {
             incarnation: incarnation(&config.instance_id),
@@ -161,6 +166,7 @@ impl Core {
             flushed: [0; 6],
             input_partitions,
             read,
+            handoff,
             fatal: None,
             abandoned: false,
             last_flush: Instant::now(),
@@ -577,28 +583,69 @@ impl Core {
         self.out.counters.joined = true;
         self.out.counters.restoring = by_topic[0].iter().copied().collect();
         self.publish();
-        let restore = restorer::restore(
-            broker,
-            self.config.monitor,
-            &by_topic[0],
-            &mut self.out.counters,
-            &self.read,
-        );
+        let handed = self.handed_over(broker, &by_topic[0]);
+        let restore = handed.and_then(|handed| {
+            let rest: BTreeSet<i32> = by_topic[0]
+                .iter()
+                .filter(|p| !handed.contains_key(p))
+                .copied()
+                .collect();
+            let restored = restorer::restore(
+                broker,
+                self.config.monitor,
+                &rest,
+                &mut self.out.counters,
+                &self.read,
+            )?;
+            Ok((handed, restored))
+        });
         self.out.counters.restoring.clear();
-        let restored = restore?;
+        let (handed, mut restored) = restore?;
+        self.out.counters.handed_over += handed.len() as u64;
+        let kept: Vec<i32> = handed.keys().copied().collect();
+        restored.extend(handed);
         let starts = restorer::starts(&restored);
         self.partitions.extend(restored);
         self.restored_positions_are_committed();
-        tracing::info!(partitions = ?by_topic[0], "partitions assigned");
+        tracing::info!(partitions = ?by_topic[0], handed_over = ?kept, "partitions assigned");
         self.publish();
         Ok(starts)
     }
 
+    /// Of `partitions`, those parked in the handoff by their previous
+    /// owner in this instance whose changelog nobody wrote since: their
+    /// state, shown to the API as a restore would.
+    fn handed_over(
+        &mut self,
+        broker: &impl Broker,
+        partitions: &BTreeSet<i32>,
+    ) -> Result<BTreeMap<i32, Partition>, ProcessorError> {
+        let mut parked = self.handoff.take(partitions);
+        if parked.is_empty() {
+            return Ok(parked);
+        }
+        let from = parked
+            .iter()
+            .map(|(&p, part)| (p, part.changelog_next))
+            .collect();
+        let unchanged = broker.changelog_unchanged(&from)?;
+        parked.retain(|p, _| unchanged.contains(p));
+        for (&p, part) in &parked {
+            self.read.restored(p, &part.monitor.snapshot());
+        }
+        Ok(parked)
+    }
+
     /// The group takes `gone` away: the open work is committed first
-    /// (aborted if that fails), then their state is dropped.
+    /// (aborted if that fails), then their state is dropped, or, after a
+    /// commit, parked in the handoff for their next owner in this
+    /// instance.
     pub fn revoked(&mut self, broker: &impl Broker, gone: &BTreeSet<i32>) {
+        let mut committed = false;
         if !self.abandoned && self.fatal.is_none() {
+            committed = true;
             if let Err(failure) = self.commit(broker) {
+                committed = false;
                 if let Failure::Abortable(e) = &failure {
                     tracing::warn!(error = %e, "commit on revocation failed; aborting");
                 }
@@ -610,7 +657,14 @@ impl Core {
                 }
             }
         }
-        self.partitions.retain(|p, _| !gone.contains(p));
+        for p in gone {
+            if let Some(part) = self.partitions.remove(p) {
+                if committed {
+                    let written = broker.changelog_written(*p);
+                    self.handoff.park(*p, part.hand_over(written));
+                }
+            }
+        }
         self.out
             .counters
             .committed
@@ -640,6 +694,7 @@ impl Core {
     /// and the consumer lag.
     fn flush_metrics(&mut self, broker: &impl Broker) {
         self.last_flush = Instant::now();
+        self.handoff.expire();
         let topics = &self.config.topics;
         let output = &self.out.output;
         let totals = [

@@ -2,7 +2,7 @@
 //! client settings, the co-partitioning check, one queue per input topic,
 //! librdkafka's cached watermarks, the topic id.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::CString;
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -91,6 +91,10 @@ pub fn restore_consumer(config: &ProcessorConfig) -> ClientConfig {
         )
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
+        // A handed-over partition's check starting past the end (the
+        // changelog was recreated) reads from the start: never the end,
+        // which would find it unchanged.
+        .set("auto.offset.reset", "earliest")
         .set("fetch.wait.max.ms", "10")
         .set("isolation.level", "read_committed");
     client
@@ -127,9 +131,29 @@ pub fn producer(config: &ProcessorConfig) -> ClientConfig {
 pub struct DeliveryContext {
     failed: AtomicU64,
     last_error: Mutex<Option<(KafkaError, String)>>,
+    /// The changelog topic, whose delivered offsets are kept.
+    changelog: Option<String>,
+    /// Per changelog partition, the offset of the last record delivered.
+    changelog_written: Mutex<HashMap<i32, i64>>,
 }
 
 impl DeliveryContext {
+    /// A context that also keeps the offset of the last record delivered
+    /// to each partition of `changelog`.
+    pub fn tracking(changelog: &str) -> DeliveryContext {
+        DeliveryContext {
+            changelog: Some(changelog.to_owned()),
+            ..DeliveryContext::default()
+        }
+    }
+
+    /// The offset of the last record this producer delivered to changelog
+    /// partition `partition`.
+    pub fn changelog_written(&self, partition: i32) -> Option<i64> {
+        let written = self.changelog_written.lock().ok()?;
+        written.get(&partition).copied()
+    }
+
     /// Failed deliveries so far, and the last failure with its record's
     /// topic.
     pub fn failures(&self) -> (u64, Option<(KafkaError, String)>) {
@@ -195,6 +219,14 @@ impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let (Ok(message), Some(changelog)) = (result, &self.changelog) {
+            if message.topic() == changelog {
+                if let Ok(mut written) = self.changelog_written.lock() {
+                    let last = written.entry(message.partition()).or_insert(-1);
+                    *last = (*last).max(message.offset());
+                }
+            }
+        }
         if let Err((error, message)) = result {
             if self.failed.load(Ordering::Acquire) == 0 {
                 tracing::warn!(%error, topic = message.topic(), "a record was not delivered");

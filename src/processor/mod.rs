@@ -44,6 +44,9 @@
 //!   (one enum, one variant per guarantee), error classification, retries.
 //! - `restorer.rs` — partitions rebuilt from the changelog, start
 //!   positions.
+//! - `handoff.rs` — revoked partitions' committed state, kept for their
+//!   next owner among the instance's workers (no restore when nobody else
+//!   wrote their changelog since).
 //! - `broker/` — the narrow `Broker` trait the parts use, its
 //!   librdkafka implementation, and the in-memory fake the unit tests use.
 //! - `kafka.rs` — client settings, the co-partitioning check, the topic
@@ -54,6 +57,7 @@ pub(crate) mod broker;
 mod committer;
 mod core;
 mod error;
+mod handoff;
 mod intake;
 pub(crate) mod kafka;
 pub mod merge;

@@ -82,6 +82,10 @@ pub(crate) struct Partition {
     /// Restored and not settled yet: what its recorded clock has made due
     /// is still to be decided (see [`Monitor::settle`]).
     pub unsettled: bool,
+    /// The changelog offset after the last record known to hold this
+    /// partition's state (read at restore, or written since): a record at
+    /// or after it is someone else's.
+    pub changelog_next: i64,
 }
 
 impl Partition {
@@ -97,7 +101,21 @@ impl Partition {
             exported: MonitorStats::default(),
             dirty: false,
             unsettled: true,
+            changelog_next: 0,
         }
+    }
+
+    /// The committed state, to hand to the partition's next owner in this
+    /// instance: the fold and the committed positions (records read past
+    /// them are read again), and where its changelog ends. Only right
+    /// after a commit is the fold the committed one.
+    pub fn hand_over(self, changelog_written: Option<i64>) -> Partition {
+        let offsets = self.offsets();
+        let mut part = Partition::new(self.monitor, offsets);
+        part.changelog_next = self
+            .changelog_next
+            .max(changelog_written.map_or(0, |offset| offset + 1));
+        part
     }
 
     /// The offset after the last record read of `topic`, or the restored

@@ -27,7 +27,15 @@ pub(crate) fn restore(
     tracing::info!(?partitions, "restoring partitions from the changelog");
     let state = broker.read_changelog(partitions)?;
     let mut restored = BTreeMap::new();
-    for (p, super::broker::Restored { records, writer }) in state {
+    for (
+        p,
+        super::broker::Restored {
+            records,
+            writer,
+            next,
+        },
+    ) in state
+    {
         status.restored_records += records.len() as u64;
         let offsets = records
             .iter()
@@ -57,7 +65,9 @@ pub(crate) fn restore(
             }
             from.push((p, writer));
         }
-        restored.insert(p, Partition::new(monitor, offsets));
+        let mut part = Partition::new(monitor, offsets);
+        part.changelog_next = next;
+        restored.insert(p, part);
     }
     status.restore_time += started.elapsed();
     tracing::info!(

@@ -16,6 +16,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::broker::librdkafka::{starts_list, Clients};
 use super::core::Core;
+use super::handoff::Handoff;
 use super::kafka::{self, DeliveryContext, RestoreContext, TopicQueues, Wake};
 use super::merge::rank;
 use super::status::StatusSink;
@@ -106,9 +107,17 @@ pub fn run(
         &Rejection::KINDS,
     );
     let sinks = StatusSink::workers(status, config.threads);
+    let handoff = Handoff::default();
     if config.threads == 1 {
         let sink = sinks.into_iter().next().expect("one sink per worker");
-        return run_worker(Arc::new(config), framing, &shutdown, sink, sessions);
+        return run_worker(
+            Arc::new(config),
+            framing,
+            &shutdown,
+            sink,
+            sessions,
+            handoff,
+        );
     }
     let (done, finished) = mpsc::channel();
     let mut handles = Vec::with_capacity(config.threads);
@@ -116,11 +125,12 @@ pub fn run(
     for (worker, sink) in sinks.into_iter().enumerate() {
         let config = Arc::new(config.worker(worker));
         let (stop, sessions, done) = (shutdown.clone(), sessions.clone(), done.clone());
+        let handoff = handoff.clone();
         let handle = std::thread::Builder::new()
             .name(format!("worker-{worker}"))
             .spawn(move || {
                 let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    run_worker(config, framing, &stop, sink, sessions)
+                    run_worker(config, framing, &stop, sink, sessions, handoff)
                 }))
                 .unwrap_or_else(|panic| {
                     let message = panic
@@ -177,6 +187,7 @@ fn run_worker(
     shutdown: &Shutdown,
     status: StatusSink,
     sessions: Sessions,
+    handoff: Handoff,
 ) -> Result<(), ProcessorError> {
     let kafka_error = |action| move |source| ProcessorError::Kafka { action, source };
     let cstr = |s: &str| {
@@ -187,7 +198,7 @@ fn run_worker(
     let topics = &config.topics;
     let clients = Clients {
         producer: kafka::producer(&config)
-            .create_with_context(DeliveryContext::default())
+            .create_with_context(DeliveryContext::tracking(&topics.changelog))
             .map_err(kafka_error("create the producer"))?,
         restorer: kafka::restore_consumer(&config)
             .create_with_context(RestoreContext)
@@ -234,6 +245,7 @@ fn run_worker(
         partitions,
         status,
         sessions,
+        handoff,
     ));
     if config.guarantee == Guarantee::ExactlyOnce {
         consumer

@@ -57,6 +57,10 @@ pub struct Status {
     pub restored_records: u64,
     /// Time spent restoring, in total.
     pub restore_time: Duration,
+    /// Partitions assigned that kept their state from their previous owner
+    /// in this instance (a worker, or the same one after an eager
+    /// rebalance) instead of a restore: nobody wrote their changelog since.
+    pub handed_over: u64,
     /// Per owned `(topic, partition)`, the committed input offset: the one
     /// included in the last commit, or restored from the changelog.
     pub committed: Vec<((String, i32), i64)>,
@@ -184,6 +188,7 @@ impl Status {
             all.restored_from.extend(w.restored_from.iter().cloned());
             all.restored_records += w.restored_records;
             all.restore_time += w.restore_time;
+            all.handed_over += w.handed_over;
             all.committed.extend(w.committed.iter().cloned());
             all.latency.add(&w.latency);
         }

@@ -48,6 +48,8 @@ pub(crate) enum Call {
     CommitOffsets,
     Rewind,
     ReadChangelog,
+    /// A check that changelog partitions are unchanged since an offset.
+    CheckChangelog,
 }
 
 #[derive(Default)]
@@ -70,6 +72,25 @@ struct State {
     undeliverable: Option<KafkaError>,
     failures: u64,
     last_failure: Option<(KafkaError, String)>,
+    /// Indexes in `visible` of records another producer wrote.
+    foreign: BTreeSet<usize>,
+}
+
+impl State {
+    /// The visible changelog records of partition `p`, with their offsets
+    /// and whether another producer wrote them.
+    fn changelog<'a>(
+        &'a self,
+        topic: &'a str,
+        p: i32,
+    ) -> impl Iterator<Item = (i64, &'a Sent, bool)> + 'a {
+        self.visible
+            .iter()
+            .enumerate()
+            .filter(move |(_, r)| r.topic == topic && r.partition == Some(p))
+            .enumerate()
+            .map(|(offset, (i, r))| (offset as i64, r, self.foreign.contains(&i)))
+    }
 }
 
 /// The in-memory broker.
@@ -89,6 +110,20 @@ impl Fake {
             partitions,
             state: RefCell::default(),
         }
+    }
+
+    /// Another producer (another instance) appends a copy of changelog
+    /// partition `p`'s last record.
+    pub fn write_changelog_elsewhere(&self, p: i32) {
+        let mut state = self.state.borrow_mut();
+        let last = state
+            .changelog(&self.config.topics.changelog, p)
+            .last()
+            .map(|(_, r, _)| r.clone())
+            .expect("a changelog record to copy");
+        state.visible.push(last);
+        let i = state.visible.len() - 1;
+        state.foreign.insert(i);
     }
 
     /// The next commit fails with `error`.
@@ -277,6 +312,29 @@ impl Broker for Fake {
         Ok(())
     }
 
+    fn changelog_written(&self, partition: i32) -> Option<i64> {
+        let state = self.state.borrow();
+        state
+            .changelog(&self.config.topics.changelog, partition)
+            .filter(|(_, _, foreign)| !foreign)
+            .map(|(offset, _, _)| offset)
+            .last()
+    }
+
+    fn changelog_unchanged(
+        &self,
+        from: &BTreeMap<i32, i64>,
+    ) -> Result<BTreeSet<i32>, ProcessorError> {
+        self.call(Call::CheckChangelog);
+        let state = self.state.borrow();
+        let topic = &self.config.topics.changelog;
+        Ok(from
+            .iter()
+            .filter(|&(&p, &offset)| state.changelog(topic, p).all(|(o, _, _)| o < offset))
+            .map(|(&p, _)| p)
+            .collect())
+    }
+
     fn read_changelog(&self, partitions: &BTreeSet<i32>) -> Result<RestoredState, ProcessorError> {
         self.call(Call::ReadChangelog);
         let state = self.state.borrow();
@@ -297,7 +355,10 @@ impl Broker for Fake {
         }
         let mut restored = RestoredState::new();
         for p in partitions {
-            let mut part = Restored::default();
+            let mut part = Restored {
+                next: state.changelog(&self.config.topics.changelog, *p).count() as i64,
+                ..Restored::default()
+            };
             for (key, record) in latest.remove(p).unwrap_or_default() {
                 let Some(value) = &record.value else { continue };
                 let decoded: ChangelogRecord = Decoder::new(Contract::ChangelogRecord)

@@ -172,6 +172,17 @@ impl<C: ConsumerContext> Broker for LibRdKafka<'_, C> {
             .map(|_| ())
     }
 
+    fn changelog_written(&self, partition: i32) -> Option<i64> {
+        self.clients.producer.context().changelog_written(partition)
+    }
+
+    fn changelog_unchanged(
+        &self,
+        from: &BTreeMap<i32, i64>,
+    ) -> Result<BTreeSet<i32>, ProcessorError> {
+        changelog_unchanged(&self.clients.restorer, &self.clients.config, from)
+    }
+
     fn read_changelog(&self, partitions: &BTreeSet<i32>) -> Result<RestoredState, ProcessorError> {
         read_changelog(
             &self.clients.restorer,
@@ -241,6 +252,7 @@ fn read_changelog<C: ConsumerContext>(
         partitions.iter().map(|&p| (p, HashMap::new())).collect();
     let mut writers: BTreeMap<i32, String> = BTreeMap::new();
     let mut read: BTreeMap<i32, u64> = BTreeMap::new();
+    let mut nexts: BTreeMap<i32, i64> = BTreeMap::new();
     let mut remaining = partitions.clone();
     let mut last_progress = Instant::now();
     // A restore may take as long as the changelog needs; it times out only
@@ -274,6 +286,8 @@ fn read_changelog<C: ConsumerContext>(
                 if let Some(keys) = latest.get_mut(&p) {
                     keys.insert(key, record);
                 }
+                let next = nexts.entry(p).or_insert(0);
+                *next = (*next).max(message.offset() + 1);
                 *read.entry(p).or_default() += 1;
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -307,8 +321,61 @@ fn read_changelog<C: ConsumerContext>(
             let restored = Restored {
                 records: keys.into_values().flatten().collect(),
                 writer: writers.remove(&p),
+                next: nexts.get(&p).copied().unwrap_or(0),
             };
             (p, restored)
         })
         .collect())
+}
+
+/// Of the changelog partitions in `from`, those where reading from their
+/// offset there reaches the end (the last committed record) without a
+/// record: nobody wrote them since.
+fn changelog_unchanged<C: ConsumerContext>(
+    restorer: &BaseConsumer<C>,
+    config: &ProcessorConfig,
+    from: &BTreeMap<i32, i64>,
+) -> Result<BTreeSet<i32>, ProcessorError> {
+    let kafka = |action| move |source| ProcessorError::Kafka { action, source };
+    let topic = &config.topics.changelog;
+    let mut assignment = TopicPartitionList::new();
+    for (&p, &offset) in from {
+        assignment
+            .add_partition_offset(topic, p, Offset::Offset(offset))
+            .map_err(kafka(
+                "assign the changelog to check a handed-over partition",
+            ))?;
+    }
+    restorer.assign(&assignment).map_err(kafka(
+        "assign the changelog to check a handed-over partition",
+    ))?;
+    let mut remaining: BTreeSet<i32> = from.keys().copied().collect();
+    let mut unchanged = BTreeSet::new();
+    let mut heard = Instant::now();
+    while !remaining.is_empty() {
+        match restorer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) => {
+                heard = Instant::now();
+                remaining.remove(&message.partition());
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                heard = Instant::now();
+                if remaining.remove(&p) {
+                    unchanged.insert(p);
+                }
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "changelog check: consumer error"),
+            None if heard.elapsed() > config.kafka_timeout => {
+                return Err(ProcessorError::RestoreTimeout {
+                    partitions: remaining.into_iter().collect(),
+                    timeout: config.kafka_timeout,
+                })
+            }
+            None => {}
+        }
+    }
+    restorer
+        .unassign()
+        .map_err(kafka("release the changelog after the check"))?;
+    Ok(unchanged)
 }

@@ -74,6 +74,9 @@ pub struct Restored {
     /// The `earlykill_transaction` header of the latest partition record:
     /// which run and transaction wrote the state restored.
     pub writer: Option<String>,
+    /// The offset after the last record read: a record written later is
+    /// at or after it.
+    pub next: i64,
 }
 
 /// The compacted content of changelog partitions, per partition.
@@ -111,6 +114,15 @@ pub(crate) trait Broker {
     /// Reads `partitions` of the changelog from the beginning to their end
     /// (the last committed record), keeping the latest record per key.
     fn read_changelog(&self, partitions: &BTreeSet<i32>) -> Result<RestoredState, ProcessorError>;
+    /// The offset of the last record this producer delivered to changelog
+    /// partition `partition`, if any.
+    fn changelog_written(&self, partition: i32) -> Option<i64>;
+    /// Of the changelog partitions in `from`, those with no committed
+    /// record at or after their offset there: nobody wrote them since.
+    fn changelog_unchanged(
+        &self,
+        from: &BTreeMap<i32, i64>,
+    ) -> Result<BTreeSet<i32>, ProcessorError>;
 }
 
 /// One input record as the processor reads it.

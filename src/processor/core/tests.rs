@@ -14,6 +14,7 @@ use crate::event::codec::{encode, Framing};
 use crate::event::{Contract, InputTopic, Interaction, InteractionKind, Millis, VariantPosted};
 use crate::processor::broker::fake::{transient, Call, Fake, In};
 use crate::processor::broker::{Broker, Start, StartAt};
+use crate::processor::handoff::Handoff;
 use crate::processor::status::StatusSink;
 use crate::processor::{ProcessorError, Sessions, StatusWatch};
 
@@ -65,6 +66,7 @@ impl Harness {
             2,
             StatusSink::workers(status.clone(), 1).remove(0),
             Sessions::default(),
+            Handoff::default(),
         );
         Harness {
             config,
@@ -486,6 +488,80 @@ fn a_revocation_commits_the_open_work_and_drops_the_partitions_state() {
     assert_eq!(h.fake.decisions(), decided(&STARTED_AND_KILLED));
     assert!(h.core.owns_nothing());
     assert!(h.status.get().committed.is_empty());
+}
+
+/// Revokes both partitions after a kill on partition 0, returns where a
+/// fresh restore of the same broker would start them.
+fn revoke_after_a_kill(h: &mut Harness) -> Vec<Start> {
+    h.post(0, "v-1");
+    h.engage_poorly(0, "v-1");
+    h.core.revoked(&h.fake, &[0, 1].into());
+    h.fake.calls();
+    // Where another core restoring from this broker's changelog starts.
+    let mut other = Core::new(
+        h.config.clone(),
+        Framing::SingleObject,
+        2,
+        StatusSink::workers(StatusWatch::default(), 1).remove(0),
+        Sessions::default(),
+        Handoff::default(),
+    );
+    let both: BTreeSet<i32> = [0, 1].into();
+    let starts = other
+        .assigned(&h.fake, &[both.clone(), both.clone(), both])
+        .expect("restored");
+    assert_eq!(h.fake.calls(), [Call::ReadChangelog]);
+    starts
+}
+
+#[test]
+fn a_revoked_partition_given_back_keeps_its_state_without_a_restore() {
+    for guarantee in [Guarantee::ExactlyOnce, Guarantee::AtLeastOnce] {
+        let mut h = Harness::ready(guarantee);
+        let restored = revoke_after_a_kill(&mut h);
+        let handed = h.assign();
+        // The changelog was only checked from where the parked state ends.
+        assert_eq!(h.fake.calls(), [Call::CheckChangelog], "{guarantee:?}");
+        assert_eq!(handed, restored, "{guarantee:?}: starts as a restore's");
+        assert_eq!(h.status.get().handed_over, 2);
+        // The state came along: v-1 stays killed, v-2 is decided anew.
+        h.at_end();
+        h.engage_poorly(0, "v-1");
+        h.post(0, "v-2");
+        h.engage_poorly(0, "v-2");
+        h.step().unwrap();
+        h.core.commit(&h.fake).unwrap();
+        let mut want = STARTED_AND_KILLED.to_vec();
+        want.extend([("v-2", "started"), ("v-2", "killed")]);
+        assert_eq!(h.fake.decisions(), decided(&want), "{guarantee:?}");
+    }
+}
+
+#[test]
+fn a_partition_another_instance_wrote_meanwhile_is_restored_not_handed_over() {
+    let mut h = Harness::ready(Guarantee::ExactlyOnce);
+    revoke_after_a_kill(&mut h);
+    h.fake.write_changelog_elsewhere(0);
+    h.assign();
+    assert_eq!(
+        h.fake.calls(),
+        [Call::CheckChangelog, Call::ReadChangelog],
+        "partition 0 restored"
+    );
+    assert_eq!(h.status.get().handed_over, 1, "partition 1 handed over");
+}
+
+#[test]
+fn a_revocation_whose_commit_failed_parks_nothing() {
+    let mut h = Harness::ready(Guarantee::ExactlyOnce);
+    h.post(0, "v-1");
+    h.engage_poorly(0, "v-1");
+    h.fake.fail_next_commit(transient());
+    h.core.revoked(&h.fake, &[0, 1].into());
+    h.fake.calls();
+    h.assign();
+    assert_eq!(h.fake.calls(), [Call::ReadChangelog]);
+    assert_eq!(h.status.get().handed_over, 0);
 }
 
 #[test]
