@@ -90,7 +90,7 @@ fn with_core<T>(
 /// status is published to `status` as it changes.
 ///
 /// With `threads` above 1 the instance runs that many workers, each on its
-/// own thread with its own clients (see [`run_worker`]); the first to fail
+/// own thread with its own clients (see `run_worker`); the first to fail
 /// stops the others (drained: they commit and leave), and its error is
 /// returned.
 pub fn run(
