@@ -163,6 +163,21 @@ fn a_crash_mid_transaction_then_a_restart_publishes_each_decision_once() {
     restarted.stop().expect("clean stop");
 }
 
+/// Feeds the likes 5..10 of `variants` (whose 0..5 are folded) and checks
+/// that each is killed once, on all ten likes: the state of the first five
+/// carried over to wherever its partition is now.
+fn second_half_is_killed_on_all_ten_likes(kafka: &Kafka, variants: &[String], t: Millis) {
+    for v in variants {
+        feed(kafka, v, t, 5..10);
+    }
+    let n = 2 * variants.len();
+    let decisions = kafka.decisions(n);
+    assert_each_once(&decisions, n);
+    for d in decisions.iter().filter(|d| d.kind == DecisionKind::Killed) {
+        assert_eq!((d.interactions, d.views), (10, 100), "{d:#?}");
+    }
+}
+
 #[test]
 fn partitions_move_with_their_state_when_an_instance_leaves() {
     let kafka = Kafka::new(4);
@@ -181,15 +196,8 @@ fn partitions_move_with_their_state_when_an_instance_leaves() {
 
     b.stop().expect("b leaves cleanly");
     a.wait_for_partitions(4);
-    for v in &variants {
-        feed(&kafka, v, t, 5..10);
-    }
-    let decisions = kafka.decisions(40);
-    assert_each_once(&decisions, 40);
-    for d in decisions.iter().filter(|d| d.kind == DecisionKind::Killed) {
-        // Five likes folded by b, five by a: b's state moved to a.
-        assert_eq!((d.interactions, d.views), (10, 100), "{d:#?}");
-    }
+    // Five likes folded by b, five by a: b's state moved to a.
+    second_half_is_killed_on_all_ten_likes(&kafka, &variants, t);
     a.stop().expect("clean stop");
 }
 
@@ -240,15 +248,8 @@ fn a_rebalance_hands_partitions_between_workers_without_a_restore() {
         after.handed_over >= before.handed_over + after.partitions.len() as u64,
         "every partition a kept was handed over: {before:?} then {after:?}"
     );
-    for v in &variants {
-        feed(&kafka, v, t, 5..10);
-    }
-    let decisions = kafka.decisions(40);
-    assert_each_once(&decisions, 40);
-    for d in decisions.iter().filter(|d| d.kind == DecisionKind::Killed) {
-        // Five likes folded before the rebalance, five after.
-        assert_eq!((d.interactions, d.views), (10, 100), "{d:#?}");
-    }
+    // Five likes folded before the rebalance, five after.
+    second_half_is_killed_on_all_ten_likes(&kafka, &variants, t);
     b.stop().expect("b leaves cleanly");
     a.stop().expect("clean stop");
 }

@@ -6,8 +6,11 @@
 //! the range assignor gives all three to the same instance, and the state
 //! of partition N lives in partition N of the compacted changelog topic.
 //!
-//! The loop, on one thread (librdkafka's calls block, and the fold is
-//! faster than any hand-off between threads):
+//! An instance runs `threads` workers (`shell.rs`), each a member of the
+//! group with its own clients, owning the partitions the group gives it;
+//! nothing is shared on the per-record path. Each worker's loop, on its
+//! own thread (librdkafka's calls block, and the fold is faster than any
+//! hand-off between threads):
 //!
 //! 1. Poll a batch of input records. Each is decoded and validated at once:
 //!    a bad one becomes a dead letter, a good one is buffered in its
