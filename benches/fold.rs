@@ -77,6 +77,18 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
+/// How the bench feeds the monitor.
+#[derive(Clone, Copy)]
+enum Feed {
+    /// Decode an event, `Monitor::apply` it, next: the baseline.
+    PerEvent,
+    /// Decode a group, then `Monitor::apply_batch` it (prefetching).
+    Batched,
+}
+
+/// Events decoded before each `apply_batch` call.
+const DECODE_GROUP: usize = 256;
+
 fn decode_fold_decide(c: &mut Criterion) {
     let decoder = Decoder::new(Contract::Interaction);
     let mut group = c.benchmark_group("decode_fold_decide");
@@ -86,28 +98,45 @@ fn decode_fold_decide(c: &mut Criterion) {
         let pool = encoded_interactions(n, POOL);
         let mut monitor = monitor_with(n);
         let mut decisions = Vec::new();
+        let mut events: Vec<Interaction<'_>> = Vec::with_capacity(DECODE_GROUP);
         let mut next = 0usize;
-        group.bench_with_input(BenchmarkId::new("active_variants", n), &n, |b, _| {
-            b.iter_batched(
-                || {
-                    let start = next;
-                    next = if next + 2 * BATCH > POOL {
-                        0
-                    } else {
-                        next + BATCH
-                    };
-                    start
-                },
-                |start| {
-                    for bytes in &pool[start..start + BATCH] {
-                        let event: Interaction = decoder.decode(bytes).unwrap();
-                        monitor.apply(Input::Interaction(&event), &mut decisions);
-                    }
-                    decisions.clear();
-                },
-                BatchSize::SmallInput,
-            )
-        });
+        for (name, feed) in [("per_event", Feed::PerEvent), ("batched", Feed::Batched)] {
+            group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
+                b.iter_batched(
+                    || {
+                        let start = next;
+                        next = if next + 2 * BATCH > POOL {
+                            0
+                        } else {
+                            next + BATCH
+                        };
+                        start
+                    },
+                    |start| {
+                        let records = &pool[start..start + BATCH];
+                        match feed {
+                            Feed::PerEvent => {
+                                for bytes in records {
+                                    let event: Interaction = decoder.decode(bytes).unwrap();
+                                    monitor.apply(Input::Interaction(&event), &mut decisions);
+                                }
+                            }
+                            Feed::Batched => {
+                                for chunk in records.chunks(DECODE_GROUP) {
+                                    events.clear();
+                                    events.extend(chunk.iter().map(|b| decoder.decode(b).unwrap()));
+                                    let inputs: Vec<Input> =
+                                        events.iter().map(Input::Interaction).collect();
+                                    monitor.apply_batch(&inputs, &mut decisions, |_, _| {});
+                                }
+                            }
+                        }
+                        decisions.clear();
+                    },
+                    BatchSize::SmallInput,
+                )
+            });
+        }
         assert_eq!(monitor.active_sessions(), n, "the workload kills nobody");
     }
     group.finish();

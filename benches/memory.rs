@@ -46,8 +46,8 @@ fn resident_bytes() -> usize {
 fn main() {
     // `cargo bench` passes `--bench`; any other argument is ignored too.
     println!(
-        "{:>10} {:>14} {:>14} {:>12} {:>12}",
-        "variants", "allocated B", "B/variant", "RSS B/var", "timer B/var"
+        "{:>10} {:>14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "variants", "allocated B", "B/variant", "RSS B/var", "slab", "index", "ids", "timers"
     );
     for n in [1_000usize, 100_000, 1_000_000] {
         let (live, rss) = (LIVE.load(Relaxed), resident_bytes());
@@ -55,11 +55,16 @@ fn main() {
         let allocated = LIVE.load(Relaxed) - live;
         let resident = resident_bytes().saturating_sub(rss);
         assert_eq!(monitor.active_sessions(), n);
+        let per = |bytes: usize| bytes as f64 / n as f64;
+        let parts = monitor.memory();
         println!(
-            "{n:>10} {allocated:>14} {:>14.1} {:>12.1} {:>12.1}",
-            allocated as f64 / n as f64,
-            resident as f64 / n as f64,
-            (monitor.timer_entries() * 16) as f64 / n as f64,
+            "{n:>10} {allocated:>14} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+            per(allocated),
+            per(resident),
+            per(parts.slab),
+            per(parts.index),
+            per(parts.ids),
+            per(parts.timers),
         );
         drop(monitor);
     }

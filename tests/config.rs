@@ -110,6 +110,7 @@ fn an_out_of_range_value_names_its_key_and_the_fix() {
         (&["--min-interactions", "0"][..], "`min-interactions`"),
         (&["--timeout-minutes", "0"][..], "`timeout-minutes`"),
         (&["--commit-interval-ms", "0"][..], "`commit-interval-ms`"),
+        (&["--max-sessions", "16777217"][..], "`max-sessions`"),
         (
             &["--decisions-topic", "earlykill.posted"][..],
             "`decisions-topic`",

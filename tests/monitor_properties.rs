@@ -494,6 +494,35 @@ proptest! {
     }
 
     #[test]
+    fn applying_in_batches_is_applying_one_by_one(
+        events in arb_events(false), capacity in 0usize..4, max_sessions in 3usize..8,
+    ) {
+        let config = limited(capacity, 2, max_sessions);
+        let inputs: Vec<Input> = events
+            .iter()
+            .filter_map(|event| match event {
+                Event::Posted(p) => Some(Input::Posted(p)),
+                Event::Interaction(i) => Some(Input::Interaction(i)),
+                Event::Stop(s) => Some(Input::Stop(s)),
+                Event::Advance(_) => None,
+            })
+            .collect();
+        let mut one_by_one = Monitor::new(config);
+        let mut expected = Vec::new();
+        let expected_outcomes: Vec<_> =
+            inputs.iter().map(|input| one_by_one.apply(*input, &mut expected)).collect();
+        let mut batched = Monitor::new(config);
+        let mut decisions = Vec::new();
+        let mut outcomes = Vec::new();
+        batched.apply_batch(&inputs, &mut decisions, |i, outcome| outcomes.push((i, outcome)));
+        let indexed: Vec<_> = expected_outcomes.into_iter().enumerate().collect();
+        prop_assert_eq!(outcomes, indexed);
+        prop_assert_eq!(decisions, expected);
+        prop_assert_eq!(batched.snapshot(), one_by_one.snapshot());
+        prop_assert_eq!(batched.stats(), one_by_one.stats());
+    }
+
+    #[test]
     fn the_same_input_gives_identical_decisions(events in arb_events(true)) {
         let first = run(&mut Monitor::new(config(3)), &events);
         let second = run(&mut Monitor::new(config(3)), &events);

@@ -226,6 +226,9 @@ fn monitor(base: &MonitorConfig, defaults: Thresholds) -> Monitor {
     Monitor::new(MonitorConfig { defaults, ..*base })
 }
 
+/// Events handed to [`Monitor::apply_batch`] at once.
+const BATCH: usize = 256;
+
 /// Folds `history` with `set`, appending every decision to `out`.
 pub fn fold(
     history: &History,
@@ -241,8 +244,13 @@ pub fn fold(
             timeout_minutes: set.timeout_minutes,
         },
     );
-    for event in &history.events {
-        m.apply(event.input(), out);
+    // The same fold as event by event, with each group's lookups
+    // prefetched together (see `Monitor::apply_batch`).
+    let mut inputs = Vec::with_capacity(BATCH);
+    for events in history.events.chunks(BATCH) {
+        inputs.clear();
+        inputs.extend(events.iter().map(Event::input));
+        m.apply_batch(&inputs, out, |_, _| {});
     }
     if let Some(at) = options.close_at {
         m.advance_to(at, out);

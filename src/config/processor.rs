@@ -16,7 +16,7 @@ use super::{
 use crate::event::schema::WriterSchemas;
 use crate::event::validate::{Limits, DEFAULT_MAX_FUTURE_SKEW_MS, MAX_TIMEOUT_MINUTES};
 use crate::monitor::rule::{Thresholds, MINUTE_MS};
-use crate::monitor::MonitorConfig;
+use crate::monitor::{MonitorConfig, MAX_SESSIONS};
 
 /// Which delivery guarantee the processor gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
@@ -323,6 +323,16 @@ impl Settings {
                 "max-sessions",
                 "0 would start no session".into(),
                 "set at least 1 (the default is 1000000)",
+            ));
+        }
+        if monitor.max_sessions > MAX_SESSIONS {
+            return Err(invalid(
+                "max-sessions",
+                format!(
+                    "{} is more than a partition can hold ({MAX_SESSIONS})",
+                    monitor.max_sessions
+                ),
+                "set at most 16777215, or spread the variants over more partitions",
             ));
         }
         let kafka_timeout = Duration::from_secs(v.kafka_timeout_seconds);

@@ -11,8 +11,11 @@
 
 use std::collections::BTreeSet;
 
-use super::sessions::{Ids, Session};
-use super::{rule::Thresholds, Monitor, MonitorConfig};
+use super::sessions::{Ids, Refused, SessionRef};
+use super::{
+    rule::{self, Thresholds},
+    Monitor, MonitorConfig, MAX_SESSIONS,
+};
 use crate::event::{ChangelogRecord, Millis, SessionState, SessionStatus, MAX_ID_BYTES};
 
 /// One key of the changelog to write: the new record, or `None` to delete
@@ -40,6 +43,12 @@ pub enum RestoreError {
         /// The key.
         key: String,
     },
+    /// More sessions than a partition can hold ([`MAX_SESSIONS`]).
+    #[error("the changelog holds more than {max} sessions for one partition")]
+    TooManySessions {
+        /// The most a partition holds.
+        max: usize,
+    },
     /// A stored figure outside its range.
     #[error("changelog record for {key:?} has {field} = {value}, outside its range")]
     OutOfRange {
@@ -54,20 +63,21 @@ pub enum RestoreError {
 
 /// A session as stored; `forget_at` is set when events kept it remembered
 /// past `deadline + retention`.
-pub(crate) fn session_state(session: &Session, forget_at: Option<Millis>) -> SessionState {
+pub(crate) fn session_state(session: &SessionRef<'_>, forget_at: Option<Millis>) -> SessionState {
     let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let thresholds = session.thresholds();
     SessionState {
         persona_id: session.persona_id().to_owned(),
         post_id: session.post_id().to_owned(),
         expected_engagement_rate: session.expected_engagement_rate,
-        kill_threshold: session.kill_threshold,
-        min_interactions: i32::try_from(session.min_interactions).unwrap_or(i32::MAX),
-        timeout_minutes: i32::try_from(session.timeout_minutes).unwrap_or(i32::MAX),
+        kill_threshold: thresholds.kill_threshold,
+        min_interactions: i32::try_from(thresholds.min_interactions).unwrap_or(i32::MAX),
+        timeout_minutes: i32::try_from(thresholds.timeout_minutes).unwrap_or(i32::MAX),
         posted_at: session.posted_at,
         interactions: clamp(session.interactions),
         views: clamp(session.views),
-        status: session.status,
-        ended_at: (session.status != SessionStatus::Active).then_some(session.ended_at),
+        status: session.status(),
+        ended_at: (!session.is_active()).then_some(session.ended_at),
         forget_at,
     }
 }
@@ -89,7 +99,7 @@ impl Monitor {
             let forget_at = self.kept.get(&slot).copied();
             self.sessions
                 .get(slot)
-                .map(|session| session_state(session, forget_at))
+                .map(|session| session_state(&session, forget_at))
         });
         let held: Vec<_> = self
             .held
@@ -111,9 +121,12 @@ impl Monitor {
     pub fn drain_changes(&mut self) -> Vec<ChangelogChange> {
         let mut keys: BTreeSet<String> = BTreeSet::new();
         for slot in std::mem::take(&mut self.dirty_slots) {
-            if let Some(session) = self.sessions.get_mut(slot) {
-                if session.dirty {
-                    session.dirty = false;
+            let Some((session, _)) = self.sessions.get_mut(slot) else {
+                continue;
+            };
+            if session.dirty() {
+                session.set_dirty(false);
+                if let Some(session) = self.sessions.get(slot) {
                     keys.insert(session.variant_id().to_owned());
                 }
             }
@@ -213,37 +226,44 @@ impl Monitor {
             persona_id: &state.persona_id,
             post_id: &state.post_id,
         };
-        let mut session = Session::new(
-            ids,
-            state.expected_engagement_rate,
-            state.posted_at,
-            thresholds,
-        )
-        .ok_or_else(|| RestoreError::InvalidKey {
-            key: key.to_owned(),
-        })?;
-        session.interactions = count("interactions", state.interactions)?;
-        session.views = count("views", state.views)?;
-        session.status = state.status;
-        session.dirty = false;
+        let interactions = count("interactions", state.interactions)?;
+        let views = count("views", state.views)?;
+        let active = state.status == SessionStatus::Active;
         // The one timer entry a session has: its deadline while that is
         // ahead of the clock, its purge time after.
-        let deadline = session.deadline();
-        if state.status != SessionStatus::Active {
-            session.ended_at = state.ended_at.unwrap_or(deadline);
-        }
-        let forget_at = state
-            .forget_at
-            .filter(|_| state.status != SessionStatus::Active);
-        let due = if deadline > self.clock || session.is_active() {
+        let deadline = rule::deadline(state.posted_at, thresholds.timeout_minutes);
+        let forget_at = state.forget_at.filter(|_| !active);
+        let due = if deadline > self.clock || active {
             deadline
         } else {
             forget_at.unwrap_or_else(|| deadline.saturating_add(self.config.ended_retention_ms))
         };
-        if session.is_active() {
+        let slot = self
+            .sessions
+            .insert(
+                ids,
+                state.expected_engagement_rate,
+                state.posted_at,
+                thresholds,
+            )
+            .map_err(|refused| match refused {
+                Refused::IdTooLong => RestoreError::InvalidKey {
+                    key: key.to_owned(),
+                },
+                Refused::Full => RestoreError::TooManySessions { max: MAX_SESSIONS },
+            })?;
+        if let Some((session, _)) = self.sessions.get_mut(slot) {
+            session.interactions = interactions;
+            session.views = views;
+            session.set_status(state.status);
+            session.set_dirty(false);
+            if !active {
+                session.ended_at = state.ended_at.unwrap_or(deadline);
+            }
+        }
+        if active {
             self.active += 1;
         }
-        let slot = self.sessions.insert(session);
         if let Some(forget_at) = forget_at {
             self.kept.insert(slot, forget_at);
         }
