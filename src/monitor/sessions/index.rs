@@ -69,21 +69,7 @@ impl Index {
     /// The first slot whose hash tag matches: the session a lookup of this
     /// hash will most likely compare with. For prefetching only.
     pub(crate) fn first_candidate(&self, hash: u64) -> Option<u32> {
-        if self.buckets.is_empty() {
-            return None;
-        }
-        let (mask, tag) = (self.mask(), tag(hash));
-        let mut i = hash as usize & mask;
-        loop {
-            let e = self.buckets[i];
-            if e == 0 {
-                return None;
-            }
-            if e & !SLOT_MASK == tag {
-                return Some(slot_of(e));
-            }
-            i = (i + 1) & mask;
-        }
+        self.find(hash, |_| true)
     }
 
     /// Asks the CPU to fetch the bucket a lookup of `hash` starts at.

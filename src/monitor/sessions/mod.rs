@@ -376,6 +376,14 @@ impl Sessions {
             }
         };
         let hash = self.hash(ids.variant_id);
+        let (index, hash_of) = self.index_mut();
+        index.insert(hash, slot, hash_of);
+        Ok(slot)
+    }
+
+    /// The index, with how to hash the key of any stored slot (the index
+    /// rehashes entries it moves).
+    fn index_mut(&mut self) -> (&mut Index, impl Fn(u32) -> u64 + '_) {
         let Sessions {
             slots,
             index,
@@ -383,22 +391,16 @@ impl Sessions {
             hasher,
             ..
         } = self;
-        index.insert(hash, slot, |s| hasher.hash_one(key_of(slots, ids, s)));
-        Ok(slot)
+        let (slots, ids, hasher) = (&*slots, &*ids, &*hasher);
+        (index, move |s| hasher.hash_one(key_of(slots, ids, s)))
     }
 
     /// Removes the session in `slot`; returns its variant_id.
     pub(crate) fn remove(&mut self, slot: u32) -> Option<Box<str>> {
         let variant_id: Box<str> = self.get(slot)?.variant_id().into();
         let hash = self.hash(&variant_id);
-        let Sessions {
-            slots,
-            index,
-            ids,
-            hasher,
-            ..
-        } = self;
-        index.remove(hash, slot, |s| hasher.hash_one(key_of(slots, ids, s)));
+        let (index, hash_of) = self.index_mut();
+        index.remove(hash, slot, hash_of);
         let session = self.slots[slot as usize].take()?;
         self.ids.release(session.at, session.ids_len());
         self.palette.release(session.thresholds);
