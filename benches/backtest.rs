@@ -11,8 +11,8 @@ use std::time::Instant;
 
 use earlykill::backtest::read::merge;
 use earlykill::backtest::{grid, run, Event, Options};
-use earlykill::event::{Interaction, InteractionKind, Millis, VariantPosted};
-use earlykill::monitor::MonitorConfig;
+use earlykill_core::event::{Interaction, InteractionKind, Millis, VariantPosted};
+use earlykill_core::monitor::MonitorConfig;
 
 const T0: Millis = 1_795_392_000_000;
 const PARTITIONS: usize = 8;

@@ -24,9 +24,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use earlykill::config::Guarantee;
-use earlykill::event::codec::encode;
-use earlykill::event::{
+use earlykill::processor::Guarantee;
+use earlykill_core::event::codec::encode;
+use earlykill_core::event::{
     ChangelogRecord, Contract, DecisionKind, Decoder, Interaction, InteractionKind, Millis,
     MonitoringDecision, SessionState, SessionStatus, VariantPosted,
 };

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use chrono::DateTime;
-use earlykill::event::{session_id, DecisionKind, MonitoringDecision};
 use earlykill::projector::{self, Positioned, Store};
+use earlykill_core::event::{session_id, DecisionKind, MonitoringDecision};
 
 #[path = "../tests/common/postgres.rs"]
 mod postgres;

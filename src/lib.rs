@@ -47,12 +47,14 @@ pub mod backoff;
 pub mod backtest;
 pub mod config;
 pub mod demo;
-pub mod event;
+
 pub mod generate;
-pub mod monitor;
+pub mod kafka;
+
 pub mod processor;
 pub mod projector;
 pub mod registry;
+pub mod secret;
 pub mod shutdown;
 pub mod tail;
 pub mod telemetry;

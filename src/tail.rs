@@ -18,9 +18,9 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::{json, Map, Value};
 
-use crate::event::codec::split_header;
-use crate::event::schema::WriterSchemas;
-use crate::event::{
+use earlykill_core::event::codec::split_header;
+use earlykill_core::event::schema::WriterSchemas;
+use earlykill_core::event::{
     ChangelogRecord, Contract, Decoder, Interaction, MonitoringDecision, StopMonitoring,
     VariantPosted,
 };
@@ -134,7 +134,7 @@ impl Decoders {
 
     /// The record as JSON with its type's name, or why it does not decode.
     fn decode(&self, bytes: &[u8]) -> Result<(Contract, Value), String> {
-        let decoder = match crate::event::codec::registry_id(bytes) {
+        let decoder = match earlykill_core::event::codec::registry_id(bytes) {
             Some(id) => self.0.iter().find(|d| d.knows_id(id)).ok_or_else(|| {
                 format!(
                     "Confluent Schema Registry framed with schema id {id}, not known \
@@ -361,7 +361,9 @@ pub fn run(config: &TailConfig, out: &mut impl Write) -> Result<u64, TailError> 
                 }
                 if let (Some(registry), Some(id)) = (
                     &config.registry,
-                    message.payload().and_then(crate::event::codec::registry_id),
+                    message
+                        .payload()
+                        .and_then(earlykill_core::event::codec::registry_id),
                 ) {
                     if !decoders.0.iter().any(|d| d.knows_id(id)) {
                         if let Err(why) = decoders.learn(registry, id) {

@@ -18,8 +18,8 @@ use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
 
-use crate::event::{DecisionKind, MonitoringDecision};
-use crate::monitor::MonitorStats;
+use earlykill_core::event::{DecisionKind, MonitoringDecision};
+use earlykill_core::monitor::MonitorStats;
 
 /// Sessions started by a VariantPosted (the seeds' name).
 pub const SESSIONS_STARTED: &str = "performance_monitor_sessions_started_total";
@@ -405,13 +405,14 @@ pub fn projector_lag(partition: i32, lag: i64) {
     metrics::gauge!(PROJECTOR_LAG, "partition" => partition.to_string()).set(lag.max(0) as f64);
 }
 
-/// A projector batch committed.
-pub fn projector_batch(applied: &crate::projector::Applied) {
+/// A projector batch committed: how many of its decisions started a row,
+/// ended one, were skipped (already applied) or rejected.
+pub fn projector_batch(started: u64, ended: u64, skipped: u64, rejected: u64) {
     for (result, n) in [
-        ("started", applied.started),
-        ("ended", applied.ended),
-        ("skipped", applied.skipped),
-        ("rejected", applied.rejected),
+        ("started", started),
+        ("ended", ended),
+        ("skipped", skipped),
+        ("rejected", rejected),
     ] {
         metrics::counter!(PROJECTOR_DECISIONS, "result" => result).increment(n);
     }

@@ -13,9 +13,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::ClientConfig;
 
-use crate::config::Topics;
-use crate::event::codec::encode;
-use crate::event::{CodecError, Contract, StopMonitoring, VariantPosted};
+use crate::kafka::Topics;
+use earlykill_core::event::codec::encode;
+use earlykill_core::event::{CodecError, Contract, StopMonitoring, VariantPosted};
 
 /// The configuration of an upstream producer: `kafka` (librdkafka
 /// properties, e.g. SASL) over earlykill's defaults.
@@ -25,7 +25,7 @@ pub fn producer_config(bootstrap_servers: &str, kafka: &BTreeMap<String, String>
         .set("bootstrap.servers", bootstrap_servers)
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5");
-    for (key, value) in crate::config::producer_properties(kafka) {
+    for (key, value) in crate::kafka::producer_properties(kafka) {
         client.set(key, value);
     }
     client.set("enable.idempotence", "true").set("acks", "all");

@@ -60,7 +60,7 @@ pub struct Api {
     pub token: Option<String>,
     /// Validation limits for start-monitoring and stop requests (the
     /// processor's, so that what the API accepts the processor accepts).
-    pub limits: crate::event::validate::Limits,
+    pub limits: earlykill_core::event::validate::Limits,
 }
 
 type Shared = Arc<Api>;

@@ -33,11 +33,11 @@ use serde_json::{Map, Value};
 
 use super::contract::{self, Source, StatusWord};
 use super::{error, Shared};
-use crate::event::validate;
-use crate::event::{Millis, SessionStatus, StopMonitoring, VariantPosted};
-use crate::monitor::{rule, SessionView};
 use crate::projector::SessionRow;
 use crate::upstream::{Delivered, PublishError};
+use earlykill_core::event::validate;
+use earlykill_core::event::{Millis, SessionStatus, StopMonitoring, VariantPosted};
+use earlykill_core::monitor::{rule, SessionView};
 
 /// Sessions per page of `active` unless `limit` says otherwise.
 const DEFAULT_PAGE: usize = 100;

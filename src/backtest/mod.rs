@@ -3,7 +3,7 @@
 //!
 //! The input topics are read once ([`read`]), each record decoded and
 //! validated once, each partition's records merged in event-time order
-//! exactly as the processor merges a backlog ([`crate::processor::merge`]).
+//! exactly as the processor merges a backlog ([`earlykill_core::merge`]).
 //! Then every (parameter set, partition) pair is folded through the same
 //! [`Monitor`] that decides live, in parallel on a rayon pool, and summed
 //! into one [`SetReport`] per set ([`output`] prints, writes and draws
@@ -15,7 +15,6 @@
 //! ends it there. A session is **poor at the end** when its final rate is
 //! below `truth_threshold × expected`.
 
-pub mod cli;
 pub mod output;
 pub mod read;
 
@@ -24,10 +23,12 @@ use std::collections::BTreeMap;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::event::DecisionKind;
-use crate::event::{Interaction, Millis, MonitoringDecision, StopMonitoring, VariantPosted};
-use crate::monitor::rule::Thresholds;
-use crate::monitor::{Input, Monitor, MonitorConfig};
+use earlykill_core::event::DecisionKind;
+use earlykill_core::event::{
+    Interaction, Millis, MonitoringDecision, StopMonitoring, VariantPosted,
+};
+use earlykill_core::monitor::rule::Thresholds;
+use earlykill_core::monitor::{Input, Monitor, MonitorConfig};
 
 /// One recorded input event, owned (decoded once, folded once per set).
 #[derive(Debug, Clone, PartialEq)]

@@ -15,11 +15,11 @@ use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::{Event, History};
-use crate::config::ProcessorConfig;
-use crate::event::input::{Decoded, InputDecoders};
-use crate::event::{InputTopic, Interaction, Millis, StopMonitoring, VariantPosted};
-use crate::processor::kafka::cached_watermarks;
-use crate::processor::merge::{Entry, Merge};
+use crate::kafka::cached_watermarks;
+use crate::processor::ProcessorConfig;
+use earlykill_core::event::input::{Decoded, InputDecoders};
+use earlykill_core::event::{InputTopic, Interaction, Millis, StopMonitoring, VariantPosted};
+use earlykill_core::merge::{Entry, Merge};
 
 /// Why the topics could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use earlykill::config::tools::Demo;
+use earlykill::demo::Demo;
 use earlykill::shutdown::Shutdown;
 
 use super::serve::init_logging;

@@ -9,6 +9,7 @@
 //! - `serve.rs` — logging, and a worker thread with the HTTP API until a
 //!   signal asks it to drain.
 
+mod backtest;
 mod demo;
 mod processor;
 mod projector;
@@ -21,8 +22,9 @@ use anyhow::Result;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use earlykill::config::projector::ProjectorSettings;
-use earlykill::config::tools::{DemoSettings, GenerateSettings, TailSettings, TrafficSettings};
+use earlykill::config::tools::{GenerateSettings, TailSettings, TrafficSettings};
 use earlykill::config::Settings;
+use earlykill::demo::DemoSettings;
 
 /// earlykill: kill under-performing content variants in their first minutes.
 #[derive(Debug, Parser)]
@@ -145,7 +147,7 @@ enum Command {
     /// configuration file and environment for the topics and the rule.
     Backtest {
         #[command(flatten)]
-        args: earlykill::backtest::cli::BacktestArgs,
+        args: backtest::BacktestArgs,
     },
     /// List the Avro schemas of the event contract with their fingerprints,
     /// or print one schema's JSON (for registering it with another system).
@@ -235,7 +237,7 @@ impl Cli {
             Command::Schemas { name } => tools::schemas(name.as_deref()),
             Command::Backtest { args } => {
                 serve::init_logging("warn")?;
-                Ok(earlykill::backtest::cli::run(args)?)
+                Ok(backtest::run(args)?)
             }
             Command::Demo {
                 config,

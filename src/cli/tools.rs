@@ -4,9 +4,9 @@
 use anyhow::{bail, Result};
 
 use earlykill::config::tools::TailSource;
-use earlykill::event::Contract;
 use earlykill::generate::{self, GenerateConfig, GenerateStatus};
 use earlykill::watch::Watch;
+use earlykill_core::event::Contract;
 
 use super::serve::{init_logging, until_signal};
 

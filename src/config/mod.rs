@@ -21,13 +21,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use crate::event::schema::WriterSchemas;
+use earlykill_core::event::schema::WriterSchemas;
 
 pub mod layer;
 pub mod processor;
 pub mod projector;
 pub mod tools;
 
+pub use crate::kafka::{is_secret_property, producer_properties, Redacted};
+pub use crate::secret::Secret;
 pub use layer::Property;
 pub use processor::*;
 
@@ -71,84 +73,8 @@ pub enum ConfigError {
 }
 
 /// Settings whose values are secrets, in every subcommand.
-const SECRET_SETTINGS: [&str; 3] = ["http_token", "database_url", "schema_registry_basic_auth"];
-
-/// Whether a librdkafka property holds a secret (a password, a client
-/// secret, a private key, OAUTHBEARER or JAAS configuration).
-pub fn is_secret_property(key: &str) -> bool {
-    [
-        "password",
-        "secret",
-        "pem",
-        "sasl.oauthbearer.config",
-        "jaas",
-    ]
-    .iter()
-    .any(|s| key.contains(s))
-}
-
-/// librdkafka properties for debug output: secret values show as `***`.
-pub struct Redacted<'a>(pub &'a BTreeMap<String, String>);
-
-impl std::fmt::Debug for Redacted<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_map()
-            .entries(self.0.iter().map(|(k, v)| {
-                let v = if is_secret_property(k) {
-                    "***"
-                } else {
-                    v.as_str()
-                };
-                (k, v)
-            }))
-            .finish()
-    }
-}
-
-/// A value never shown in logs or debug output (tokens, URLs with
-/// passwords).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(pub String);
-
-impl Secret {
-    /// The value itself.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-/// librdkafka properties only consumers understand: passed to every
-/// client, they would make each producer warn that it ignores them.
-const CONSUMER_ONLY: [&str; 12] = [
-    "session.timeout.ms",
-    "heartbeat.interval.ms",
-    "max.poll.interval.ms",
-    "auto.offset.reset",
-    "fetch.wait.max.ms",
-    "fetch.min.bytes",
-    "fetch.max.bytes",
-    "max.partition.fetch.bytes",
-    "fetch.queue.backoff.ms",
-    "queued.min.messages",
-    "queued.max.messages.kbytes",
-    "group.instance.id",
-];
-
-/// The pass-through properties a producer should get: all but the
-/// consumer-only ones.
-pub fn producer_properties(
-    kafka: &BTreeMap<String, String>,
-) -> impl Iterator<Item = (&String, &String)> {
-    kafka
-        .iter()
-        .filter(|(key, _)| !CONSUMER_ONLY.contains(&key.as_str()))
-}
+pub(crate) const SECRET_SETTINGS: [&str; 3] =
+    ["http_token", "database_url", "schema_registry_basic_auth"];
 
 /// Parses a `-X key=value` librdkafka property.
 pub fn parse_property(s: &str) -> Result<Property, String> {
@@ -182,7 +108,7 @@ pub fn kafka_properties(
 
 /// `http-listen`: `host:port`, or `off` for no listener. `port` is the
 /// subcommand's default port, for the example in the fix.
-fn listen_address(value: &str, port: u16) -> Result<Option<SocketAddr>, ConfigError> {
+pub(crate) fn listen_address(value: &str, port: u16) -> Result<Option<SocketAddr>, ConfigError> {
     if value == "off" {
         return Ok(None);
     }
@@ -196,7 +122,7 @@ fn listen_address(value: &str, port: u16) -> Result<Option<SocketAddr>, ConfigEr
 }
 
 /// `log-level`: a level name of the seeds or a tracing filter.
-fn log_filter(value: &str) -> Result<String, ConfigError> {
+pub(crate) fn log_filter(value: &str) -> Result<String, ConfigError> {
     crate::telemetry::log_filter(value).map_err(|problem| {
         invalid(
             "log-level",
@@ -208,7 +134,7 @@ fn log_filter(value: &str) -> Result<String, ConfigError> {
 
 /// `schema-dir`: the extra writer schemas, each checked against this
 /// build's.
-fn writer_schemas(dir: Option<&Path>) -> Result<WriterSchemas, ConfigError> {
+pub(crate) fn writer_schemas(dir: Option<&Path>) -> Result<WriterSchemas, ConfigError> {
     match dir {
         None => Ok(WriterSchemas::default()),
         Some(dir) => WriterSchemas::load(dir).map_err(|problem| {
@@ -223,7 +149,7 @@ fn writer_schemas(dir: Option<&Path>) -> Result<WriterSchemas, ConfigError> {
 
 /// `schema-registry-url`, `-basic-auth` and `-ca`: the registry client, if
 /// a URL is given.
-fn registry(
+pub(crate) fn registry(
     url: Option<&str>,
     basic_auth: Option<&str>,
     ca: Option<&Path>,
@@ -237,11 +163,11 @@ fn registry(
     })
 }
 
-fn millis(n: u64) -> i64 {
+pub(crate) fn millis(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn invalid(key: &'static str, problem: String, fix: &str) -> ConfigError {
+pub(crate) fn invalid(key: &'static str, problem: String, fix: &str) -> ConfigError {
     ConfigError::Invalid {
         key,
         problem,

@@ -1,51 +1,22 @@
-//! `earlykill run`: the processor's settings ([`Settings`]) and what they
-//! resolve to ([`ProcessorConfig`]).
+//! `earlykill run`: the processor's settings ([`Settings`]), layered and
+//! checked into what it runs with ([`ProcessorConfig`], which the
+//! processor owns with its defaults).
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-
-use serde::Deserialize;
 
 use super::layer::{env_properties, layer, value_enum_name, HelpValue, Merge, Property};
 use super::{
     invalid, kafka_properties, listen_address, log_filter, millis, registry, writer_schemas,
-    ConfigError, Redacted, Secret,
+    ConfigError, Secret,
 };
-use crate::event::schema::WriterSchemas;
-use crate::event::validate::{Limits, DEFAULT_MAX_FUTURE_SKEW_MS, MAX_TIMEOUT_MINUTES};
-use crate::monitor::rule::{Thresholds, MINUTE_MS};
-use crate::monitor::{MonitorConfig, MAX_SESSIONS};
-
-/// Which delivery guarantee the processor gives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Guarantee {
-    /// Decisions, changelog and offsets in one Kafka transaction: a crash
-    /// neither loses nor repeats a decision for a read_committed reader.
-    ExactlyOnce,
-    /// For brokers without transactions: an idempotent producer, and input
-    /// offsets committed only after the decisions are acknowledged. After a
-    /// crash a decision may be published again, with the same decision id.
-    AtLeastOnce,
-}
-
-/// How the processor frames the decisions it writes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum DecisionsFormat {
-    /// Avro single-object encoding (`C3 01` and the schema fingerprint),
-    /// which needs no registry: what `tail`, `project`, `replay` and the
-    /// reference consumer read with or without one.
-    #[default]
-    SingleObject,
-    /// Confluent Schema Registry framing (`00` and a schema id): the
-    /// decision schema is registered under `<decisions topic>-value` at
-    /// start, so Kafka Connect, ksqlDB and Confluent's deserializers read
-    /// the decisions. Needs `schema-registry-url`.
-    Registry,
-}
+use crate::kafka::Topics;
+use crate::processor::{
+    defaults, DecisionsFormat, Guarantee, ProcessorConfig, DEFAULT_MESSAGE_MAX_BYTES, MAX_THREADS,
+};
+use earlykill_core::event::validate::{Limits, DEFAULT_MAX_FUTURE_SKEW_MS, MAX_TIMEOUT_MINUTES};
+use earlykill_core::monitor::rule::{Thresholds, MINUTE_MS};
+use earlykill_core::monitor::{held_record_fits, MonitorConfig, MAX_SESSIONS};
 
 layer! {
     /// `earlykill run`'s settings, one layer of them (flags and
@@ -53,11 +24,11 @@ layer! {
     pub struct Settings => SettingsValues {
     /// Kafka bootstrap servers, `host:port[,host:port]`.
     #[arg(long, env = "EARLYKILL_BOOTSTRAP_SERVERS")]
-    bootstrap_servers: String = "localhost:9092".to_owned(),
+    bootstrap_servers: String = defaults::BOOTSTRAP_SERVERS.to_owned(),
     /// Consumer group of the processor instances. Instances in one group
     /// split the partitions.
     #[arg(long, env = "EARLYKILL_GROUP_ID")]
-    group_id: String = "earlykill".to_owned(),
+    group_id: String = defaults::GROUP_ID.to_owned(),
     /// This instance's name, stable across restarts and unique in the group
     /// (a pod name). The transactional id is `<group-id>-<instance-id>`, so
     /// a restarted instance fences its previous incarnation. Defaults to
@@ -66,30 +37,30 @@ layer! {
     instance_id: String,
     /// Delivery guarantee.
     #[arg(long, env = "EARLYKILL_GUARANTEE", value_enum)]
-    guarantee: Guarantee = Guarantee::ExactlyOnce,
+    guarantee: Guarantee = defaults::GUARANTEE,
     /// Longest time between commits, in milliseconds. It bounds decision
     /// latency under exactly-once: a decision is visible once committed.
     #[arg(long, env = "EARLYKILL_COMMIT_INTERVAL_MS")]
-    commit_interval_ms: u64 = 100,
+    commit_interval_ms: u64 = defaults::COMMIT_INTERVAL_MS,
     /// Topic of VariantPosted events.
     #[arg(long, env = "EARLYKILL_POSTED_TOPIC")]
-    posted_topic: String = "earlykill.posted".to_owned(),
+    posted_topic: String = Topics::default().posted,
     /// Topic of Interaction events.
     #[arg(long, env = "EARLYKILL_INTERACTIONS_TOPIC")]
-    interactions_topic: String = "earlykill.interactions".to_owned(),
+    interactions_topic: String = Topics::default().interactions,
     /// Topic of StopMonitoring commands.
     #[arg(long, env = "EARLYKILL_COMMANDS_TOPIC")]
-    commands_topic: String = "earlykill.commands".to_owned(),
+    commands_topic: String = Topics::default().commands,
     /// Topic the decisions are published to.
     #[arg(long, env = "EARLYKILL_DECISIONS_TOPIC")]
-    decisions_topic: String = "earlykill.decisions".to_owned(),
+    decisions_topic: String = Topics::default().decisions,
     /// Compacted state changelog topic, with the input topics' partition
     /// count.
     #[arg(long, env = "EARLYKILL_CHANGELOG_TOPIC")]
-    changelog_topic: String = "earlykill.changelog".to_owned(),
+    changelog_topic: String = Topics::default().changelog,
     /// Topic undecodable or invalid input records go to.
     #[arg(long, env = "EARLYKILL_DEAD_LETTER_TOPIC")]
-    dead_letter_topic: String = "earlykill.dead-letters".to_owned(),
+    dead_letter_topic: String = Topics::default().dead_letters,
     /// Default kill threshold: kill when the rate is below this fraction of
     /// the expected rate. In (0, 1].
     #[arg(long, env = "PERFORMANCE_MONITOR_KILL_THRESHOLD")]
@@ -129,19 +100,19 @@ layer! {
     /// is always waited for. 0, like Kafka Streams' `max.task.idle.ms`, folds
     /// at once.
     #[arg(long, env = "EARLYKILL_MERGE_WAIT_MS")]
-    merge_wait_ms: u64 = 0,
+    merge_wait_ms: u64 = defaults::MERGE_WAIT_MS,
     /// How far behind the wall clock an idle partition's clock is advanced,
     /// in milliseconds: room for upstream delivery delay, paid in timeout
     /// lateness.
     #[arg(long, env = "EARLYKILL_IDLE_LAG_MS")]
-    idle_lag_ms: u64 = 0,
+    idle_lag_ms: u64 = defaults::IDLE_LAG_MS,
     /// Static group membership: the consumer joins as `group.instance.id` =
     /// instance-id, so a restarted instance (a pod after `kill -9`) gets its
     /// partitions back at once, without waiting out the dead member's
     /// session. The cost: a stopped instance's partitions move only after
     /// `session.timeout.ms` (45 s). `false` joins dynamically.
     #[arg(long, env = "EARLYKILL_STATIC_MEMBERSHIP")]
-    static_membership: bool = true,
+    static_membership: bool = defaults::STATIC_MEMBERSHIP,
     /// Worker threads: the instance's partitions are spread over this many
     /// workers, each a member of the group with its own consumer,
     /// transactional producer and partitions' state (worker k > 0 joins as
@@ -170,28 +141,28 @@ layer! {
     /// (Confluent framing, the schema registered under
     /// `<decisions topic>-value`; needs schema-registry-url).
     #[arg(long, env = "EARLYKILL_DECISIONS_FORMAT", value_enum)]
-    decisions_format: DecisionsFormat = DecisionsFormat::SingleObject,
+    decisions_format: DecisionsFormat = DecisionsFormat::default(),
     /// Records buffered per input topic partition before it is paused.
     #[arg(long, env = "EARLYKILL_MAX_BUFFERED")]
-    max_buffered: usize = 10_000,
+    max_buffered: usize = defaults::MAX_BUFFERED,
     /// Bytes (keys and values) buffered per input topic partition before it
     /// is paused.
     #[arg(long, env = "EARLYKILL_MAX_BUFFERED_BYTES")]
-    max_buffered_bytes: usize = 64 << 20,
+    max_buffered_bytes: usize = defaults::MAX_BUFFERED_BYTES,
     /// Timeout of blocking Kafka calls (transactions, restore), in seconds.
     #[arg(long, env = "EARLYKILL_KAFKA_TIMEOUT_SECONDS")]
-    kafka_timeout_seconds: u64 = 30,
+    kafka_timeout_seconds: u64 = defaults::KAFKA_TIMEOUT_SECONDS,
     /// Log level (trace, debug, info, warning, error, critical) or a filter
     /// such as `earlykill=debug,rdkafka=warn`. The decision audit lines are
     /// kept whatever the level, unless the filter names
     /// `earlykill::audit` itself.
     #[arg(long, env = "PERFORMANCE_MONITOR_LOG_LEVEL")]
-    log_level: String = "info".to_owned(),
+    log_level: String = defaults::LOG_LEVEL.to_owned(),
     /// Where the HTTP API (health, readiness, metrics, status, stop)
     /// listens, `host:port`, or `off`. The default, 127.0.0.1:8080, is
     /// reachable from this machine only; in a container use 0.0.0.0:8080.
     #[arg(long, env = "EARLYKILL_HTTP_LISTEN")]
-    http_listen: String = "127.0.0.1:8080".to_owned(),
+    http_listen: String = defaults::HTTP_LISTEN.to_string(),
     /// Bearer token the API's POST endpoints (start-monitoring, stop)
     /// require. Without one they are open to whoever reaches the listener.
     #[arg(long, env = "EARLYKILL_HTTP_TOKEN", hide_env_values = true)]
@@ -382,7 +353,7 @@ impl Settings {
         let log_level = log_filter(&v.log_level)?;
         let instance_id = match v.instance_id {
             Some(id) => id,
-            None => std::env::var("HOSTNAME").unwrap_or_else(|_| "earlykill-0".to_owned()),
+            None => defaults::instance_id(),
         };
         for (key, value) in [("group-id", &v.group_id), ("instance-id", &instance_id)] {
             if value.trim().is_empty() {
@@ -391,7 +362,7 @@ impl Settings {
         }
         let threads = match v.threads {
             Some(n) => n,
-            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            None => defaults::threads(),
         };
         if !(1..=MAX_THREADS).contains(&threads) {
             return Err(invalid(
@@ -408,7 +379,7 @@ impl Settings {
             changelog: v.changelog_topic,
             dead_letters: v.dead_letter_topic,
         };
-        topics.check_distinct()?;
+        check_distinct(&topics)?;
         let http_listen = listen_address(&v.http_listen, 8080)?;
         let http_token = v.http_token.filter(|t| !t.trim().is_empty());
         if http_token.is_none() {
@@ -453,31 +424,6 @@ impl Settings {
     }
 }
 
-/// Most worker threads an instance runs.
-pub const MAX_THREADS: usize = 256;
-
-/// librdkafka's default `message.max.bytes`.
-pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
-
-/// Most interactions one variant may hold so that its changelog record fits
-/// in `message_max` bytes: a held interaction encodes to at most
-/// [`MAX_HELD_BYTES`], and 8 KiB covers the session and the record's
-/// framing.
-pub fn held_record_fits(message_max: usize) -> usize {
-    message_max.saturating_sub(8 << 10) / MAX_HELD_BYTES
-}
-
-/// Most bytes of a rejected record's value a dead letter carries: half the
-/// producer's message size, so the copy, the key and the headers always
-/// fit. A longer value is cut, and the dead letter says its full size.
-pub fn dead_letter_value_max(message_max: usize) -> usize {
-    message_max / 2
-}
-
-/// Longest encoding of one held interaction: an event id of at most 256
-/// bytes with its length, the kind, and four longs of at most 10 bytes.
-pub const MAX_HELD_BYTES: usize = 256 + 2 + 1 + 4 * 10;
-
 /// Properties earlykill must own for its guarantees, with what to use
 /// instead.
 fn reserved(property: &str) -> Option<&'static str> {
@@ -501,196 +447,27 @@ fn reserved(property: &str) -> Option<&'static str> {
     })
 }
 
-/// Everything `earlykill run` needs, resolved and checked. Its debug output
-/// shows secrets as `***`.
-#[derive(Clone)]
-pub struct ProcessorConfig {
-    /// Kafka bootstrap servers.
-    pub bootstrap_servers: String,
-    /// librdkafka properties passed to every client.
-    pub kafka: BTreeMap<String, String>,
-    /// Consumer group.
-    pub group_id: String,
-    /// Stable name of this instance; with the group, the transactional id.
-    pub instance_id: String,
-    /// Delivery guarantee.
-    pub guarantee: Guarantee,
-    /// Longest time between commits.
-    pub commit_interval: Duration,
-    /// Topic names.
-    pub topics: Topics,
-    /// The fold's configuration.
-    pub monitor: MonitorConfig,
-    /// Validation limits for input.
-    pub limits: Limits,
-    /// How long a partition waits for records in flight on an input topic
-    /// read to its end (a topic that is behind is always waited for).
-    pub merge_wait: Duration,
-    /// How far behind the wall clock idle partitions are advanced.
-    pub idle_lag: Duration,
-    /// Join the group as a static member (`group.instance.id` = instance
-    /// id).
-    pub static_membership: bool,
-    /// Worker threads, each with its own group member, producer and
-    /// partitions.
-    pub threads: usize,
-    /// Records buffered per input topic partition before it is paused.
-    pub max_buffered: usize,
-    /// Bytes buffered per input topic partition before it is paused.
-    pub max_buffered_bytes: usize,
-    /// The producer's `message.max.bytes`: every record earlykill writes
-    /// is kept below it.
-    pub message_max_bytes: usize,
-    /// Extra writer schemas from `schema-dir`.
-    pub writer_schemas: WriterSchemas,
-    /// The Confluent Schema Registry for registry-framed input.
-    pub schema_registry: Option<crate::registry::Registry>,
-    /// How decisions are framed.
-    pub decisions_format: DecisionsFormat,
-    /// Timeout of blocking Kafka calls.
-    pub kafka_timeout: Duration,
-    /// Log filter.
-    pub log_level: String,
-    /// Where the HTTP API listens; `None` for no API.
-    pub http_listen: Option<SocketAddr>,
-    /// Bearer token of the API's POST endpoints.
-    pub http_token: Option<Secret>,
-    /// PostgreSQL with the variant_monitoring table, for the status of
-    /// ended sessions.
-    pub database_url: Option<Secret>,
-    /// Fault injection for tests: stop as a crash would (nothing committed,
-    /// the transaction left open) right after producing this many
-    /// decisions. Not settable from the command line; only in builds with
-    /// the `test-hooks` feature.
-    #[cfg(feature = "test-hooks")]
-    pub crash_after_decisions: Option<u64>,
-}
-
-impl std::fmt::Debug for ProcessorConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProcessorConfig")
-            .field("bootstrap_servers", &self.bootstrap_servers)
-            .field("kafka", &Redacted(&self.kafka))
-            .field("group_id", &self.group_id)
-            .field("instance_id", &self.instance_id)
-            .field("guarantee", &self.guarantee)
-            .field("commit_interval", &self.commit_interval)
-            .field("topics", &self.topics)
-            .field("monitor", &self.monitor)
-            .field("limits", &self.limits)
-            .field("merge_wait", &self.merge_wait)
-            .field("idle_lag", &self.idle_lag)
-            .field("static_membership", &self.static_membership)
-            .field("threads", &self.threads)
-            .field("max_buffered", &self.max_buffered)
-            .field("max_buffered_bytes", &self.max_buffered_bytes)
-            .field("message_max_bytes", &self.message_max_bytes)
-            .field("writer_schemas", &self.writer_schemas)
-            .field("schema_registry", &self.schema_registry)
-            .field("decisions_format", &self.decisions_format)
-            .field("kafka_timeout", &self.kafka_timeout)
-            .field("log_level", &self.log_level)
-            .field("http_listen", &self.http_listen)
-            .field("http_token", &self.http_token)
-            .field("database_url", &self.database_url)
-            .finish_non_exhaustive()
-    }
-}
-
-impl ProcessorConfig {
-    /// The defaults, for a broker at `bootstrap_servers`.
-    pub fn with_bootstrap(bootstrap_servers: &str) -> ProcessorConfig {
-        Settings {
-            bootstrap_servers: Some(bootstrap_servers.to_owned()),
-            ..Settings::default()
+/// Each topic role named, and no two roles on one topic.
+pub(crate) fn check_distinct(topics: &Topics) -> Result<(), ConfigError> {
+    let named = [
+        ("posted-topic", &topics.posted),
+        ("interactions-topic", &topics.interactions),
+        ("commands-topic", &topics.commands),
+        ("decisions-topic", &topics.decisions),
+        ("changelog-topic", &topics.changelog),
+        ("dead-letter-topic", &topics.dead_letters),
+    ];
+    for (i, (key, name)) in named.iter().enumerate() {
+        if name.is_empty() {
+            return Err(invalid(key, "it is empty".into(), "name a topic"));
         }
-        .resolve()
-        .expect("the defaults are valid")
-    }
-
-    /// The configuration of worker `index` of `threads`: worker 0 is the
-    /// instance itself, worker k > 0 is named `<instance-id>.<k>` (its
-    /// client id, static member id and transactional id follow).
-    pub fn worker(&self, index: usize) -> ProcessorConfig {
-        let mut config = self.clone();
-        if index > 0 {
-            config.instance_id = format!("{}.{index}", self.instance_id);
-        }
-        config
-    }
-
-    /// The transactional id: stable per instance, unique per group.
-    pub fn transactional_id(&self) -> String {
-        format!("{}-{}", self.group_id, self.instance_id)
-    }
-}
-
-/// The topics the processor reads and writes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Topics {
-    /// VariantPosted input.
-    pub posted: String,
-    /// Interaction input.
-    pub interactions: String,
-    /// StopMonitoring input.
-    pub commands: String,
-    /// Decisions output.
-    pub decisions: String,
-    /// Compacted state changelog.
-    pub changelog: String,
-    /// Dead letters.
-    pub dead_letters: String,
-}
-
-/// The documented names: `earlykill.posted`, `earlykill.interactions`,
-/// `earlykill.commands`, `earlykill.decisions`, `earlykill.changelog`,
-/// `earlykill.dead-letters`.
-impl Default for Topics {
-    fn default() -> Self {
-        let v = Settings::default().with_defaults();
-        Topics {
-            posted: v.posted_topic,
-            interactions: v.interactions_topic,
-            commands: v.commands_topic,
-            decisions: v.decisions_topic,
-            changelog: v.changelog_topic,
-            dead_letters: v.dead_letter_topic,
+        if let Some((other, _)) = named[..i].iter().find(|(_, n)| n == name) {
+            return Err(invalid(
+                key,
+                format!("topic {name:?} is also `{other}`"),
+                "give each role its own topic",
+            ));
         }
     }
-}
-
-impl Topics {
-    /// The name of an input topic.
-    pub fn input(&self, topic: crate::event::InputTopic) -> &str {
-        use crate::event::InputTopic;
-        match topic {
-            InputTopic::Posted => &self.posted,
-            InputTopic::Interactions => &self.interactions,
-            InputTopic::Commands => &self.commands,
-        }
-    }
-
-    pub(super) fn check_distinct(&self) -> Result<(), ConfigError> {
-        let named = [
-            ("posted-topic", &self.posted),
-            ("interactions-topic", &self.interactions),
-            ("commands-topic", &self.commands),
-            ("decisions-topic", &self.decisions),
-            ("changelog-topic", &self.changelog),
-            ("dead-letter-topic", &self.dead_letters),
-        ];
-        for (i, (key, name)) in named.iter().enumerate() {
-            if name.is_empty() {
-                return Err(invalid(key, "it is empty".into(), "name a topic"));
-            }
-            if let Some((other, _)) = named[..i].iter().find(|(_, n)| n == name) {
-                return Err(invalid(
-                    key,
-                    format!("topic {name:?} is also `{other}`"),
-                    "give each role its own topic",
-                ));
-            }
-        }
-        Ok(())
-    }
+    Ok(())
 }

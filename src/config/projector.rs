@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use super::layer::{env_properties, layer, Property};
 use super::{invalid, kafka_properties, listen_address, log_filter, registry, ConfigError};
+use crate::kafka::Topics;
+use crate::processor;
+use crate::projector::config::defaults;
 use crate::projector::ProjectorConfig;
 
 layer! {
@@ -19,34 +22,34 @@ layer! {
         database_url: String,
         /// Kafka bootstrap servers, `host:port[,host:port]`.
         #[arg(long, env = "EARLYKILL_BOOTSTRAP_SERVERS")]
-        bootstrap_servers: String = "localhost:9092".to_owned(),
+        bootstrap_servers: String = processor::defaults::BOOTSTRAP_SERVERS.to_owned(),
         /// The decisions topic.
         #[arg(long, env = "EARLYKILL_DECISIONS_TOPIC")]
-        decisions_topic: String = "earlykill.decisions".to_owned(),
+        decisions_topic: String = Topics::default().decisions,
         /// Consumer group of the projector instances.
         #[arg(long, env = "EARLYKILL_PROJECTOR_GROUP_ID")]
-        group_id: String = "earlykill-projector".to_owned(),
+        group_id: String = defaults::GROUP_ID.to_owned(),
         /// Most decisions per database transaction, 1 to 100000.
         #[arg(long, env = "EARLYKILL_PROJECTOR_BATCH_SIZE")]
-        batch_size: usize = 5_000,
+        batch_size: usize = defaults::BATCH_SIZE,
         /// Longest a decision waits for its batch to fill, in milliseconds.
         #[arg(long, env = "EARLYKILL_PROJECTOR_BATCH_WAIT_MS")]
-        batch_wait_ms: u64 = 100,
+        batch_wait_ms: u64 = defaults::BATCH_WAIT_MS,
         /// Database connections, 1 to 64.
         #[arg(long, env = "EARLYKILL_PROJECTOR_POOL_SIZE")]
-        pool_size: usize = 2,
+        pool_size: usize = defaults::POOL_SIZE,
         /// Longest wait between attempts while the database is down, in
         /// milliseconds, at least 100 (waits start at 100 ms and double,
         /// each with a jitter of up to as much again, never past this).
         #[arg(long, env = "EARLYKILL_PROJECTOR_RETRY_MAX_MS")]
-        retry_max_ms: u64 = 10_000,
+        retry_max_ms: u64 = defaults::RETRY_MAX_MS,
         /// Log filter, e.g. `info` or `earlykill=debug,rdkafka=warn`.
         #[arg(long, env = "PERFORMANCE_MONITOR_LOG_LEVEL")]
-        log_level: String = "info".to_owned(),
+        log_level: String = processor::defaults::LOG_LEVEL.to_owned(),
         /// Where the HTTP API (health, readiness, metrics) listens,
         /// `host:port`, or `off`.
         #[arg(long, env = "EARLYKILL_HTTP_LISTEN")]
-        http_listen: String = "127.0.0.1:8081".to_owned(),
+        http_listen: String = defaults::HTTP_LISTEN.to_owned(),
         /// Confluent Schema Registry, `http(s)://host:port`, for decisions
         /// written with `--decisions-format registry`.
         #[arg(long, env = "EARLYKILL_SCHEMA_REGISTRY_URL")]

@@ -1,21 +1,19 @@
-//! `earlykill generate`, `tail` and `demo`: their settings, declared with
-//! the same `layer!` as `run`'s, and what they resolve to. `generate`
-//! and `demo` share the traffic model's knobs ([`TrafficSettings`]); their
-//! files hold both layers' keys.
+//! `earlykill generate` and `tail`: their settings, declared with the same
+//! `layer!` as `run`'s, and what they resolve to; and the traffic model's
+//! knobs ([`TrafficSettings`]) that `generate` and `demo` share (their
+//! files hold both layers' keys). The demo's own settings are declared
+//! beside it, in `crate::demo`, which sits above this module.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::layer::{env_properties, layer, File, Property};
-use super::{
-    invalid, kafka_properties, listen_address, log_filter, registry, writer_schemas, ConfigError,
-    Topics,
-};
-use crate::event::schema::WriterSchemas;
-use crate::event::validate::MAX_TIMEOUT_MINUTES;
+use super::{invalid, kafka_properties, log_filter, registry, writer_schemas, ConfigError};
 use crate::generate::{GenerateConfig, TrafficConfig};
+use crate::kafka::Topics;
+use earlykill_core::event::schema::WriterSchemas;
+use earlykill_core::event::validate::MAX_TIMEOUT_MINUTES;
 
 layer! {
     /// The simulated traffic, for `generate` and `demo`.
@@ -120,7 +118,7 @@ impl TrafficValues {
 
 /// Checks a speed-up: event-time seconds per wall-clock second, 0 for as
 /// fast as possible.
-fn speedup(value: f64) -> Result<f64, ConfigError> {
+pub(crate) fn speedup(value: f64) -> Result<f64, ConfigError> {
     if value.is_nan() || value < 0.0 {
         return Err(invalid(
             "speedup",
@@ -132,7 +130,7 @@ fn speedup(value: f64) -> Result<f64, ConfigError> {
 }
 
 /// The file's layers: `A`'s keys and the traffic's.
-fn with_traffic<A: super::layer::Layer>(
+pub(crate) fn with_traffic<A: super::layer::Layer>(
     path: Option<&Path>,
 ) -> Result<(A, TrafficSettings), ConfigError> {
     let mut file = File::maybe(path)?;
@@ -197,7 +195,7 @@ impl GenerateSettings {
             commands: v.commands_topic,
             ..Topics::default()
         };
-        topics.check_distinct()?;
+        super::processor::check_distinct(&topics)?;
         let config = GenerateConfig {
             bootstrap_servers: v.bootstrap_servers,
             kafka: kafka_properties(v.kafka, |_| None)?,
@@ -286,69 +284,6 @@ impl TailSettings {
                 v.schema_registry_ca.as_deref(),
             )?,
             timeout: Duration::from_secs(v.kafka_timeout_seconds),
-        })
-    }
-}
-
-layer! {
-    /// `earlykill demo`'s own settings (the traffic's are in
-    /// [`TrafficSettings`]).
-    pub struct DemoSettings => DemoValues {
-        /// Stop after this many seconds (without it, run until Ctrl-C).
-        #[arg(long)]
-        duration: u64,
-        /// Seconds of event time per wall-clock second: at 10, a variant's
-        /// 10-minute window passes in a minute.
-        #[arg(long)]
-        speedup: f64 = 10.0,
-        /// Partitions of the input topics, 1 to 64.
-        #[arg(long)]
-        partitions: i32 = 4,
-        /// Where the HTTP API listens, `host:port`, or `off`.
-        #[arg(long)]
-        http_listen: String = "127.0.0.1:8080".to_owned(),
-        /// Also run the projector into this PostgreSQL database.
-        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-        database_url: String,
-        /// Log filter (audit lines are at info).
-        #[arg(long)]
-        log_level: String = "warn".to_owned(),
-    }
-}
-
-/// The demo's configuration and its log filter.
-pub struct Demo {
-    /// What the demo runs with.
-    pub config: crate::demo::DemoConfig,
-    /// Log filter.
-    pub log_level: String,
-}
-
-impl DemoSettings {
-    /// Layers flags (`self`, `traffic`) over the file, then resolves.
-    pub fn load(self, traffic: TrafficSettings, file: Option<&Path>) -> Result<Demo, ConfigError> {
-        let (own_file, traffic_file) = with_traffic::<DemoSettings>(file)?;
-        let v = self.or(own_file).with_defaults();
-        let traffic = traffic.or(traffic_file).with_defaults();
-        if !(1..=64).contains(&v.partitions) {
-            return Err(invalid(
-                "partitions",
-                format!("{} is outside 1..=64", v.partitions),
-                "set the input topics' partitions (the default is 4)",
-            ));
-        }
-        let http: Option<SocketAddr> = listen_address(&v.http_listen, 8080)?;
-        Ok(Demo {
-            config: crate::demo::DemoConfig {
-                partitions: v.partitions,
-                traffic: traffic.traffic("v-".into())?,
-                speedup: speedup(v.speedup)?,
-                rate: traffic.rate,
-                duration: v.duration.map(Duration::from_secs),
-                database_url: v.database_url,
-                http,
-            },
-            log_level: log_filter(&v.log_level)?,
         })
     }
 }

@@ -16,13 +16,13 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::config::Topics;
-use crate::event::codec::encode_into;
-use crate::event::{CodecError, Contract, Millis};
-use crate::processor::kafka::DeliveryContext;
+use crate::kafka::DeliveryContext;
+use crate::kafka::Topics;
 use crate::shutdown::Shutdown;
 use crate::upstream;
 use crate::watch::Watch;
+use earlykill_core::event::codec::encode_into;
+use earlykill_core::event::{CodecError, Contract, Millis};
 pub use traffic::{Generated, Traffic, TrafficConfig};
 
 /// Everything `earlykill generate` needs.

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::event::{Interaction, InteractionKind, Millis, StopMonitoring, VariantPosted};
-use crate::monitor::rule::MINUTE_MS;
+use earlykill_core::event::{Interaction, InteractionKind, Millis, StopMonitoring, VariantPosted};
+use earlykill_core::monitor::rule::MINUTE_MS;
 
 /// The shape of the simulated traffic.
 #[derive(Debug, Clone, PartialEq)]

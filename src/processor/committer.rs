@@ -26,12 +26,12 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use super::broker::{Broker, Position};
 use super::output::{Output, OutputError};
+use super::Guarantee;
 use super::ProcessorError;
 use crate::backoff::{self, Backoff};
-use crate::config::Guarantee;
-use crate::event::{Millis, MonitoringDecision};
-use crate::monitor::ChangelogChange;
 use crate::registry::RegistryError;
+use earlykill_core::event::{Millis, MonitoringDecision};
+use earlykill_core::monitor::ChangelogChange;
 
 /// Failed units of work in a row before the processor gives up (and exits
 /// non-zero, for the orchestrator to restart it).

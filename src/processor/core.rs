@@ -22,16 +22,16 @@ use super::broker::{Broker, Inbound, Position, Start};
 use super::committer::{Committer, Failure};
 use super::handoff::Handoff;
 use super::intake::{after_fold, DeadLetter, Intake};
-use super::merge::{rank, Entry};
 use super::output::Output;
 use super::partition::{Partition, Record};
 use super::status::{StatusSink, MAX_ABORTED_LISTED};
+use super::ProcessorConfig;
 use super::{restorer, ProcessorError, Sessions, Status};
-use crate::config::ProcessorConfig;
-use crate::event::codec::Framing;
-use crate::event::{DecisionKind, InputTopic, Millis, MonitoringDecision};
-use crate::monitor::{ChangelogChange, Input};
 use crate::telemetry;
+use earlykill_core::event::codec::Framing;
+use earlykill_core::event::{DecisionKind, InputTopic, Millis, MonitoringDecision};
+use earlykill_core::merge::{rank, Entry};
+use earlykill_core::monitor::{ChangelogChange, Input};
 
 /// Longest the loop sleeps in a poll when nothing is due.
 const MAX_POLL: Duration = Duration::from_millis(100);

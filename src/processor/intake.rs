@@ -3,10 +3,10 @@
 //! registry id are fetched here, once per id.
 
 use super::broker::Inbound;
-use crate::config::ProcessorConfig;
-use crate::event::{Decoded, InputDecoders, InputTopic, Millis, Rejection};
-use crate::monitor::{Input, Outcome};
+use super::ProcessorConfig;
 use crate::registry::{Registry, RegistryError};
+use earlykill_core::event::{Decoded, InputDecoders, InputTopic, Millis, Rejection};
+use earlykill_core::monitor::{Input, Outcome};
 
 /// A rejected input record, on its way to the dead-letter topic.
 #[derive(Debug)]
@@ -71,7 +71,7 @@ impl Intake {
     pub fn role(&self, topic: &str) -> Option<InputTopic> {
         InputTopic::ALL
             .into_iter()
-            .find(|&t| self.topics[super::merge::rank(t)] == topic)
+            .find(|&t| self.topics[earlykill_core::merge::rank(t)] == topic)
     }
 
     /// Decodes and validates one record as it is read. `Ok(Err(_))` is a
@@ -182,8 +182,8 @@ pub(crate) fn after_fold(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::codec::encode;
-    use crate::event::{Contract, VariantPosted};
+    use earlykill_core::event::codec::encode;
+    use earlykill_core::event::{Contract, VariantPosted};
 
     fn config() -> ProcessorConfig {
         ProcessorConfig::with_bootstrap("unused")

@@ -52,18 +52,20 @@
 //!   wrote their changelog since).
 //! - `broker/` — the narrow `Broker` trait the parts use, its
 //!   librdkafka implementation, and the in-memory fake the unit tests use.
-//! - `kafka.rs` — client settings, the co-partitioning check, the topic
-//!   queues, cached watermarks, the topic id.
+//! - `clients.rs` — each client's settings, the co-partitioning check
+//!   (the plumbing shared with other components is in [`crate::kafka`]).
+//! - `config.rs` — [`ProcessorConfig`], what a worker runs with, and the
+//!   defaults of `earlykill run`'s settings.
 //! - `status.rs`, `read_model.rs`, `error.rs` — what the processor shows.
 
 pub(crate) mod broker;
+mod clients;
 mod committer;
+pub mod config;
 mod core;
 mod error;
 mod handoff;
 mod intake;
-pub(crate) mod kafka;
-pub mod merge;
 mod output;
 mod partition;
 mod read_model;
@@ -71,6 +73,10 @@ mod restorer;
 mod shell;
 mod status;
 
+pub use config::{
+    dead_letter_value_max, defaults, DecisionsFormat, Guarantee, ProcessorConfig,
+    DEFAULT_MESSAGE_MAX_BYTES, MAX_THREADS,
+};
 pub use error::ProcessorError;
 pub use read_model::{ActivePage, NotRunning, Sessions};
 pub use shell::run;

@@ -9,12 +9,12 @@ use rdkafka::error::KafkaError;
 
 use super::broker::{Broker, OutRecord};
 use super::intake::DeadLetter;
+use super::ProcessorConfig;
 use super::ProcessorError;
-use crate::config::ProcessorConfig;
-use crate::event::codec::{encode_framed_into, encode_into, Framing};
-use crate::event::{ChangelogRecord, Contract, InputTopic, MonitoringDecision};
-use crate::monitor::ChangelogChange;
 use crate::telemetry;
+use earlykill_core::event::codec::{encode_framed_into, encode_into, Framing};
+use earlykill_core::event::{ChangelogRecord, Contract, InputTopic, MonitoringDecision};
+use earlykill_core::monitor::ChangelogChange;
 
 /// Longest key a dead letter copies; a longer one is cut and its size
 /// given in `earlykill.source.key_size`.
@@ -130,7 +130,7 @@ impl Output {
     ) -> Result<(), OutputError> {
         let config = &self.config;
         let source = config.topics.input(topic);
-        let value_max = crate::config::dead_letter_value_max(config.message_max_bytes);
+        let value_max = crate::processor::dead_letter_value_max(config.message_max_bytes);
         let headers_max = config.message_max_bytes / 16;
         let mut headers: Vec<(&str, Option<&[u8]>)> = Vec::with_capacity(dead.headers.len() + 9);
         let (mut header_bytes, mut headers_dropped) = (0usize, 0usize);
@@ -248,13 +248,13 @@ impl Output {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Rejection;
     use crate::processor::broker::fake::Fake;
+    use earlykill_core::event::Rejection;
 
     #[test]
     fn a_dead_letter_is_cut_to_its_bounds_and_names_its_source_and_reason() {
         let mut config = ProcessorConfig::with_bootstrap("unused");
-        config.guarantee = crate::config::Guarantee::AtLeastOnce;
+        config.guarantee = crate::processor::Guarantee::AtLeastOnce;
         config.message_max_bytes = 16 * 1024;
         let config = Arc::new(config);
         let broker = Fake::new(&config, 1);
@@ -282,7 +282,7 @@ mod tests {
         };
         assert_eq!(letter.topic, config.topics.dead_letters);
         assert_eq!(letter.key.as_ref().unwrap().len(), DEAD_LETTER_KEY_MAX);
-        let value_max = crate::config::dead_letter_value_max(config.message_max_bytes);
+        let value_max = crate::processor::dead_letter_value_max(config.message_max_bytes);
         assert_eq!(letter.value.as_ref().unwrap().len(), value_max);
         let header = |name: &str| {
             letter

@@ -7,10 +7,10 @@
 use std::time::{Duration, Instant};
 
 use super::intake::DeadLetter;
-use super::merge::{rank, Entry, Merge};
-use crate::config::ProcessorConfig;
-use crate::event::{ChangelogRecord, InputOffsets, InputTopic, Millis};
-use crate::monitor::{ChangelogChange, Monitor, MonitorStats};
+use super::ProcessorConfig;
+use earlykill_core::event::{ChangelogRecord, InputOffsets, InputTopic, Millis};
+use earlykill_core::merge::{rank, Entry, Merge};
+use earlykill_core::monitor::{ChangelogChange, Monitor, MonitorStats};
 
 /// How far the consumer has read one input topic partition, as its own
 /// fetches tell it: never from listed watermarks, which lag on real brokers
@@ -338,7 +338,7 @@ impl Partition {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::monitor::MonitorConfig;
+    use earlykill_core::monitor::MonitorConfig;
 
     fn partition() -> Partition {
         Partition::new(

@@ -14,8 +14,8 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use crate::event::{ChangelogRecord, SessionStatus};
-use crate::monitor::{ChangelogChange, SessionView};
+use earlykill_core::event::{ChangelogRecord, SessionStatus};
+use earlykill_core::monitor::{ChangelogChange, SessionView};
 
 /// Read access to a running processor's sessions, for the HTTP API.
 #[derive(Clone, Default)]

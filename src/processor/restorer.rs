@@ -8,8 +8,8 @@ use super::broker::{Broker, Start, StartAt};
 use super::partition::Partition;
 use super::status::MAX_ABORTED_LISTED;
 use super::{ProcessorError, Sessions, Status};
-use crate::event::InputTopic;
-use crate::monitor::{Monitor, MonitorConfig};
+use earlykill_core::event::InputTopic;
+use earlykill_core::monitor::{Monitor, MonitorConfig};
 
 /// Rebuilds `partitions` from the changelog, counting what it read in
 /// `status` and showing the restored sessions to the API's `read` view.

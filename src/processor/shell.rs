@@ -15,17 +15,18 @@ use rdkafka::producer::Producer;
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::broker::librdkafka::{starts_list, Clients};
+use super::clients;
 use super::core::Core;
 use super::handoff::Handoff;
-use super::kafka::{self, DeliveryContext, RestoreContext, TopicQueues, Wake};
-use super::merge::rank;
 use super::status::StatusSink;
+use super::{DecisionsFormat, Guarantee, ProcessorConfig};
 use super::{ProcessorError, Sessions, StatusWatch};
-use crate::config::{DecisionsFormat, Guarantee, ProcessorConfig};
-use crate::event::codec::Framing;
-use crate::event::{Contract, InputTopic, Rejection};
+use crate::kafka::{self, DeliveryContext, RestoreContext, TopicQueues, Wake};
 use crate::shutdown::{Shutdown, State};
 use crate::telemetry;
+use earlykill_core::event::codec::Framing;
+use earlykill_core::event::{Contract, InputTopic, Rejection};
+use earlykill_core::merge::rank;
 
 /// Most records taken from one input topic's queue before folding them.
 const MAX_BATCH: usize = 2_000;
@@ -197,10 +198,10 @@ fn run_worker(
     };
     let topics = &config.topics;
     let clients = Clients {
-        producer: kafka::producer(&config)
+        producer: clients::producer(&config)
             .create_with_context(DeliveryContext::tracking(&topics.changelog))
             .map_err(kafka_error("create the producer"))?,
-        restorer: kafka::restore_consumer(&config)
+        restorer: clients::restore_consumer(&config)
             .create_with_context(RestoreContext)
             .map_err(kafka_error("create the changelog reader"))?,
         topic_names: [
@@ -208,10 +209,10 @@ fn run_worker(
             cstr(&topics.interactions)?,
             cstr(&topics.commands)?,
         ],
-        reset: kafka::reset_offset(&config),
+        reset: clients::reset_offset(&config),
         config: config.clone(),
     };
-    let mut consumer: BaseConsumer<Context> = kafka::input_consumer(&config)
+    let mut consumer: BaseConsumer<Context> = clients::input_consumer(&config)
         .create_with_context(Context {
             core: Mutex::new(None),
             clients,
@@ -223,7 +224,7 @@ fn run_worker(
         consumer.set_nonempty_callback(move || wake.notify());
     }
     let consumer = Arc::new(consumer);
-    let partitions = kafka::check_topics(&consumer, &config)?;
+    let partitions = clients::check_topics(&consumer, &config)?;
     let worker = status.worker();
     if worker >= partitions as usize {
         tracing::info!(
@@ -238,7 +239,8 @@ fn run_worker(
         InputTopic::ALL.map(|t| config.topics.input(t)),
         partitions,
         &wake,
-    )?;
+    )
+    .map_err(split_failed)?;
     *consumer.context().core() = Some(Core::new(
         config.clone(),
         framing,
@@ -451,7 +453,10 @@ fn on_assign(consumer: &BaseConsumer<Context>, assigned: &TopicPartitionList) {
             // its forward to its topic's queue.
             let topics = InputTopic::ALL.map(|t| clients.config.topics.input(t));
             taken
-                .and_then(|()| kafka::forward(consumer, topics, by_topic[0].iter().copied()))
+                .and_then(|()| {
+                    kafka::forward(consumer, topics, by_topic[0].iter().copied())
+                        .map_err(split_failed)
+                })
                 .err()
         }
         Err(e) => {
@@ -461,5 +466,13 @@ fn on_assign(consumer: &BaseConsumer<Context>, assigned: &TopicPartitionList) {
     };
     if let Some(e) = fatal {
         with_core(consumer, |core, _| core.fatal = Some(e));
+    }
+}
+
+/// An input topic's queues that could not be split or forwarded.
+fn split_failed(source: KafkaError) -> ProcessorError {
+    ProcessorError::Kafka {
+        action: "split the input consumer's queue by topic",
+        source,
     }
 }

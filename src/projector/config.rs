@@ -1,6 +1,6 @@
-//! What the projector runs with ([`ProjectorConfig`], resolved from the
-//! command line by `crate::config::projector`) and what it reports
-//! ([`ProjectorStatus`]).
+//! What the projector runs with ([`ProjectorConfig`], with the defaults of
+//! its settings; `crate::config` layers the command line, environment and
+//! file into it) and what it reports ([`ProjectorStatus`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -8,6 +8,22 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 
 use super::store::Applied;
+
+/// The defaults of the projector's settings.
+pub mod defaults {
+    /// `group-id`.
+    pub const GROUP_ID: &str = "earlykill-projector";
+    /// `batch-size`.
+    pub const BATCH_SIZE: usize = 5_000;
+    /// `batch-wait-ms`.
+    pub const BATCH_WAIT_MS: u64 = 100;
+    /// `pool-size`.
+    pub const POOL_SIZE: usize = 2;
+    /// `retry-max-ms`.
+    pub const RETRY_MAX_MS: u64 = 10_000;
+    /// `http-listen`: this machine only, port 8081.
+    pub const HTTP_LISTEN: &str = "127.0.0.1:8081";
+}
 
 /// Everything `earlykill project` needs.
 #[derive(Debug, Clone)]
@@ -48,14 +64,21 @@ impl ProjectorConfig {
     /// The defaults, for a broker at `bootstrap_servers` and a database at
     /// `database_url`.
     pub fn new(bootstrap_servers: &str, database_url: &str) -> Self {
-        crate::config::projector::ProjectorSettings {
-            bootstrap_servers: Some(bootstrap_servers.to_owned()),
-            database_url: Some(database_url.to_owned()),
-            ..Default::default()
+        ProjectorConfig {
+            bootstrap_servers: bootstrap_servers.to_owned(),
+            kafka: BTreeMap::new(),
+            group_id: defaults::GROUP_ID.to_owned(),
+            decisions_topic: crate::kafka::Topics::default().decisions,
+            database_url: database_url.to_owned(),
+            pool_size: defaults::POOL_SIZE,
+            batch_size: defaults::BATCH_SIZE,
+            batch_wait: Duration::from_millis(defaults::BATCH_WAIT_MS),
+            retry_max: Duration::from_millis(defaults::RETRY_MAX_MS),
+            accept_lost_decisions: false,
+            registry: None,
+            #[cfg(feature = "test-hooks")]
+            crash_after_batches: None,
         }
-        .resolve()
-        .expect("the defaults are valid")
-        .config
     }
 
     /// The bootstrap servers and the pass-through properties.

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use crate::event::codec::registry_id;
-use crate::event::{Contract, Decoder, MonitoringDecision};
 use crate::registry::{Registry, RegistryError};
+use earlykill_core::event::codec::registry_id;
+use earlykill_core::event::{Contract, Decoder, MonitoringDecision};
 
 /// Attempts at the registry before giving up; waits double from 100 ms.
 const REGISTRY_ATTEMPTS: u32 = 6;

@@ -33,7 +33,7 @@ use super::store::{connect_in, Positioned, Store};
 use super::topic::{self, TopicWatch};
 use super::StoreError;
 use crate::backoff;
-use crate::processor::kafka::{cached_watermarks, topic_id};
+use crate::kafka::{cached_watermarks, topic_id};
 use crate::shutdown::{Shutdown, State};
 use crate::telemetry;
 use crate::watch::Watch;
@@ -437,7 +437,8 @@ fn apply(
         ));
         guard.batch = done.unwritten;
         if !done.written.is_empty() {
-            telemetry::projector_batch(&done.applied);
+            let a = &done.applied;
+            telemetry::projector_batch(a.started, a.ended, a.skipped, a.rejected);
             let (applied, next) = (done.applied, done.written);
             guard.status.update(|s| {
                 if topic_id.is_some() {

@@ -16,7 +16,7 @@
 //! - `decisions.rs` — decoding the decisions topic (both framings).
 //! - `error.rs`, `topic.rs` (the topic-id watch), `tls.rs` (sslmode).
 
-mod config;
+pub mod config;
 mod decisions;
 mod error;
 mod live;

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::{json, Value};
 
-use crate::event::session_id;
-use crate::event::{DecisionKind, Millis, MonitoringDecision};
+use earlykill_core::event::session_id;
+use earlykill_core::event::{DecisionKind, Millis, MonitoringDecision};
 
 refinery::embed_migrations!("migrations");
 

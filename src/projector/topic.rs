@@ -16,7 +16,7 @@ use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::ClientConfig;
 
-use crate::processor::kafka::topic_id;
+use crate::kafka::topic_id;
 
 /// How often the broker is asked.
 pub const CHECK_EVERY: Duration = Duration::from_secs(2);

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use earlykill::config::{ProcessorConfig, Topics};
-use earlykill::event::codec::encode_into;
-use earlykill::event::{
+use earlykill::kafka::Topics;
+use earlykill::processor::ProcessorConfig;
+use earlykill_core::event::codec::encode_into;
+use earlykill_core::event::{
     Contract, Interaction, InteractionKind, Millis, MonitoringDecision, VariantPosted,
 };
-use earlykill::monitor::{Input, Monitor};
+use earlykill_core::monitor::{Input, Monitor};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;

@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use earlykill::config::{Guarantee, ProcessorConfig};
-use earlykill::event::codec::encode;
-use earlykill::event::{
+use earlykill::processor::{self, ProcessorError, Sessions, StatusWatch};
+use earlykill::processor::{Guarantee, ProcessorConfig};
+use earlykill::shutdown::Shutdown;
+use earlykill_core::event::codec::encode;
+use earlykill_core::event::{
     Contract, Decoder, Interaction, MonitoringDecision, StopMonitoring, VariantPosted,
 };
-use earlykill::processor::{self, ProcessorError, Sessions, StatusWatch};
-use earlykill::shutdown::Shutdown;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};

@@ -5,8 +5,8 @@
 //! with one message saying what to install. Shared with
 //! `benches/projector.rs`.
 
-use earlykill::event::MonitoringDecision;
 use earlykill::projector;
+use earlykill_core::event::MonitoringDecision;
 
 #[path = "pg_server.rs"]
 pub mod pg_server;

@@ -12,11 +12,11 @@ use earlykill::watch::Watch;
 pub fn publish_decisions(
     bootstrap: &str,
     topic: &str,
-    decisions: &[earlykill::event::MonitoringDecision],
+    decisions: &[earlykill_core::event::MonitoringDecision],
     patience: Duration,
 ) {
-    use earlykill::event::codec::encode;
-    use earlykill::event::Contract;
+    use earlykill_core::event::codec::encode;
+    use earlykill_core::event::Contract;
     use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
     let producer: BaseProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", bootstrap)

@@ -12,7 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use earlykill::event::Contract;
+use earlykill_core::event::Contract;
 use serde_json::json;
 
 /// First id given to a registered schema.

@@ -11,10 +11,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::{Broker, Inbound, OutRecord, Position, Restored, RestoredState, Start};
-use crate::config::{Guarantee, ProcessorConfig};
-use crate::event::{ChangelogRecord, Contract, Decoder, InputTopic, Millis, MonitoringDecision};
-use crate::processor::merge::rank;
 use crate::processor::ProcessorError;
+use crate::processor::{Guarantee, ProcessorConfig};
+use earlykill_core::event::{
+    ChangelogRecord, Contract, Decoder, InputTopic, Millis, MonitoringDecision,
+};
+use earlykill_core::merge::rank;
 
 /// A record as the fake holds it.
 #[derive(Debug, Clone, PartialEq)]

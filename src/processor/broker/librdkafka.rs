@@ -14,12 +14,12 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Broker, OutRecord, Position, Restored, RestoredState, Start, StartAt};
-use crate::config::ProcessorConfig;
-use crate::event::{ChangelogRecord, Contract, Decoder, InputTopic};
-use crate::processor::kafka::{self, DeliveryContext, RestoreContext};
-use crate::processor::merge::rank;
+use crate::kafka::{self, DeliveryContext, RestoreContext};
+use crate::processor::ProcessorConfig;
 use crate::processor::ProcessorError;
 use crate::telemetry;
+use earlykill_core::event::{ChangelogRecord, Contract, Decoder, InputTopic};
+use earlykill_core::merge::rank;
 
 /// The clients a processor owns besides its input consumer, and what it
 /// needs to name topics to librdkafka.

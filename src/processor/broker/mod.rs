@@ -24,7 +24,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 use super::ProcessorError;
-use crate::event::{ChangelogRecord, InputTopic, Millis};
+use earlykill_core::event::{ChangelogRecord, InputTopic, Millis};
 
 /// One record to produce. Borrowed: building it copies nothing.
 #[derive(Debug, Clone, Copy)]

@@ -9,14 +9,16 @@ use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
 use super::Core;
-use crate::config::{Guarantee, ProcessorConfig};
-use crate::event::codec::{encode, Framing};
-use crate::event::{Contract, InputTopic, Interaction, InteractionKind, Millis, VariantPosted};
 use crate::processor::broker::fake::{transient, Call, Fake, In};
 use crate::processor::broker::{Broker, Start, StartAt};
 use crate::processor::handoff::Handoff;
 use crate::processor::status::StatusSink;
+use crate::processor::{Guarantee, ProcessorConfig};
 use crate::processor::{ProcessorError, Sessions, StatusWatch};
+use earlykill_core::event::codec::{encode, Framing};
+use earlykill_core::event::{
+    Contract, InputTopic, Interaction, InteractionKind, Millis, VariantPosted,
+};
 
 /// A processor core for partitions 0 and 1 over the fake, both assigned.
 struct Harness {

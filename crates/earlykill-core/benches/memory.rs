@@ -1,0 +1,69 @@
+//! Bytes per active variant: everything the fold allocates for a partition
+//! of N active sessions (session slab, variant index, deadline heap, ids),
+//! measured with a counting global allocator, plus the process's resident
+//! set growth as a cross-check. Run: `cargo bench --bench memory`.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use earlykill_core::fixtures::*;
+
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE.fetch_add(layout.size(), Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Relaxed);
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size, Relaxed);
+        LIVE.fetch_sub(layout.size(), Relaxed);
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: usize = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; any other argument is ignored too.
+    println!(
+        "{:>10} {:>14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "variants", "allocated B", "B/variant", "RSS B/var", "slab", "index", "ids", "timers"
+    );
+    for n in [1_000usize, 100_000, 1_000_000] {
+        let (live, rss) = (LIVE.load(Relaxed), resident_bytes());
+        let monitor = monitor_with(n);
+        let allocated = LIVE.load(Relaxed) - live;
+        let resident = resident_bytes().saturating_sub(rss);
+        assert_eq!(monitor.active_sessions(), n);
+        let per = |bytes: usize| bytes as f64 / n as f64;
+        let parts = monitor.memory();
+        println!(
+            "{n:>10} {allocated:>14} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+            per(allocated),
+            per(resident),
+            per(parts.slab),
+            per(parts.index),
+            per(parts.ids),
+            per(parts.timers),
+        );
+        drop(monitor);
+    }
+}
