@@ -35,7 +35,7 @@ use axum::{Json, Router};
 use deadpool_postgres::Pool;
 use serde_json::Value;
 
-use crate::processor::{Sessions, StatusWatch};
+use crate::processor::{Phase, Sessions, StatusWatch};
 use crate::projector::ProjectorStatus;
 use crate::upstream::Publisher;
 use crate::watch::Watch;
@@ -260,17 +260,18 @@ async fn readyz(State(api): State<Shared>) -> Response {
         let status = status.get();
         check(
             "processor",
-            if !status.running {
-                Err("the processor is not running".into())
-            } else if !status.joined {
-                Err("waiting for the consumer group to assign partitions".into())
-            } else if !status.restoring.is_empty() {
-                Err(format!(
+            match status.phase {
+                Phase::Created | Phase::Dead => Err("the processor is not running".into()),
+                Phase::Starting => {
+                    Err("waiting for the consumer group to assign partitions".into())
+                }
+                Phase::Failed => Err("a worker failed and the processor is stopping".into()),
+                Phase::Abandoned => Err("the processor is stopping".into()),
+                _ if !status.restoring.is_empty() => Err(format!(
                     "restoring partitions {:?} from the changelog",
                     status.restoring
-                ))
-            } else {
-                Ok(())
+                )),
+                Phase::Restoring | Phase::Running | Phase::PendingShutdown => Ok(()),
             },
         );
     }

@@ -9,13 +9,17 @@
 //! - [`layer`] — the `layer!` macro that declares a subcommand's settings
 //!   once: each field is a flag, an environment variable, a file key and a
 //!   default, which `--help` shows.
-//! - [`processor`] — `earlykill run` ([`Settings`], [`ProcessorConfig`]).
+//! - [`processor`] — `earlykill run` ([`Settings`], resolved into
+//!   [`crate::processor::ProcessorConfig`]).
 //! - [`projector`] — `earlykill project`, `replay` and `migrate`.
-//! - [`tools`] — `earlykill generate`, `tail` and `demo`.
+//! - [`tools`] — `earlykill generate` and `tail`, and the traffic knobs
+//!   `demo` shares (the demo's own settings are in [`crate::demo`]).
 //!
-//! Each subcommand's settings resolve into the configuration the library
-//! runs with, checking every value: an error names the key and how to fix
-//! it, so a bad configuration fails at start-up.
+//! Each subcommand's settings resolve into the configuration its component
+//! owns (with the component's defaults), checking every value: an error
+//! names the key and how to fix it, so a bad configuration fails at
+//! start-up. This module sits above the components and below the command
+//! line: nothing in a component imports it.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -269,7 +269,8 @@ pub fn run(
     // The upstream starts once the processor has its partitions, so the
     // first events do not wait for the group to form.
     let joined = status.wait_until(JOIN, |s| {
-        (s.joined && s.restoring.is_empty() && !s.partitions.is_empty()) || processor.is_finished()
+        (s.phase.has_joined() && s.restoring.is_empty() && !s.partitions.is_empty())
+            || processor.is_finished()
     });
     if !joined || processor.is_finished() {
         processor_stop.drain();

@@ -9,10 +9,11 @@
 //! runs in unit tests against the in-memory fake (`tests` below); the
 //! shell (`shell.rs`) drives it with librdkafka's clients.
 //!
-//! At about 690 lines with its documentation this file is over the 600 we
-//! aim for, and stays one piece on purpose: it is the one place where the
-//! parts meet, and each method is one step of the protocol (accept, step,
-//! commit, recover, assign, revoke) that reads best beside the others.
+//! It is the processor's longest file and stays one piece on purpose
+//! (under the 800 lines `tests/suite/architecture.rs` allows any file): it
+//! is the one place where the parts meet, and each method is one step of
+//! the protocol (accept, step, commit, recover, assign, revoke) that reads
+//! best beside the others.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -22,6 +23,7 @@ use super::broker::{Broker, Inbound, Position, Start};
 use super::committer::{Committer, Failure};
 use super::handoff::Handoff;
 use super::intake::{after_fold, DeadLetter, Intake};
+use super::lifecycle::{Lifecycle, Phase};
 use super::output::Output;
 use super::partition::{Partition, Record};
 use super::status::{StatusSink, MAX_ABORTED_LISTED};
@@ -123,10 +125,9 @@ pub(crate) struct Core {
     /// Revoked partitions' committed state, for their next owner among the
     /// instance's workers.
     handoff: Handoff,
-    /// Set by the rebalance callback; the loop returns it.
-    pub fatal: Option<ProcessorError>,
-    /// Stopping as a crash would: commit nothing more.
-    pub abandoned: bool,
+    /// Where the worker is in its life; a fatal error from the
+    /// rebalance callback waits in it for the loop to return it.
+    lifecycle: Lifecycle,
     /// When the metrics that are not counted as they happen were last
     /// copied out.
     last_flush: Instant,
@@ -167,8 +168,7 @@ impl Core {
             input_partitions,
             read,
             handoff,
-            fatal: None,
-            abandoned: false,
+            lifecycle: Lifecycle::default(),
             last_flush: Instant::now(),
         }
     }
@@ -178,11 +178,29 @@ impl Core {
         self.intake.role(topic)
     }
 
-    /// Running (between start and exit), for the status and the API.
-    pub fn set_running(&mut self, running: bool) {
-        self.out.counters.running = running;
-        self.read.set_running(running);
+    /// Moves the worker to `phase` (see [`Lifecycle`]), for the status,
+    /// readiness and the API.
+    pub fn become_(&mut self, phase: Phase) {
+        let was_running = self.lifecycle.phase().is_running();
+        self.lifecycle.become_(phase);
+        let running = self.lifecycle.phase().is_running();
+        if running != was_running {
+            self.read.set_running(running);
+        }
+        self.out.counters.phase = self.lifecycle.phase();
         self.publish();
+    }
+
+    /// A fatal error: the worker commits nothing more, and the loop
+    /// returns the first such error.
+    pub fn fail(&mut self, error: ProcessorError) {
+        self.lifecycle.fail(error);
+        self.out.counters.phase = self.lifecycle.phase();
+    }
+
+    /// The error that failed the worker, once.
+    pub fn take_error(&mut self) -> Option<ProcessorError> {
+        self.lifecycle.take_error()
     }
 
     /// Whether every assigned partition has been given back.
@@ -580,9 +598,15 @@ impl Core {
                 assignment: format!("{by_topic:?}"),
             });
         }
-        self.out.counters.joined = true;
         self.out.counters.restoring = by_topic[0].iter().copied().collect();
-        self.publish();
+        // A failed or stopping worker still serves the group's callbacks,
+        // but stays where it is.
+        let live = self.lifecycle.phase().can_become(Phase::Restoring);
+        if live {
+            self.become_(Phase::Restoring);
+        } else {
+            self.publish();
+        }
         let handed = self.handed_over(broker, &by_topic[0]);
         let restore = handed.and_then(|handed| {
             let rest: BTreeSet<i32> = by_topic[0]
@@ -607,6 +631,9 @@ impl Core {
         let starts = restorer::starts(&restored);
         self.partitions.extend(restored);
         self.restored_positions_are_committed();
+        if live {
+            self.become_(Phase::Running);
+        }
         tracing::info!(partitions = ?by_topic[0], handed_over = ?kept, "partitions assigned");
         self.publish();
         Ok(starts)
@@ -642,7 +669,7 @@ impl Core {
     /// instance.
     pub fn revoked(&mut self, broker: &impl Broker, gone: &BTreeSet<i32>) {
         let mut committed = false;
-        if !self.abandoned && self.fatal.is_none() {
+        if self.lifecycle.phase().may_commit() {
             committed = true;
             if let Err(failure) = self.commit(broker) {
                 committed = false;
@@ -650,10 +677,10 @@ impl Core {
                     tracing::warn!(error = %e, "commit on revocation failed; aborting");
                 }
                 if let Err(e) = self.abort(broker) {
-                    self.fatal.get_or_insert(e);
+                    self.fail(e);
                 }
                 if let Failure::Fatal(e) = failure {
-                    self.fatal.get_or_insert(e);
+                    self.fail(e);
                 }
             }
         }

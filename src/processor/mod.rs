@@ -37,10 +37,13 @@
 //!   callback; everything else is reached through the core.
 //! - `core.rs` — the parts wired together: accept a record, step (fold,
 //!   idle clocks, backpressure, commit when due), recover, assign, revoke.
+//! - `lifecycle.rs` — the worker's [`Phase`] (created, starting,
+//!   restoring, running, pending shutdown, failed, abandoned, dead), one
+//!   enum with checked transitions that the status and readiness read.
 //! - `intake.rs` — one record decoded and validated, or a dead letter.
 //! - `partition.rs` — one partition: fold, merge release, progress of each
-//!   input topic, idle clock, backpressure; no Kafka types.
-//! - `merge.rs` — the event-time merge of the three input topics.
+//!   input topic, idle clock, backpressure; no Kafka types. The
+//!   event-time merge it uses is the core crate's `earlykill_core::merge`.
 //! - `output.rs` — decision, dead-letter and changelog records, built and
 //!   sent.
 //! - `committer.rs` — the open unit of work and the two commit protocols
@@ -66,6 +69,7 @@ mod core;
 mod error;
 mod handoff;
 mod intake;
+mod lifecycle;
 mod output;
 mod partition;
 mod read_model;
@@ -78,6 +82,7 @@ pub use config::{
     DEFAULT_MESSAGE_MAX_BYTES, MAX_THREADS,
 };
 pub use error::ProcessorError;
+pub use lifecycle::Phase;
 pub use read_model::{ActivePage, NotRunning, Sessions};
 pub use shell::run;
 pub use status::{LatencyHistogram, Status, StatusWatch, MAX_ABORTED_LISTED};

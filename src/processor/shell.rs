@@ -18,6 +18,7 @@ use super::broker::librdkafka::{starts_list, Clients};
 use super::clients;
 use super::core::Core;
 use super::handoff::Handoff;
+use super::lifecycle::Phase;
 use super::status::StatusSink;
 use super::{DecisionsFormat, Guarantee, ProcessorConfig};
 use super::{ProcessorError, Sessions, StatusWatch};
@@ -263,7 +264,7 @@ fn run_worker(
     consumer
         .subscribe(&[&topics.posted, &topics.interactions, &topics.commands])
         .map_err(kafka_error("subscribe to the input topics"))?;
-    with_core(&consumer, |core, _| core.set_running(true));
+    with_core(&consumer, |core, _| core.become_(Phase::Starting));
     tracing::info!(
         group = %config.group_id,
         transactional_id = %config.transactional_id(),
@@ -273,8 +274,13 @@ fn run_worker(
     );
     let result = run_loop(&consumer, &queues, &wake, shutdown);
     match (&result, shutdown.state()) {
-        (Ok(()), State::Draining | State::Running) => leave(&consumer, config.kafka_timeout),
-        _ => with_core(&consumer, |core, _| core.abandoned = true),
+        (Ok(()), State::Draining | State::Running) => {
+            with_core(&consumer, |core, _| core.become_(Phase::PendingShutdown));
+            leave(&consumer, config.kafka_timeout)
+        }
+        // The loop returned its error: the worker has failed.
+        (Err(_), _) => with_core(&consumer, |core, _| core.become_(Phase::Failed)),
+        _ => with_core(&consumer, |core, _| core.become_(Phase::Abandoned)),
     }
     drop(queues);
     // The core is taken out before the consumer closes, so that it reports
@@ -283,7 +289,7 @@ fn run_worker(
     let core = consumer.context().core().take();
     drop(consumer);
     if let Some(mut core) = core {
-        core.set_running(false);
+        core.become_(Phase::Dead);
     }
     result
 }
@@ -352,7 +358,7 @@ fn run_loop(
         if taken == 0 {
             wake.wait(timeout);
         }
-        with_core(consumer, |core, broker| match core.fatal.take() {
+        with_core(consumer, |core, broker| match core.take_error() {
             Some(fatal) => Err(fatal),
             None => core.step(broker, taken == 0),
         })?;
@@ -465,7 +471,7 @@ fn on_assign(consumer: &BaseConsumer<Context>, assigned: &TopicPartitionList) {
         }
     };
     if let Some(e) = fatal {
-        with_core(consumer, |core, _| core.fatal = Some(e));
+        with_core(consumer, |core, _| core.fail(e));
     }
 }
 

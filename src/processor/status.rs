@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::lifecycle::Phase;
 use crate::telemetry;
 
 /// How many aborted transaction numbers, and how many restores, [`Status`]
@@ -13,11 +14,9 @@ pub const MAX_ABORTED_LISTED: usize = 1024;
 /// What a processor has done so far, for readiness, tests and operators.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Status {
-    /// Between start-up (topics checked, subscribed) and exit.
-    pub running: bool,
-    /// The group has given this instance its first assignment (possibly
-    /// empty, when there are more instances than partitions).
-    pub joined: bool,
+    /// Where the worker is in its life (with several workers, the least
+    /// advanced of the running ones: see [`Phase`]).
+    pub phase: Phase,
     /// Partitions assigned and being restored: not processed yet.
     pub restoring: Vec<i32>,
     /// Partitions assigned and restored.
@@ -170,8 +169,7 @@ impl Status {
             return only.clone();
         }
         let mut all = Status {
-            running: workers.iter().any(|w| w.running),
-            joined: workers.iter().filter(|w| w.running).all(|w| w.joined),
+            phase: merged_phase(workers.iter().map(|w| w.phase)),
             committing: workers.iter().any(|w| w.committing),
             workers: workers.to_vec(),
             ..Status::default()
@@ -276,6 +274,36 @@ impl StatusSink {
         workers[self.worker].active_sessions = active;
         telemetry::sessions_active(workers.iter().map(|w| w.active_sessions).sum());
     }
+}
+
+/// An instance's phase from its workers': the least advanced of the running
+/// ones (a failed worker first, then a stopping one, then one waiting for
+/// its assignment, restoring, draining, running), so readiness holds only
+/// when every worker is ready; with none running, `Dead` once any has
+/// exited, else `Created`.
+fn merged_phase(phases: impl Iterator<Item = Phase> + Clone) -> Phase {
+    fn rank(p: Phase) -> u8 {
+        match p {
+            Phase::Failed => 0,
+            Phase::Abandoned => 1,
+            Phase::Starting => 2,
+            Phase::Restoring => 3,
+            Phase::PendingShutdown => 4,
+            Phase::Running => 5,
+            Phase::Created | Phase::Dead => 6,
+        }
+    }
+    phases
+        .clone()
+        .filter(|p| p.is_running())
+        .min_by_key(|p| rank(*p))
+        .unwrap_or_else(|| {
+            if phases.clone().any(|p| p == Phase::Dead) {
+                Phase::Dead
+            } else {
+                Phase::Created
+            }
+        })
 }
 
 #[cfg(test)]

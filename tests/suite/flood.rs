@@ -341,7 +341,7 @@ fn records_at_the_limits_never_stop_the_processor_and_every_dead_letter_fits() {
     let processor = Running::start(config.clone());
     processor.wait_committed(&kafka.input_ends());
     assert!(
-        processor.status.get().running,
+        processor.status.get().phase.is_running(),
         "the held flood is committed"
     );
     kafka.post(&posted(flood, t + SECOND, 0.5));
@@ -370,7 +370,7 @@ fn records_at_the_limits_never_stop_the_processor_and_every_dead_letter_fits() {
         .collect();
     assert_eq!(started, [flood, "v-0", "v-1"]);
     let status = processor.status.get();
-    assert!(status.running, "the processor is still running");
+    assert!(status.phase.is_running(), "the processor is still running");
 
     let letters = kafka.read_until(&topics.dead_letters, |r| r.len() >= 4);
     assert_eq!(letters.len(), 4);
