@@ -15,7 +15,7 @@
   every COPY source present.
 
 The dashboard's and the rules' metric names are checked against the code's
-by tests/deploy.rs (part of the test suite). Exits non-zero on any failure.
+by tests/suite/deploy.rs (part of the test suite). Exits non-zero on any failure.
 """
 
 import json

@@ -1,6 +1,6 @@
 //! Throughput of the hot path: decode an interaction from its Avro bytes,
 //! fold it into a partition with N active sessions, collect decisions.
-//! Run: `cargo bench --bench fold`.
+//! Run: `cargo bench -p earlykill-core --bench fold`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use std::borrow::Cow;

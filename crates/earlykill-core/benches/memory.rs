@@ -1,7 +1,7 @@
 //! Bytes per active variant: everything the fold allocates for a partition
 //! of N active sessions (session slab, variant index, deadline heap, ids),
 //! measured with a counting global allocator, plus the process's resident
-//! set growth as a cross-check. Run: `cargo bench --bench memory`.
+//! set growth as a cross-check. Run: `cargo bench -p earlykill-core --bench memory`.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};

@@ -3,7 +3,7 @@
 //!
 //! Invariants:
 //! - The `.avsc` files are the source of truth. Each type here mirrors its
-//!   schema field by field; `tests/contract.rs` round-trips every type through
+//!   schema field by field; `tests/core/contract.rs` round-trips every type through
 //!   apache-avro and checks the fast decoder against it.
 //! - Strings are `Cow<'a, str>` so the hot path borrows from the record bytes
 //!   and tests and producers can own their data.

@@ -26,7 +26,7 @@ struct Parsed {
 }
 
 /// Parses a schema that ships in the binary; a failure here is a build
-/// defect caught by `tests/contract.rs`, never an input-dependent path.
+/// defect caught by `tests/core/contract.rs`, never an input-dependent path.
 fn parse(json: &'static str) -> Parsed {
     let reference = apache_avro::Schema::parse_str(json)
         .unwrap_or_else(|e| panic!("bundled schema does not parse in apache-avro: {e}"));

@@ -206,7 +206,7 @@ pub struct MonitorStats {
 }
 
 /// Bytes a monitor holds for its sessions, by part: allocated capacity,
-/// used or not (see `cargo bench --bench memory`).
+/// used or not (see `cargo bench -p earlykill-core --bench memory`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryUse {
     /// The session slab: 56 bytes per slot.
