@@ -36,9 +36,11 @@
 //!    - [`upstream`] — producing input events (the API's writes).
 //!    - [`tail`] — `earlykill tail`: any earlykill topic as JSON lines.
 //! 4. Components built on others: [`generate`] (`earlykill generate`,
-//!    simulated traffic through [`upstream`]) and [`backtest`] (`earlykill
+//!    simulated traffic through [`upstream`]), [`backtest`] (`earlykill
 //!    backtest`: the recorded inputs read as the processor reads them,
-//!    folded again under other thresholds, scored).
+//!    folded again under other thresholds, scored) and [`cluster`] (each
+//!    instance announces the partitions it owns and its API's address on a
+//!    compacted topic, so that any instance answers for the group).
 //! 5. [`api`] — the HTTP API: health, readiness, metrics, and the seeds'
 //!    endpoints over the processor's sessions and the projector's table.
 //! 6. [`config`] — one configuration system for every subcommand: each
@@ -74,6 +76,7 @@
 pub mod api;
 pub mod backoff;
 pub mod backtest;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod generate;

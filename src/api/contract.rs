@@ -77,17 +77,35 @@ pub struct SessionStatus {
     pub deadline: Option<String>,
     /// When it ended, RFC 3339.
     pub ended_at: Option<String>,
+    /// The instance whose memory answered (a live answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// With several instances: the partitions whose owners could not be
+    /// asked, so an answer from the table may be older than the owner's
+    /// memory. Absent when every owner answered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub missing_partitions: Vec<i32>,
 }
 
-/// `GET /performance-monitor/active`: a page of active sessions.
+/// `GET /performance-monitor/active`: a page of active sessions, the
+/// whole group's (or, with `scope=local`, this instance's).
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ActivePage {
-    /// Active sessions on this instance, in all.
+    /// Active sessions in the partitions answered for, in all.
     pub total: usize,
     /// This page, in `variant_id` order.
     pub sessions: Vec<SessionStatus>,
     /// The `after` cursor of the next page; null on the last.
     pub next: Option<String>,
+    /// The input partitions whose sessions this answer holds.
+    pub partitions: Vec<i32>,
+    /// Some partitions could not be asked (an owner unreachable, a
+    /// rebalance or a restore under way): the answer lacks their sessions.
+    pub partial: bool,
+    /// Those partitions.
+    pub missing_partitions: Vec<i32>,
+    /// The instances that did not answer.
+    pub unreachable: Vec<String>,
 }
 
 /// `POST` answers: where the command or post was written.
@@ -217,9 +235,10 @@ pub fn openapi() -> Value {
     let error = |description: &str| answer(description, &r["ErrorBody"]);
     let variant = json!({ "name": "variant_id", "in": "path", "required": true, "schema": { "type": "string" } });
     let bearer = json!([{ "bearer": [] }]);
+    let scope = json!({ "name": "scope", "in": "query", "description": "`local`: this instance's memory only (what instances ask each other); absent: the whole group", "schema": { "type": "string", "enum": ["local"] } });
     let status_op = json!({
-        "summary": "One session: live figures from memory, an ended one from the table",
-        "parameters": [variant],
+        "summary": "One session: live figures from its owner's memory, an ended one from the table",
+        "parameters": [variant, scope],
         "responses": {
             "200": answer("The session", &r["SessionStatus"]),
             "404": error("No session is known for the variant"),
@@ -227,10 +246,11 @@ pub fn openapi() -> Value {
         }
     });
     let active_op = json!({
-        "summary": "This instance's active sessions, a page at a time",
+        "summary": "The group's active sessions, a page at a time",
         "parameters": [
             { "name": "limit", "in": "query", "schema": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 100 } },
-            { "name": "after", "in": "query", "schema": { "type": "string" } }
+            { "name": "after", "in": "query", "schema": { "type": "string" } },
+            scope
         ],
         "responses": {
             "200": answer("A page", &r["ActivePage"]),

@@ -20,6 +20,7 @@
 //!   `POST /performance-monitor/stop/{variant_id}` — see `sessions.rs`.
 
 pub mod contract;
+mod group;
 mod sessions;
 
 use std::future::Future;
@@ -58,6 +59,10 @@ pub struct Api {
     pub database: Option<Pool>,
     /// Bearer token the two POST endpoints require, when set.
     pub token: Option<String>,
+    /// The other instances of the group, asked for what this one does not
+    /// hold (`earlykill run`); without it the API answers for this
+    /// instance alone.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Validation limits for start-monitoring and stop requests (the
     /// processor's, so that what the API accepts the processor accepts).
     pub limits: earlykill_core::event::validate::Limits,

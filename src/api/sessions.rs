@@ -32,7 +32,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
 use super::contract::{self, Source, StatusWord};
-use super::{error, Shared};
+use super::{error, group, Shared};
 use crate::projector::SessionRow;
 use crate::upstream::{Delivered, PublishError};
 use earlykill_core::event::validate;
@@ -44,7 +44,39 @@ const DEFAULT_PAGE: usize = 100;
 /// Most sessions per page.
 const MAX_PAGE: usize = 1000;
 
-pub(super) async fn status(State(api): State<Shared>, Path(variant_id): Path<String>) -> Response {
+/// `scope=local`: this instance's memory only, as another instance asks.
+fn local_scope(query: &HashMap<String, String>) -> Result<bool, BadRequest> {
+    match query.get("scope").map(String::as_str) {
+        None => Ok(false),
+        Some("local") => Ok(true),
+        Some(other) => Err(BadRequest::new(
+            format!("scope {other:?} is not a scope; use scope=local, or leave it out for the whole group"),
+            Some("scope"),
+        )),
+    }
+}
+
+/// The instance id this process announces, for live answers.
+fn me(api: &Shared) -> Option<String> {
+    api.cluster.as_ref().map(|c| c.instance().to_owned())
+}
+
+pub(super) async fn status(
+    State(api): State<Shared>,
+    Path(variant_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let local = match local_scope(&query) {
+        Ok(local) => local,
+        Err(refused) => return refused.into_response(),
+    };
+    if let Some(unknown) = query.keys().find(|k| *k != "scope") {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("unknown query parameter {unknown:?}; the only parameter is scope"),
+            Some(unknown),
+        );
+    }
     let (live, running) = match &api.processor {
         Some((_, sessions)) => match sessions.get(&variant_id) {
             Ok(live) => (live, true),
@@ -52,16 +84,56 @@ pub(super) async fn status(State(api): State<Shared>, Path(variant_id): Path<Str
         },
         None => (None, false),
     };
+    let live_answer = |view: &SessionView, api: &Shared| {
+        let mut answer = live_json(view);
+        answer.instance = me(api);
+        answer
+    };
+    if local {
+        return match &live {
+            Some(view) => Json(live_answer(view, &api)).into_response(),
+            None => error(
+                StatusCode::NOT_FOUND,
+                format!("variant {variant_id:?} is not in this instance's memory"),
+                None,
+            ),
+        };
+    }
     if let Some(view) = &live {
         if view.state.status == SessionStatus::Active {
-            return Json(live_json(view)).into_response();
+            return Json(live_answer(view, &api)).into_response();
         }
+    }
+    // Another instance may own it: its memory has the live figures.
+    let mut missing = Vec::new();
+    let mut ended_elsewhere: Option<Value> = None;
+    if let Some(cluster) = &api.cluster {
+        let path = format!(
+            "/performance-monitor/status/{}?scope=local",
+            percent_encode(&variant_id)
+        );
+        for (member, answer) in group::ask_all::<Value>(cluster, &path).await {
+            match answer {
+                group::Answer::Found(found) if found["status"] == "active" => {
+                    return Json(found).into_response()
+                }
+                group::Answer::Found(found) => ended_elsewhere = Some(found),
+                group::Answer::NotFound => {}
+                group::Answer::Unreachable(_) => missing.extend(member.partitions),
+            }
+        }
+        missing.sort_unstable();
+        missing.dedup();
     }
     if let Some(pool) = &api.database {
         match crate::projector::latest_session(pool, &variant_id).await {
-            Ok(Some(row)) => return Json(row_json(&row)).into_response(),
+            Ok(Some(row)) => {
+                let mut answer = row_json(&row);
+                answer.missing_partitions = missing;
+                return Json(answer).into_response();
+            }
             Ok(None) => {}
-            Err(e) if live.is_none() => {
+            Err(e) if live.is_none() && ended_elsewhere.is_none() => {
                 return error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     format!("the variant is not in this instance's memory and {e}"),
@@ -73,19 +145,41 @@ pub(super) async fn status(State(api): State<Shared>, Path(variant_id): Path<Str
             }
         }
     }
-    match live {
-        Some(view) => Json(live_json(&view)).into_response(),
-        None if !running && api.database.is_none() => error(
+    match (live, ended_elsewhere) {
+        (Some(view), _) => Json(live_answer(&view, &api)).into_response(),
+        (None, Some(found)) => Json(found).into_response(),
+        (None, None) if !running && api.database.is_none() && api.cluster.is_none() => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "this process has no running processor and no database to answer from",
             None,
         ),
-        None => error(
+        (None, None) if !missing.is_empty() => error(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no session is known for variant {variant_id:?} here; the owners of partitions {missing:?} did not answer, and may hold it"
+            ),
+            None,
+        ),
+        (None, None) => error(
             StatusCode::NOT_FOUND,
             format!("no session is known for variant {variant_id:?}"),
             None,
         ),
     }
+}
+
+/// `variant_id` as one path segment.
+fn percent_encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(byte as char)
+            }
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
 }
 
 pub(super) async fn active(
@@ -103,29 +197,91 @@ pub(super) async fn active(
             )
         }
     };
-    if let Some(unknown) = query.keys().find(|k| *k != "limit" && *k != "after") {
+    if let Some(unknown) = query
+        .keys()
+        .find(|k| !["limit", "after", "scope"].contains(&k.as_str()))
+    {
         return error(
             StatusCode::BAD_REQUEST,
-            format!("unknown query parameter {unknown:?}; the parameters are limit and after"),
+            format!(
+                "unknown query parameter {unknown:?}; the parameters are limit, after and scope"
+            ),
             Some(unknown),
         );
     }
-    let Some((_, sessions)) = &api.processor else {
+    let local = match local_scope(&query) {
+        Ok(local) => local,
+        Err(refused) => return refused.into_response(),
+    };
+    let Some((status, sessions)) = &api.processor else {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "this process runs no processor",
             None,
         );
     };
-    match sessions.active(query.get("after").map(String::as_str), limit) {
-        Ok(page) => Json(contract::ActivePage {
-            total: page.total,
-            sessions: page.sessions.iter().map(live_json).collect(),
-            next: page.next,
-        })
-        .into_response(),
-        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
+    let after = query.get("after").map(String::as_str);
+    let own = match sessions.active(after, limit) {
+        Ok(page) => page,
+        Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
+    };
+    let status = status.get();
+    let own = contract::ActivePage {
+        total: own.total,
+        sessions: own
+            .sessions
+            .iter()
+            .map(|view| {
+                let mut answer = live_json(view);
+                answer.instance = me(&api);
+                answer
+            })
+            .collect(),
+        next: own.next,
+        partitions: status.partitions.clone(),
+        partial: false,
+        missing_partitions: Vec::new(),
+        unreachable: Vec::new(),
+    };
+    let cluster = match &api.cluster {
+        Some(cluster) if !local => cluster,
+        _ => return Json(own).into_response(),
+    };
+    let mut query = format!("/performance-monitor/active?scope=local&limit={limit}");
+    if let Some(after) = after {
+        query.push_str(&format!("&after={}", percent_encode(after)));
     }
+    let mut pages = vec![group::LocalPage {
+        total: own.total,
+        sessions: own
+            .sessions
+            .iter()
+            .map(|s| serde_json::to_value(s).expect("a session serialises"))
+            .collect(),
+        next: own.next,
+        partitions: own.partitions,
+    }];
+    let mut unreachable = Vec::new();
+    for (_, answer) in group::ask_all::<group::LocalPage>(cluster, &query).await {
+        match answer {
+            group::Answer::Found(page) => pages.push(page),
+            group::Answer::NotFound => {}
+            group::Answer::Unreachable(instance) => unreachable.push(instance),
+        }
+    }
+    let merged = group::merge(pages, limit);
+    let input_partitions = status.input_partitions.max(cluster.input_partitions());
+    let missing = group::missing(input_partitions, &merged.partitions);
+    Json(serde_json::json!({
+        "total": merged.total,
+        "sessions": merged.sessions,
+        "next": merged.next,
+        "partitions": merged.partitions,
+        "partial": !missing.is_empty(),
+        "missing_partitions": missing,
+        "unreachable": unreachable,
+    }))
+    .into_response()
 }
 
 pub(super) async fn start_monitoring(State(api): State<Shared>, body: Bytes) -> Response {
@@ -401,6 +557,8 @@ fn live_json(view: &SessionView) -> contract::SessionStatus {
         posted_at: time(s.posted_at),
         deadline: time(view.deadline),
         ended_at: s.ended_at.and_then(time),
+        instance: None,
+        missing_partitions: Vec::new(),
     }
 }
 
@@ -437,5 +595,7 @@ fn row_json(row: &SessionRow) -> contract::SessionStatus {
         posted_at: Some(rfc3339(&row.started_at)),
         deadline: None,
         ended_at: row.ended_at.as_ref().map(rfc3339),
+        instance: None,
+        missing_partitions: Vec::new(),
     }
 }

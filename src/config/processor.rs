@@ -163,6 +163,18 @@ layer! {
     /// reachable from this machine only; in a container use 0.0.0.0:8080.
     #[arg(long, env = "EARLYKILL_HTTP_LISTEN")]
     http_listen: String = defaults::HTTP_LISTEN.to_string(),
+    /// This instance's API as the other instances of the group reach it,
+    /// `http(s)://host:port`: any instance answers for the whole group by
+    /// asking the owners of the partitions it does not hold. Defaults to
+    /// the listener's address (this host's name when it listens on
+    /// 0.0.0.0); in Kubernetes, the pod's IP (the chart sets it).
+    #[arg(long, env = "EARLYKILL_ADVERTISED_URL")]
+    advertised_url: String,
+    /// Compacted one-partition topic where the instances announce the
+    /// partitions they own and their API's address; created at start when
+    /// missing.
+    #[arg(long, env = "EARLYKILL_MEMBERS_TOPIC")]
+    members_topic: String = defaults::MEMBERS_TOPIC.to_owned(),
     /// Bearer token the API's POST endpoints (start-monitoring, stop)
     /// require. Without one they are open to whoever reaches the listener.
     #[arg(long, env = "EARLYKILL_HTTP_TOKEN", hide_env_values = true)]
@@ -381,6 +393,34 @@ impl Settings {
         };
         check_distinct(&topics)?;
         let http_listen = listen_address(&v.http_listen, 8080)?;
+        let advertised_url = match (&v.advertised_url, http_listen) {
+            (_, None) => None,
+            (Some(url), Some(_)) => {
+                let url = url.trim().trim_end_matches('/');
+                if !(url.starts_with("http://") || url.starts_with("https://"))
+                    || url
+                        .split_once("://")
+                        .is_none_or(|(_, host)| host.is_empty())
+                {
+                    return Err(invalid(
+                        "advertised-url",
+                        format!("{url:?} is not an http:// or https:// URL"),
+                        "give this instance's API as the others reach it, e.g. http://10.0.3.7:8080",
+                    ));
+                }
+                Some(url.to_owned())
+            }
+            (None, Some(listen)) => Some(defaults::advertised_url(listen)),
+        };
+        if v.members_topic.trim().is_empty()
+            || topics_named(&topics).contains(&v.members_topic.as_str())
+        {
+            return Err(invalid(
+                "members-topic",
+                format!("{:?} is empty or another role's topic", v.members_topic),
+                "name a topic of its own (the default is earlykill.members)",
+            ));
+        }
         let http_token = v.http_token.filter(|t| !t.trim().is_empty());
         if http_token.is_none() {
             if let Some(address) = http_listen.filter(|a| !a.ip().is_loopback()) {
@@ -395,6 +435,8 @@ impl Settings {
         }
         Ok(ProcessorConfig {
             http_listen,
+            advertised_url,
+            members_topic: v.members_topic,
             http_token: http_token.map(Secret),
             database_url: v.database_url.map(Secret),
             bootstrap_servers: v.bootstrap_servers,
@@ -445,6 +487,18 @@ fn reserved(property: &str) -> Option<&'static str> {
         "group.instance.id" => "it is the instance id; set `instance-id` (or `static-membership`)",
         _ => return None,
     })
+}
+
+/// The names of every topic role.
+fn topics_named(topics: &Topics) -> [&str; 6] {
+    [
+        &topics.posted,
+        &topics.interactions,
+        &topics.commands,
+        &topics.decisions,
+        &topics.changelog,
+        &topics.dead_letters,
+    ]
 }
 
 /// Each topic role named, and no two roles on one topic.

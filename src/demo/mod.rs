@@ -258,6 +258,8 @@ pub fn run(
                     .map_err(kafka("create the API's producer"))?,
                 ),
                 database: database.clone(),
+                // One process owns every partition: nobody else to ask.
+                cluster: None,
                 token: None,
                 limits: processor_config.limits,
             };

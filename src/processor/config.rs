@@ -79,6 +79,20 @@ pub mod defaults {
         8080,
     ));
 
+    /// `members-topic`.
+    pub const MEMBERS_TOPIC: &str = "earlykill.members";
+
+    /// `advertised-url`: the listener's address, or this host's name
+    /// (`$HOSTNAME`, else `localhost`) where it listens on every interface.
+    pub fn advertised_url(listen: SocketAddr) -> String {
+        if listen.ip().is_unspecified() {
+            let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_owned());
+            format!("http://{host}:{}", listen.port())
+        } else {
+            format!("http://{listen}")
+        }
+    }
+
     /// `instance-id`: `$HOSTNAME` (a pod's name), else `earlykill-0`.
     pub fn instance_id() -> String {
         std::env::var("HOSTNAME").unwrap_or_else(|_| "earlykill-0".to_owned())
@@ -155,6 +169,12 @@ pub struct ProcessorConfig {
     pub log_level: String,
     /// Where the HTTP API listens; `None` for no API.
     pub http_listen: Option<SocketAddr>,
+    /// This instance's API as the other instances reach it (announced on
+    /// the members topic); `None` without an API.
+    pub advertised_url: Option<String>,
+    /// The compacted topic where instances announce the partitions they
+    /// own and their API's address ([`crate::cluster`]).
+    pub members_topic: String,
     /// Bearer token of the API's POST endpoints.
     pub http_token: Option<Secret>,
     /// PostgreSQL with the variant_monitoring table, for the status of
@@ -193,6 +213,8 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("kafka_timeout", &self.kafka_timeout)
             .field("log_level", &self.log_level)
             .field("http_listen", &self.http_listen)
+            .field("advertised_url", &self.advertised_url)
+            .field("members_topic", &self.members_topic)
             .field("http_token", &self.http_token)
             .field("database_url", &self.database_url)
             .finish_non_exhaustive()
@@ -228,6 +250,8 @@ impl ProcessorConfig {
             log_level: crate::telemetry::log_filter(defaults::LOG_LEVEL)
                 .expect("the default log level is a level"),
             http_listen: Some(defaults::HTTP_LISTEN),
+            advertised_url: Some(defaults::advertised_url(defaults::HTTP_LISTEN)),
+            members_topic: defaults::MEMBERS_TOPIC.to_owned(),
             http_token: None,
             database_url: None,
             #[cfg(feature = "test-hooks")]

@@ -144,6 +144,7 @@ impl Core {
     ) -> Core {
         let counters = Status {
             incarnation: incarnation(&config.instance_id),
+            input_partitions,
             ..Status::default()
         };
         Core {

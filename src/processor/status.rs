@@ -21,6 +21,8 @@ pub struct Status {
     pub restoring: Vec<i32>,
     /// Partitions assigned and restored.
     pub partitions: Vec<i32>,
+    /// Partitions of each input topic, counted at start (0 before).
+    pub input_partitions: i32,
     /// Input records read (as of the last commit).
     pub records_in: u64,
     /// A commit (the transaction, or at-least-once the acknowledgements and
@@ -175,6 +177,7 @@ impl Status {
             ..Status::default()
         };
         for w in workers {
+            all.input_partitions = all.input_partitions.max(w.input_partitions);
             all.restoring.extend(&w.restoring);
             all.partitions.extend(&w.partitions);
             all.records_in += w.records_in;

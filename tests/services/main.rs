@@ -5,6 +5,8 @@
 //! module per subject:
 //!
 //! - `api` — the HTTP API over a real listener and a running processor.
+//! - `cluster` — three `earlykill run` processes on tansu answering as one
+//!   service, and what they say when one is killed.
 //! - `projector`, `projector_store`, `pg_tls` — `earlykill project` and
 //!   `replay`, the PostgreSQL side, TLS to the database.
 //! - `real_broker` — `earlykill run` as a real process on tansu: backlogs,
@@ -21,6 +23,7 @@ mod common;
 
 mod api;
 mod cleanup_example;
+mod cluster;
 mod demo;
 mod pg_tls;
 mod projector;

@@ -24,7 +24,7 @@ const LAYERS: &[&[&str]] = &[
     &["upstream", "processor", "projector", "tail"],
     // Components built on others: the generator publishes through
     // `upstream`, the backtest reads and folds as the processor does.
-    &["generate", "backtest"],
+    &["generate", "backtest", "cluster"],
     &["api"],
     // Layering of flags, environment and files into the components' settings.
     &["config"],
