@@ -120,6 +120,23 @@ def chart() -> None:
             check([e["path"] for e in endpoints] == ["/metrics"] and endpoints[0]["port"] == "http",
                   f"ServiceMonitor scrapes port http /metrics ({label})")
 
+    # The KEDA ScaledObject: absent by default; when enabled, scaling the
+    # processor StatefulSet on its group's lag, capped at the partitions.
+    check(not find(rendered.get("default values", []), "ScaledObject"), "default: no ScaledObject")
+    keda_values = {"processor": {"autoscaling": {"enabled": True, "maxReplicas": 12, "inputPartitions": 6}}}
+    keda_docs = documents(loaded.render(keda_values, name="ek", namespace="earlykill", is_install=True))
+    scaled = find(keda_docs, "ScaledObject", "-processor")
+    check(len(scaled) == 1 and scaled[0]["apiVersion"] == "keda.sh/v1alpha1", "autoscaling: one KEDA ScaledObject")
+    if scaled:
+        spec = scaled[0]["spec"]
+        trigger = spec["triggers"][0]
+        check(spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "ek-earlykill-processor"}
+              and spec["maxReplicaCount"] == 6 and spec["minReplicaCount"] == 2,
+              f"autoscaling: targets the processor, replicas capped at the partitions: {spec}")
+        check(trigger["type"] == "kafka" and trigger["metadata"]["consumerGroup"] == "earlykill"
+              and trigger["metadata"]["allowIdleConsumers"] == "false",
+              f"autoscaling: kafka lag of the processor's group, no idle consumers: {trigger}")
+
     # What the default values must give: the processor alone (no database),
     # with a stable instance id, probes on the right paths, and no custom
     # resources because the CRDs are absent.

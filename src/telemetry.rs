@@ -74,8 +74,23 @@ pub const EVENTS_IGNORED: &str = "earlykill_events_ignored_total";
 /// applied, expired, evicted, refused).
 pub const HELD_INTERACTIONS: &str = "earlykill_held_interactions_total";
 
+/// Event time a partition has reached (its clock), seconds since the epoch.
+pub const PARTITION_CLOCK: &str = "earlykill_partition_clock_seconds";
+/// Wall clock minus a partition's clock: how far its decisions trail now.
+pub const PARTITION_BEHIND: &str = "earlykill_partition_behind_seconds";
+/// Consumer lag in time: while a partition has input unread, how far its
+/// clock trails the wall clock (0 when it is caught up).
+pub const CONSUMER_LAG_SECONDS: &str = "earlykill_consumer_lag_seconds";
+/// 1 while a partition is stalled: input unread and no progress for
+/// `stall-seconds`.
+pub const PARTITION_STALLED: &str = "earlykill_partition_stalled";
+
 /// Every metric name, for the tests and the deployment checks.
-pub const ALL: [&str; 22] = [
+pub const ALL: [&str; 26] = [
+    PARTITION_CLOCK,
+    PARTITION_BEHIND,
+    CONSUMER_LAG_SECONDS,
+    PARTITION_STALLED,
     EVENTS_IGNORED,
     HELD_INTERACTIONS,
     SESSIONS_STARTED,
@@ -392,6 +407,26 @@ pub fn partition_revoked(input_topics: [&str; 3], partition: i32) {
         consumer_lag(topic, partition, 0);
     }
     restore_progress(partition, 0);
+    let p = partition.to_string();
+    metrics::gauge!(CONSUMER_LAG_SECONDS, "partition" => p.clone()).set(0.0);
+    metrics::gauge!(PARTITION_STALLED, "partition" => p).set(0.0);
+}
+
+/// Where a partition stands in time: its clock (`None` before any event),
+/// the wall clock, whether input is unread, and whether it is stalled.
+pub fn partition_time(partition: i32, clock: Option<i64>, wall: i64, behind: bool, stalled: bool) {
+    let p = partition.to_string();
+    if let Some(clock) = clock {
+        metrics::gauge!(PARTITION_CLOCK, "partition" => p.clone()).set(clock as f64 / 1000.0);
+        let trailing = (wall - clock).max(0) as f64 / 1000.0;
+        metrics::gauge!(PARTITION_BEHIND, "partition" => p.clone()).set(trailing);
+        metrics::gauge!(CONSUMER_LAG_SECONDS, "partition" => p.clone()).set(if behind {
+            trailing
+        } else {
+            0.0
+        });
+    }
+    metrics::gauge!(PARTITION_STALLED, "partition" => p).set(if stalled { 1.0 } else { 0.0 });
 }
 
 /// Consumer lag of one input partition.

@@ -78,12 +78,12 @@ pub struct SessionStatus {
     /// When it ended, RFC 3339.
     pub ended_at: Option<String>,
     /// The instance whose memory answered (a live answer).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
     /// With several instances: the partitions whose owners could not be
     /// asked, so an answer from the table may be older than the owner's
     /// memory. Absent when every owner answered.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_partitions: Vec<i32>,
 }
 

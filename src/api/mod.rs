@@ -280,6 +280,17 @@ async fn readyz(State(api): State<Shared>) -> Response {
             },
         );
     }
+    if let Some((status, _)) = &api.processor {
+        let stalled = status.get().stalled;
+        check(
+            "partitions",
+            if stalled.is_empty() {
+                Ok(())
+            } else {
+                Err(stalled.join("; "))
+            },
+        );
+    }
     if let Some(projector) = &api.projector {
         let status = projector.get();
         check(

@@ -142,6 +142,12 @@ layer! {
     /// `<decisions topic>-value`; needs schema-registry-url).
     #[arg(long, env = "EARLYKILL_DECISIONS_FORMAT", value_enum)]
     decisions_format: DecisionsFormat = DecisionsFormat::default(),
+    /// Seconds a partition with input unread may make no progress (its
+    /// event-time clock and read positions unchanged) before it is
+    /// reported stalled: `earlykill_partition_stalled`, a warning, and a
+    /// failed `partitions` check in /readyz. 0 turns it off.
+    #[arg(long, env = "EARLYKILL_STALL_SECONDS")]
+    stall_seconds: u64 = defaults::STALL_SECONDS,
     /// Records buffered per input topic partition before it is paused.
     #[arg(long, env = "EARLYKILL_MAX_BUFFERED")]
     max_buffered: usize = defaults::MAX_BUFFERED,
@@ -452,6 +458,7 @@ impl Settings {
             idle_lag: Duration::from_millis(v.idle_lag_ms),
             static_membership: v.static_membership,
             threads,
+            stall_after: Duration::from_secs(v.stall_seconds),
             max_buffered: v.max_buffered,
             max_buffered_bytes: v.max_buffered_bytes,
             message_max_bytes: message_max,

@@ -65,6 +65,8 @@ pub mod defaults {
     pub const IDLE_LAG_MS: u64 = 0;
     /// `static-membership`.
     pub const STATIC_MEMBERSHIP: bool = true;
+    /// `stall-seconds`.
+    pub const STALL_SECONDS: u64 = 120;
     /// `max-buffered`.
     pub const MAX_BUFFERED: usize = 10_000;
     /// `max-buffered-bytes`: 64 MiB.
@@ -150,6 +152,9 @@ pub struct ProcessorConfig {
     /// Worker threads, each with its own group member, producer and
     /// partitions.
     pub threads: usize,
+    /// How long a partition with input unread may make no progress before
+    /// it is reported stalled (metric, log, readiness); zero never.
+    pub stall_after: Duration,
     /// Records buffered per input topic partition before it is paused.
     pub max_buffered: usize,
     /// Bytes buffered per input topic partition before it is paused.
@@ -204,6 +209,7 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("idle_lag", &self.idle_lag)
             .field("static_membership", &self.static_membership)
             .field("threads", &self.threads)
+            .field("stall_after", &self.stall_after)
             .field("max_buffered", &self.max_buffered)
             .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("message_max_bytes", &self.message_max_bytes)
@@ -240,6 +246,7 @@ impl ProcessorConfig {
             idle_lag: Duration::from_millis(defaults::IDLE_LAG_MS),
             static_membership: defaults::STATIC_MEMBERSHIP,
             threads: defaults::threads(),
+            stall_after: Duration::from_secs(defaults::STALL_SECONDS),
             max_buffered: defaults::MAX_BUFFERED,
             max_buffered_bytes: defaults::MAX_BUFFERED_BYTES,
             message_max_bytes: DEFAULT_MESSAGE_MAX_BYTES,

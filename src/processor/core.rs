@@ -717,48 +717,6 @@ impl Core {
             }
         });
     }
-
-    /// Copies out the totals kept in plain counters, the active sessions
-    /// and the consumer lag.
-    fn flush_metrics(&mut self, broker: &impl Broker) {
-        self.last_flush = Instant::now();
-        self.handoff.expire();
-        let topics = &self.config.topics;
-        let output = &self.out.output;
-        let totals = [
-            self.records_in[0],
-            self.records_in[1],
-            self.records_in[2],
-            output.decisions,
-            output.changelog,
-            output.dead_letters,
-        ];
-        let added: [u64; 6] = std::array::from_fn(|i| totals[i].saturating_sub(self.flushed[i]));
-        self.flushed = totals;
-        let records_in = InputTopic::ALL.map(|t| (topics.input(t), added[rank(t)]));
-        telemetry::add_records(
-            &records_in,
-            &[
-                (&topics.decisions, added[3]),
-                (&topics.changelog, added[4]),
-                (&topics.dead_letters, added[5]),
-            ],
-        );
-        let mut active = 0;
-        for (&p, part) in self.partitions.iter_mut() {
-            active += part.monitor.active_sessions();
-            let stats = *part.monitor.stats();
-            telemetry::fold_stats(&stats, &part.exported);
-            part.exported = stats;
-            for topic in InputTopic::ALL {
-                if let Some((low, high)) = broker.fetched_watermarks(topic, p) {
-                    let position = part.position(topic).unwrap_or(low);
-                    telemetry::consumer_lag(topics.input(topic), p, high - position);
-                }
-            }
-        }
-        self.status.sessions_active(active);
-    }
 }
 
 /// When `decision` was due, for its latency: a timeout at its deadline,
@@ -783,5 +741,6 @@ fn wall_millis() -> Millis {
     chrono::Utc::now().timestamp_millis()
 }
 
+mod metrics;
 #[cfg(test)]
 mod tests;

@@ -77,6 +77,9 @@ pub(crate) struct Partition {
     buffered_bytes: [usize; 3],
     /// The fold's counts last copied to the metrics.
     pub exported: MonitorStats,
+    /// The clock and positions last seen by [`Partition::progressed`], and
+    /// when they last moved.
+    last_progress: (Millis, [Option<i64>; 3], Instant),
     /// Changed since the last commit.
     pub dirty: bool,
     /// Restored and not settled yet: what its recorded clock has made due
@@ -99,10 +102,22 @@ impl Partition {
             paused: [false; 3],
             buffered_bytes: [0; 3],
             exported: MonitorStats::default(),
+            last_progress: (Millis::MIN, [None; 3], Instant::now()),
             dirty: false,
             unsettled: true,
             changelog_next: 0,
         }
+    }
+
+    /// How long the partition has made no progress (its clock and its
+    /// positions unchanged), as of `now`.
+    pub fn progressed(&mut self, now: Instant) -> std::time::Duration {
+        let seen = (self.monitor.clock(), self.next);
+        let (clock, next, since) = &mut self.last_progress;
+        if (*clock, *next) != seen {
+            (*clock, *next, *since) = (seen.0, seen.1, now);
+        }
+        now.saturating_duration_since(*since)
     }
 
     /// The committed state, to hand to the partition's next owner in this

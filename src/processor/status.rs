@@ -23,6 +23,9 @@ pub struct Status {
     pub partitions: Vec<i32>,
     /// Partitions of each input topic, counted at start (0 before).
     pub input_partitions: i32,
+    /// Why partitions are stalled: input unread and no progress for
+    /// `stall-seconds` (one line each).
+    pub stalled: Vec<String>,
     /// Input records read (as of the last commit).
     pub records_in: u64,
     /// A commit (the transaction, or at-least-once the acknowledgements and
@@ -179,6 +182,7 @@ impl Status {
         for w in workers {
             all.input_partitions = all.input_partitions.max(w.input_partitions);
             all.restoring.extend(&w.restoring);
+            all.stalled.extend(w.stalled.iter().cloned());
             all.partitions.extend(&w.partitions);
             all.records_in += w.records_in;
             all.dead_letters += w.dead_letters;
