@@ -78,7 +78,7 @@ pub(super) async fn status(
         );
     }
     let (live, running) = match &api.processor {
-        Some((_, sessions)) => match sessions.get(&variant_id) {
+        Some((status, sessions)) => match sessions.get_in(&variant_id, &status.get().partitions) {
             Ok(live) => (live, true),
             Err(_) => (None, false),
         },
@@ -221,11 +221,11 @@ pub(super) async fn active(
         );
     };
     let after = query.get("after").map(String::as_str);
-    let own = match sessions.active(after, limit) {
+    let status = status.get();
+    let own = match sessions.active(after, limit, &status.partitions) {
         Ok(page) => page,
         Err(e) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string(), None),
     };
-    let status = status.get();
     let own = contract::ActivePage {
         total: own.total,
         sessions: own

@@ -522,4 +522,19 @@ mod tests {
         );
         assert!(!part.dirty);
     }
+
+    #[test]
+    fn no_progress_is_timed_from_the_last_move_of_the_clock_or_a_position() {
+        let mut part = partition();
+        let t0 = Instant::now();
+        let second = Duration::from_secs(1);
+        assert!(part.progressed(t0 + 5 * second) >= 5 * second);
+        assert!(part.progressed(t0 + 7 * second) >= 7 * second);
+        part.read(InputTopic::Interactions, 41);
+        assert_eq!(part.progressed(t0 + 8 * second), Duration::ZERO);
+        assert_eq!(part.progressed(t0 + 10 * second), 2 * second);
+        let mut decisions = Vec::new();
+        part.monitor.advance_to(1_000_000, &mut decisions);
+        assert_eq!(part.progressed(t0 + 11 * second), Duration::ZERO);
+    }
 }

@@ -67,6 +67,21 @@ impl Sessions {
         Ok(model.sessions.get(variant_id).map(|entry| entry.1.clone()))
     }
 
+    /// The session of `variant_id` if it belongs to one of `partitions`
+    /// (see [`Sessions::active`] for why the caller names them).
+    pub fn get_in(
+        &self,
+        variant_id: &str,
+        partitions: &[i32],
+    ) -> Result<Option<SessionView>, NotRunning> {
+        let model = self.running()?;
+        Ok(model
+            .sessions
+            .get(variant_id)
+            .filter(|entry| partitions.contains(&entry.0))
+            .map(|entry| entry.1.clone()))
+    }
+
     /// Active sessions on this instance.
     pub fn active_count(&self) -> Result<usize, NotRunning> {
         let model = self.running()?;
@@ -77,16 +92,25 @@ impl Sessions {
             .count())
     }
 
-    /// Up to `limit` active sessions whose `variant_id` comes after
-    /// `after`, in `variant_id` order.
-    pub fn active(&self, after: Option<&str>, limit: usize) -> Result<ActivePage, NotRunning> {
+    /// Up to `limit` active sessions of `partitions` whose `variant_id`
+    /// comes after `after`, in `variant_id` order. Only the partitions the
+    /// caller names count: during a rebalance the map may already (a
+    /// restore under way) or still (a revocation) hold other partitions'
+    /// sessions, which an answer saying which partitions it covers must
+    /// leave out.
+    pub fn active(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        partitions: &[i32],
+    ) -> Result<ActivePage, NotRunning> {
         let model = self.running()?;
         // The `limit + 1` smallest ids after the cursor: one more than
         // asked tells whether there is a next page.
         let mut smallest: BinaryHeap<Box<str>> = BinaryHeap::new();
         let mut total = 0;
         for entry in model.sessions.iter() {
-            if entry.1.state.status != SessionStatus::Active {
+            if entry.1.state.status != SessionStatus::Active || !partitions.contains(&entry.0) {
                 continue;
             }
             total += 1;

@@ -249,6 +249,39 @@ fn three_instances_answer_as_one_service_and_say_what_a_killed_one_leaves_out() 
     }
     assert_eq!(local_total, VARIANTS, "the instances' shares add up");
 
+    // Where each partition stands, on every instance's /metrics: the
+    // partitions it owns have a clock, are not stalled, and trail the wall
+    // clock by no more than the test has run (the posts are from now).
+    let mut clocks = 0;
+    for instance in &instances {
+        let text = agent()
+            .get(&format!("{}/metrics", instance.url))
+            .call()
+            .expect("metrics")
+            .into_string()
+            .expect("text");
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = |l: &str| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+            if line.starts_with("earlykill_partition_clock_seconds{") {
+                clocks += 1;
+                assert!(
+                    (value(line) * 1000.0 - now as f64).abs() < 600_000.0,
+                    "{line}"
+                );
+            }
+            if line.starts_with("earlykill_partition_behind_seconds{") {
+                assert!(value(line) < 600.0, "{line}");
+            }
+            if line.starts_with("earlykill_partition_stalled{") {
+                assert_eq!(value(line), 0.0, "{line}");
+            }
+        }
+    }
+    assert!(
+        clocks >= owners.len(),
+        "{clocks} partition clocks exported for {owners:?}"
+    );
+
     // Sampled statuses: live from every instance, whoever owns them.
     let sample: Vec<&String> = all.iter().step_by(VARIANTS / 15).collect();
     assert_eq!(sample.len(), 15);
