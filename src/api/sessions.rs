@@ -2,14 +2,14 @@
 //! variant_monitoring table and the input topics.
 //!
 //! - `GET /performance-monitor/status/{variant_id}`: an active session's
-//!   live figures from this instance's memory (`"source": "live"`); an
-//!   ended session's final row from PostgreSQL when a database is
-//!   configured (`"source": "database"`); 404 for a variant nobody knows.
-//!   With several instances only the owner of the variant's partition has
-//!   its live figures; the others answer from the table, whose row the
-//!   projector writes when the session starts.
-//! - `GET /performance-monitor/active?limit=100&after=<variant_id>`: this
-//!   instance's active sessions in `variant_id` order, a page at a time.
+//!   live figures from its owner's memory (`"source": "live"`), this
+//!   instance's or, asked through [`crate::cluster`], another's; an ended
+//!   session's final row from PostgreSQL when a database is configured
+//!   (`"source": "database"`); 404 for a variant nobody knows.
+//! - `GET /performance-monitor/active?limit=100&after=<variant_id>`: the
+//!   group's active sessions in `variant_id` order, a page at a time,
+//!   merged from every instance's own (`group.rs`); partial answers say so.
+//!   `scope=local` on both: this instance's memory only.
 //! - `POST /performance-monitor/start-monitoring`: validates the body as a
 //!   VariantPosted and publishes it; 202 with where it was written.
 //! - `POST /performance-monitor/stop/{variant_id}`: publishes a
