@@ -354,3 +354,83 @@ fn three_instances_answer_as_one_service_and_say_what_a_killed_one_leaves_out() 
     }
     eprintln!("after the kill, a partial answer was seen: {saw_partial}");
 }
+
+/// The partition's clock in seconds and how far it trails the wall clock,
+/// from an instance's /metrics.
+fn partition_time(url: &str, partition: i32) -> Option<(f64, f64)> {
+    let text = agent()
+        .get(&format!("{url}/metrics"))
+        .call()
+        .ok()?
+        .into_string()
+        .ok()?;
+    let label = format!("{{partition=\"{partition}\"}}");
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{name}{label}")))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    Some((
+        value("earlykill_partition_clock_seconds")?,
+        value("earlykill_partition_behind_seconds")?,
+    ))
+}
+
+/// Posts through `url`'s API, returning the partition it went to.
+fn post(url: &str, variant: &str, posted_at: i64) -> i32 {
+    let body = json!({
+        "variant_id": variant,
+        "persona_id": "persona-1",
+        "post_id": format!("post-{variant}"),
+        "expected_engagement_rate": 0.05,
+        "posted_at": posted_at,
+        "timeout_minutes": 120,
+    });
+    let response = agent()
+        .post(&format!("{url}/performance-monitor/start-monitoring"))
+        .set("Content-Type", "application/json")
+        .send_string(&body.to_string())
+        .expect("start-monitoring accepted");
+    let accepted: Value = serde_json::from_str(&response.into_string().unwrap()).unwrap();
+    accepted["partition"].as_i64().unwrap() as i32
+}
+
+#[test]
+fn a_partitions_clock_and_how_far_it_trails_follow_its_input() {
+    let tansu = Tansu::start();
+    let topics = Topics::default();
+    tansu.create_topics(&[
+        (&topics.posted, 1, false),
+        (&topics.interactions, 1, false),
+        (&topics.commands, 1, false),
+        (&topics.changelog, 1, true),
+        (&topics.decisions, 1, false),
+        (&topics.dead_letters, 1, false),
+    ]);
+    let instance = start(&tansu.bootstrap, "clock-a");
+    until("ready", || {
+        (get(&format!("{}/readyz", instance.url)).0 == 200).then_some(())
+    });
+    // A post from 40 minutes ago: the clock reaches it and trails the wall
+    // clock by 40 minutes (nothing is due for two hours, so the idle clock
+    // does not move it).
+    let now = chrono::Utc::now().timestamp_millis();
+    let old = now - 40 * 60_000;
+    assert_eq!(post(&instance.url, "late-1", old), 0);
+    let (clock, behind) = until("the clock at the old post", || {
+        partition_time(&instance.url, 0).filter(|(clock, _)| (*clock * 1000.0) as i64 >= old)
+    });
+    assert_eq!((clock * 1000.0).round() as i64, old);
+    assert!((2350.0..2600.0).contains(&behind), "trailing {behind} s");
+    // A post from now: the clock catches up, and trails by seconds.
+    let fresh = chrono::Utc::now().timestamp_millis();
+    post(&instance.url, "fresh-1", fresh);
+    let (_, behind) = until("the clock at the fresh post", || {
+        partition_time(&instance.url, 0).filter(|(clock, _)| (*clock * 1000.0) as i64 >= fresh)
+    });
+    assert!(behind < 60.0, "trailing {behind} s after catching up");
+    let (code, ready) = get(&format!("{}/readyz", instance.url));
+    assert_eq!(code, 200, "{ready}");
+    assert_eq!(ready["checks"]["partitions"]["ok"], true, "{ready}");
+}
