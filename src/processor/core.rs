@@ -292,12 +292,18 @@ impl Core {
         let now = wall_millis();
         let lag = self.config.idle_lag.as_millis() as Millis;
         for (&p, part) in &self.partitions {
-            if let Some(due) = part.monitor.next_due() {
-                let wait = due.saturating_add(lag).saturating_sub(now).max(0);
-                timeout = timeout.min(Duration::from_millis(wait as u64));
-            }
             let caught =
                 |t| part.caught_up(t, || broker.fetched_watermarks(t, p).map(|(_, high)| high));
+            // A timer wakes the loop only where the idle clock may move:
+            // behind a held merge (or a topic not read to its end) it
+            // cannot fire, and waking for it would spin until the merge
+            // wait is over. That wait, or the input, wakes the loop then.
+            if part.may_idle(InputTopic::ALL.map(caught)) {
+                if let Some(due) = part.monitor.next_due() {
+                    let wait = due.saturating_add(lag).saturating_sub(now).max(0);
+                    timeout = timeout.min(Duration::from_millis(wait as u64));
+                }
+            }
             if let Some(wait) = part.merge_wake(self.config.merge_wait, caught) {
                 timeout = timeout.min(wait);
             }

@@ -246,6 +246,12 @@ impl Partition {
             .then(|| merge_wait.saturating_sub(since.elapsed()))
     }
 
+    /// Whether the idle clock may move: nothing buffered, and every topic
+    /// read to its end.
+    pub fn may_idle(&self, caught: [bool; 3]) -> bool {
+        self.merge.is_empty() && caught.iter().all(|c| *c)
+    }
+
     /// The idle clock: with nothing buffered and every topic caught up,
     /// the wall clock (less `idle_lag`) may move event time, but only when
     /// that fires something, so that an idle partition writes nothing.
@@ -256,7 +262,7 @@ impl Partition {
         wall: Millis,
         idle_lag: Duration,
     ) -> Option<Millis> {
-        if !self.merge.is_empty() || !caught.iter().all(|c| *c) {
+        if !self.may_idle(caught) {
             return None;
         }
         let target = wall - idle_lag.as_millis() as Millis;

@@ -16,6 +16,8 @@
 //! - `cleanup_example` — `examples/cleanup_service.py` against a real
 //!   processor.
 //! - `demo` — the generator and the embedded demo.
+//! - `merge_wait` — a worker waiting on the merge uses no CPU, and the
+//!   merge still releases on time.
 //! - `soak` — generated traffic, seeded crashes, the fold as the judge.
 
 #[path = "../common/mod.rs"]
@@ -25,6 +27,7 @@ mod api;
 mod cleanup_example;
 mod cluster;
 mod demo;
+mod merge_wait;
 mod pg_tls;
 mod projector;
 mod projector_store;
