@@ -81,14 +81,16 @@ pub struct ClusterConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// A Kafka client could not be created or the topic not made.
-    #[error("members topic {topic:?}: cannot {action}: {source}")]
+    #[error("members topic {topic:?} on the brokers at {bootstrap} (`bootstrap-servers`): cannot {action}: {source}")]
     Kafka {
         /// The topic.
         topic: String,
+        /// The bootstrap servers.
+        bootstrap: String,
         /// What failed.
         action: &'static str,
         /// librdkafka's error.
-        source: KafkaError,
+        source: Box<KafkaError>,
     },
 }
 
@@ -112,10 +114,12 @@ impl Cluster {
     pub fn start(config: ClusterConfig, status: StatusWatch) -> Result<Cluster, ClusterError> {
         let failed = |action| {
             let topic = config.topic.clone();
+            let bootstrap = config.bootstrap_servers.clone();
             move |source| ClusterError::Kafka {
                 topic,
+                bootstrap,
                 action,
-                source,
+                source: Box::new(source),
             }
         };
         create_topic(&config).map_err(failed("create it"))?;

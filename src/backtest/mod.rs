@@ -251,7 +251,7 @@ pub fn fold(
     for events in history.events.chunks(BATCH) {
         inputs.clear();
         inputs.extend(events.iter().map(Event::input));
-        m.apply_batch(&inputs, out, |_, _| {});
+        m.apply_batch(&inputs, out, |_, _, _| {});
     }
     if let Some(at) = options.close_at {
         m.advance_to(at, out);

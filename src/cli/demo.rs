@@ -8,12 +8,15 @@ use anyhow::Result;
 use earlykill::demo::Demo;
 use earlykill::shutdown::Shutdown;
 
-use super::serve::init_logging;
+use super::serve::init_logging_to;
 
 /// Runs the embedded demo with live progress, then prints its summary.
+/// Its log (the audit line of every decision among it) goes to a file, so
+/// that the terminal shows the progress and the summary only.
 pub fn demo(Demo { config, log_level }: Demo) -> Result<()> {
     use std::io::IsTerminal;
-    init_logging(&log_level)?;
+    let log = std::env::temp_dir().join("earlykill-demo.log");
+    init_logging_to(&log_level, Some(&log))?;
     let shutdown = Shutdown::new();
     shutdown.drain_on_signal()?;
     let bar = std::io::stderr().is_terminal().then(|| {
@@ -30,7 +33,13 @@ pub fn demo(Demo { config, log_level }: Demo) -> Result<()> {
                 || "off".to_owned(),
                 |a| format!("http://{a}/performance-monitor/active (also /metrics, /readyz)"),
             );
-            let line = format!("demo running: in-process Kafka, processor, generator; HTTP API {api}; Ctrl-C stops");
+            let line = format!(
+                "demo running: in-process Kafka at {bootstrap}, processor, generator; HTTP API {api}; Ctrl-C stops\n\
+                 watch the decisions: earlykill tail earlykill.decisions --bootstrap-servers {bootstrap} -f\n\
+                 the log (every decision's audit line): {log}",
+                bootstrap = p.bootstrap,
+                log = log.display(),
+            );
             match &bar {
                 Some(bar) => bar.println(line),
                 None => eprintln!("{line}"),
@@ -67,7 +76,7 @@ pub fn demo(Demo { config, log_level }: Demo) -> Result<()> {
 fn print_summary(s: &earlykill::demo::DemoSummary) {
     let g = &s.generated;
     println!(
-        "demo ran {:.1} s: {} events published ({} variants posted, {} interactions, {} stops)",
+        "demo ran {:.1} s: {} events published ({} variants posted, {} view and engagement events, {} stops)",
         s.elapsed.as_secs_f64(),
         g.events(),
         g.posted,

@@ -47,8 +47,9 @@ pub fn run(file: Option<PathBuf>, settings: Settings) -> Result<()> {
                 status.clone(),
             )
             .context(
-                "configuration key `members-topic`: the instances announce their partitions there; \
-                 create it (compacted, one partition) or let earlykill create it",
+                "the instances announce their partitions on `members-topic`: check that \
+                 `bootstrap-servers` reaches the brokers, and that earlykill may create that topic \
+                 (compacted, one partition) or that it exists",
             )?;
             let joined = Arc::new(joined);
             cluster = Some(joined.clone());

@@ -66,6 +66,12 @@ where
 /// a pipe, a file), text for people otherwise; `EARLYKILL_LOG_FORMAT=json`
 /// or `text` overrides the choice. Installs the metrics recorder too.
 pub fn init_logging(filter: &str) -> Result<()> {
+    init_logging_to(filter, None)
+}
+
+/// As [`init_logging`], into `file` (text unless `EARLYKILL_LOG_FORMAT`
+/// says json) when one is given.
+pub fn init_logging_to(filter: &str, file: Option<&std::path::Path>) -> Result<()> {
     use std::io::IsTerminal;
     let filter = earlykill::telemetry::log_filter(filter)
         .and_then(|f| tracing_subscriber::EnvFilter::try_new(f).map_err(|e| e.to_string()))
@@ -80,8 +86,26 @@ pub fn init_logging(filter: &str) -> Result<()> {
         Ok(other) => bail!(
             "EARLYKILL_LOG_FORMAT={other:?} is not a log format; use json or text (or unset it)"
         ),
-        Err(_) => !std::io::stdout().is_terminal(),
+        Err(_) => file.is_none() && !std::io::stdout().is_terminal(),
     };
+    if let Some(path) = file {
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot write the log file {}", path.display()))?;
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(file));
+        if json {
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .init();
+        } else {
+            builder.init();
+        }
+        return Ok(());
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout);

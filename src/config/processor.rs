@@ -79,7 +79,7 @@ layer! {
     #[arg(long, env = "EARLYKILL_HOLD_CAPACITY")]
     hold_capacity: usize = MonitorConfig::default().hold_capacity,
     /// Most interactions held for one variant; more are dropped and counted
-    /// (`earlykill_held_dropped_total{reason="refused"}`). Bounds the
+    /// (`earlykill_held_interactions_total{result="refused"}`). Bounds the
     /// variant's changelog record below the producer's message size.
     #[arg(long, env = "EARLYKILL_HOLD_PER_VARIANT")]
     hold_per_variant: usize = MonitorConfig::default().hold_per_variant,

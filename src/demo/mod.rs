@@ -86,6 +86,9 @@ pub struct DemoProgress {
     pub latency_p99: Option<Duration>,
     /// Where the HTTP API listens.
     pub http: Option<SocketAddr>,
+    /// The in-process Kafka cluster's bootstrap servers, for `earlykill
+    /// tail` and other clients while the demo runs.
+    pub bootstrap: String,
 }
 
 /// What the demo did.
@@ -320,6 +323,7 @@ pub fn run(
             events_per_second: generated.events().saturating_sub(last.1) as f64 / seconds,
             latency_p99: processed.latency.since(&last.2).quantile(0.99),
             http: http.as_ref().map(|(address, _)| *address),
+            bootstrap: bootstrap.clone(),
         });
         last = (now, generated.events(), processed.latency);
         // The generator may end on its own (a set number of variants);

@@ -37,6 +37,8 @@ use earlykill_core::monitor::{ChangelogChange, Input};
 
 /// Longest the loop sleeps in a poll when nothing is due.
 const MAX_POLL: Duration = Duration::from_millis(100);
+/// Most records the merge releases into one batched fold.
+const FOLD_RUN: usize = 256;
 /// How often the metrics kept as plain counters are copied out.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 
@@ -64,11 +66,22 @@ impl Out {
         decisions: &mut Vec<MonitoringDecision>,
         appended: Option<Millis>,
     ) -> Result<(), Failure> {
-        if decisions.is_empty() {
+        self.send(broker, decisions.drain(..), appended)
+    }
+
+    /// Sends `decisions`, which one record (or none, for timeouts) made.
+    fn send(
+        &mut self,
+        broker: &impl Broker,
+        decisions: impl Iterator<Item = MonitoringDecision>,
+        appended: Option<Millis>,
+    ) -> Result<(), Failure> {
+        let mut decisions = decisions.peekable();
+        if decisions.peek().is_none() {
             return Ok(());
         }
         self.begin(broker)?;
-        for decision in decisions.drain(..) {
+        for decision in decisions {
             let label = self.committer.work().label();
             self.output
                 .decision(broker, &decision, label)
@@ -355,46 +368,28 @@ impl Core {
             let caught = part.caught(|t| broker.fetched_watermarks(t, p).map(|(_, high)| high));
             let waited = part.waited(now, config.merge_wait);
             let mut released = false;
-            while let Some((topic, entry)) = part.pop(waited, caught) {
+            let mut run = Vec::with_capacity(FOLD_RUN);
+            loop {
+                // A run of records in event-time order, folded at once:
+                // the fold prefetches each group's lookups (see
+                // `Monitor::apply_batch`), which pays at a large state.
+                while run.len() < FOLD_RUN {
+                    match part.pop(waited, caught) {
+                        Some(next) => run.push(next),
+                        None => break,
+                    }
+                }
+                if run.is_empty() {
+                    break;
+                }
                 if !released {
                     // Folding moves offsets and state even when it decides
                     // nothing: that needs a commit too.
                     out.begin(broker)?;
                     released = true;
                 }
-                let appended = match entry.item {
-                    Record::Event {
-                        key,
-                        value,
-                        appended,
-                    } => {
-                        let dead =
-                            match intake.decode(topic, Some(&key), Some(&value), config, wall) {
-                                Ok(decoded) => {
-                                    let input = Input::from(&decoded);
-                                    let outcome = part.monitor.apply(input, decisions);
-                                    after_fold(outcome, input, config.monitor.max_sessions)
-                                }
-                                Err(rejection) => Some(rejection),
-                            };
-                        if let Some(rejection) = dead {
-                            let dead = DeadLetter::refused(
-                                Some(&key),
-                                Some(&value),
-                                p,
-                                entry.offset,
-                                rejection,
-                            );
-                            out.dead_letter(broker, topic, &dead)?;
-                        }
-                        Some(appended)
-                    }
-                    Record::Dead(dead) => {
-                        out.dead_letter(broker, topic, &dead)?;
-                        None
-                    }
-                };
-                out.decisions(broker, decisions, appended)?;
+                fold::fold_run(out, broker, intake, config, wall, p, part, decisions, &run)?;
+                run.clear();
             }
             part.after_release(released, now, caught);
             if let Some(target) = part.idle_target(caught, wall, config.idle_lag) {
@@ -747,6 +742,7 @@ fn wall_millis() -> Millis {
     chrono::Utc::now().timestamp_millis()
 }
 
+mod fold;
 mod metrics;
 #[cfg(test)]
 mod tests;

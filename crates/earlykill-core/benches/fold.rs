@@ -125,7 +125,7 @@ fn decode_fold_decide(c: &mut Criterion) {
                                     events.extend(chunk.iter().map(|b| decoder.decode(b).unwrap()));
                                     let inputs: Vec<Input> =
                                         events.iter().map(Input::Interaction).collect();
-                                    monitor.apply_batch(&inputs, &mut decisions, |_, _| {});
+                                    monitor.apply_batch(&inputs, &mut decisions, |_, _, _| {});
                                 }
                             }
                         }

@@ -392,7 +392,8 @@ impl Monitor {
 
     /// Applies `inputs` in order, exactly as [`Monitor::apply`] on each in
     /// turn would: the same decisions, state and outcomes (`outcome` gets
-    /// each input's index and outcome). Faster when a partition holds many
+    /// each input's index, its outcome, and the length of `decisions` once
+    /// it is applied, so a caller can tell which decisions each made). Faster when a partition holds many
     /// sessions: there each event's lookup is a chain of cache misses (index
     /// bucket, session, id bytes), so before applying a group of events the
     /// fold asks the CPU for every bucket of the group, then every session,
@@ -402,7 +403,7 @@ impl Monitor {
         &mut self,
         inputs: &[Input<'_, '_>],
         decisions: &mut Vec<MonitoringDecision>,
-        mut outcome: impl FnMut(usize, Outcome),
+        mut outcome: impl FnMut(usize, Outcome, usize),
     ) {
         let mut hashes = [0u64; PREFETCH_GROUP];
         for (g, group) in inputs.chunks(PREFETCH_GROUP).enumerate() {
@@ -418,7 +419,8 @@ impl Monitor {
                 self.sessions.prefetch_ids(hash);
             }
             for (i, input) in group.iter().enumerate() {
-                outcome(g * PREFETCH_GROUP + i, self.apply(*input, decisions));
+                let result = self.apply(*input, decisions);
+                outcome(g * PREFETCH_GROUP + i, result, decisions.len());
             }
         }
     }

@@ -507,12 +507,21 @@ proptest! {
             .collect();
         let mut one_by_one = Monitor::new(config);
         let mut expected = Vec::new();
-        let expected_outcomes: Vec<_> =
-            inputs.iter().map(|input| one_by_one.apply(*input, &mut expected)).collect();
+        // Each input's outcome, and how many decisions there are once it
+        // is applied (which says which decisions it made).
+        let expected_outcomes: Vec<_> = inputs
+            .iter()
+            .map(|input| {
+                let outcome = one_by_one.apply(*input, &mut expected);
+                (outcome, expected.len())
+            })
+            .collect();
         let mut batched = Monitor::new(config);
         let mut decisions = Vec::new();
         let mut outcomes = Vec::new();
-        batched.apply_batch(&inputs, &mut decisions, |i, outcome| outcomes.push((i, outcome)));
+        batched.apply_batch(&inputs, &mut decisions, |i, outcome, made| {
+            outcomes.push((i, (outcome, made)))
+        });
         let indexed: Vec<_> = expected_outcomes.into_iter().enumerate().collect();
         prop_assert_eq!(outcomes, indexed);
         prop_assert_eq!(decisions, expected);
