@@ -51,6 +51,9 @@ pub const ABORTS_TOTAL: &str = "earlykill_transaction_aborts_total";
 pub const CONSUMER_LAG: &str = "earlykill_consumer_lag_records";
 /// Changelog records read so far by the restore of a partition.
 pub const RESTORE_RECORDS: &str = "earlykill_restore_records";
+/// Changelog offsets a partition's restore has still to read, to the end
+/// the partition had when the restore began.
+pub const RESTORE_REMAINING: &str = "earlykill_restore_remaining_records";
 /// Partitions being restored right now.
 pub const PARTITIONS_RESTORING: &str = "earlykill_partitions_restoring";
 /// Partitions assigned to this instance and restored.
@@ -86,7 +89,8 @@ pub const CONSUMER_LAG_SECONDS: &str = "earlykill_consumer_lag_seconds";
 pub const PARTITION_STALLED: &str = "earlykill_partition_stalled";
 
 /// Every metric name, for the tests and the deployment checks.
-pub const ALL: [&str; 26] = [
+pub const ALL: [&str; 27] = [
+    RESTORE_REMAINING,
     PARTITION_CLOCK,
     PARTITION_BEHIND,
     CONSUMER_LAG_SECONDS,
@@ -374,8 +378,12 @@ pub fn abort() {
 }
 
 /// Restore of `partition` has read `records` changelog records.
-pub fn restore_progress(partition: i32, records: u64) {
-    metrics::gauge!(RESTORE_RECORDS, "partition" => partition.to_string()).set(records as f64);
+pub fn restore_progress(partition: i32, records: u64, remaining: Option<u64>) {
+    let p = partition.to_string();
+    metrics::gauge!(RESTORE_RECORDS, "partition" => p.clone()).set(records as f64);
+    if let Some(remaining) = remaining {
+        metrics::gauge!(RESTORE_REMAINING, "partition" => p).set(remaining as f64);
+    }
 }
 
 /// Partitions being restored, and assigned and restored.
@@ -406,7 +414,7 @@ pub fn partition_revoked(input_topics: [&str; 3], partition: i32) {
     for topic in input_topics {
         consumer_lag(topic, partition, 0);
     }
-    restore_progress(partition, 0);
+    restore_progress(partition, 0, Some(0));
     let p = partition.to_string();
     metrics::gauge!(CONSUMER_LAG_SECONDS, "partition" => p.clone()).set(0.0);
     metrics::gauge!(PARTITION_STALLED, "partition" => p).set(0.0);

@@ -188,9 +188,21 @@ impl<C: ConsumerContext> Broker for LibRdKafka<'_, C> {
             &self.clients.restorer,
             &self.clients.config,
             partitions,
-            |p, n| {
-                telemetry::restore_progress(p, n);
-                tracing::info!(partition = p, records = n, "restoring");
+            |progress, log| {
+                let remaining = progress.remaining();
+                telemetry::restore_progress(progress.partition, progress.records, remaining);
+                if log {
+                    let eta = progress
+                        .eta()
+                        .map(|eta| format!("{:.1}", eta.as_secs_f64()));
+                    tracing::info!(
+                        partition = progress.partition,
+                        records = progress.records,
+                        remaining,
+                        eta_seconds = eta.as_deref().unwrap_or("-"),
+                        "restoring"
+                    );
+                }
             },
         )
     }
@@ -214,13 +226,52 @@ pub(crate) fn starts_list(
     tpl
 }
 
+/// How far the restore of one changelog partition is.
+pub(crate) struct RestoreProgress {
+    /// The partition.
+    pub partition: i32,
+    /// Records read so far.
+    pub records: u64,
+    /// The offset after the last record read.
+    pub position: i64,
+    /// Where the partition started and ended when the restore began
+    /// (`None` when the broker did not say).
+    pub bounds: Option<(i64, i64)>,
+    /// When the restore began.
+    pub started: Instant,
+}
+
+impl RestoreProgress {
+    /// Offsets left to read to the end the partition had at the start (an
+    /// upper bound on records: a compacted log has gaps).
+    pub fn remaining(&self) -> Option<u64> {
+        self.bounds
+            .map(|(low, high)| (high - self.position.max(low)).max(0) as u64)
+    }
+
+    /// When the rest will be read, at the rate so far.
+    pub fn eta(&self) -> Option<Duration> {
+        let (low, _) = self.bounds?;
+        let remaining = self.remaining()? as f64;
+        let done = (self.position - low).max(0) as f64;
+        let elapsed = self.started.elapsed().as_secs_f64();
+        (done > 0.0 && elapsed > 0.0).then(|| Duration::from_secs_f64(remaining * elapsed / done))
+    }
+}
+
+/// How often the restore logs its progress (the metrics follow every
+/// second).
+const RESTORE_LOG_EVERY: Duration = Duration::from_secs(3);
+
 /// Reads `partitions` of the changelog from the beginning to their end
 /// (the last committed record), keeping the latest record per key.
+/// `progress` hears of each partition every second and at its end (`true`
+/// when that is also a time to log).
 fn read_changelog<C: ConsumerContext>(
     restorer: &BaseConsumer<C>,
     config: &ProcessorConfig,
     partitions: &BTreeSet<i32>,
-    mut progress: impl FnMut(i32, u64),
+    mut progress: impl FnMut(&RestoreProgress, bool),
 ) -> Result<RestoredState, ProcessorError> {
     let topic = &config.topics.changelog;
     // A consumer learns the leaders of a newly assigned topic on its next
@@ -247,6 +298,31 @@ fn read_changelog<C: ConsumerContext>(
             action: "assign the changelog for restore",
             source: e,
         })?;
+    // Where each partition ends now: what is left, and when it will be read.
+    let started = Instant::now();
+    let mut state: BTreeMap<i32, RestoreProgress> = partitions
+        .iter()
+        .map(|&p| {
+            let bounds = restorer
+                .fetch_watermarks(topic, p, config.kafka_timeout)
+                .inspect_err(
+                    |e| tracing::debug!(error = %e, partition = p, "changelog end unknown"),
+                )
+                .ok();
+            let at = RestoreProgress {
+                partition: p,
+                records: 0,
+                position: bounds.map_or(0, |(low, _)| low),
+                bounds,
+                started,
+            };
+            (p, at)
+        })
+        .collect();
+    for at in state.values() {
+        progress(at, true);
+    }
+    let mut last_log = Instant::now();
     let decoder = Decoder::new(Contract::ChangelogRecord);
     let mut latest: BTreeMap<i32, HashMap<Vec<u8>, Option<ChangelogRecord>>> =
         partitions.iter().map(|&p| (p, HashMap::new())).collect();
@@ -289,11 +365,19 @@ fn read_changelog<C: ConsumerContext>(
                 let next = nexts.entry(p).or_insert(0);
                 *next = (*next).max(message.offset() + 1);
                 *read.entry(p).or_default() += 1;
+                if let Some(at) = state.get_mut(&p) {
+                    at.records += 1;
+                    at.position = at.position.max(message.offset() + 1);
+                }
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 heard = Instant::now();
                 remaining.remove(&p);
-                progress(p, read.get(&p).copied().unwrap_or(0));
+                if let Some(mut at) = state.remove(&p) {
+                    // Read to its end: nothing remains.
+                    at.bounds = at.bounds.map(|(low, _)| (low, at.position.max(low)));
+                    progress(&at, true);
+                }
             }
             Some(Err(e)) => tracing::warn!(error = %e, "changelog restore: consumer error"),
             None if heard.elapsed() > config.kafka_timeout => {
@@ -306,8 +390,12 @@ fn read_changelog<C: ConsumerContext>(
         }
         if last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
-            for (&p, &n) in &read {
-                progress(p, n);
+            let log = last_log.elapsed() >= RESTORE_LOG_EVERY;
+            if log {
+                last_log = Instant::now();
+            }
+            for at in state.values() {
+                progress(at, log);
             }
         }
     }
@@ -378,4 +466,42 @@ fn changelog_unchanged<C: ConsumerContext>(
         .unassign()
         .map_err(kafka("release the changelog after the check"))?;
     Ok(unchanged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(position: i64, started: Instant) -> RestoreProgress {
+        RestoreProgress {
+            partition: 0,
+            records: 0,
+            position,
+            bounds: Some((10, 110)),
+            started,
+        }
+    }
+
+    #[test]
+    fn what_remains_is_counted_to_the_end_the_restore_began_with() {
+        let now = Instant::now();
+        assert_eq!(at(60, now).remaining(), Some(50));
+        assert_eq!(at(0, now).remaining(), Some(100), "the log starts at 10");
+        assert_eq!(at(200, now).remaining(), Some(0));
+        let unknown = RestoreProgress {
+            bounds: None,
+            ..at(60, now)
+        };
+        assert_eq!(unknown.remaining(), None);
+        assert_eq!(unknown.eta(), None);
+    }
+
+    #[test]
+    fn the_eta_follows_the_rate_so_far() {
+        let ten_seconds_ago = Instant::now() - Duration::from_secs(10);
+        // Half read in ten seconds: ten more.
+        let eta = at(60, ten_seconds_ago).eta().expect("an eta").as_secs_f64();
+        assert!((9.9..11.0).contains(&eta), "{eta}");
+        assert_eq!(at(10, ten_seconds_ago).eta(), None, "nothing read yet");
+    }
 }
