@@ -9,16 +9,10 @@
 //! - timeout lateness: a timeout's visibility past its deadline, for
 //!   variants with no traffic;
 //! - restore: 1M active variants from the changelog, against a plain
-//!   consumer reading the same records;
-//! - fold rate: a backlog of interactions folded and committed by one
-//!   worker holding 1M active variants (restored from the changelog),
-//!   against `Monitor::apply_batch` decoding and folding the same
-//!   interactions in process (what `cargo bench -p earlykill-core --bench
-//!   fold` measures).
+//!   consumer reading the same records.
 //!
 //! `cargo bench --bench pipeline` runs them all; `cargo bench --bench
-//! pipeline -- latency` (or throughput, timeouts, restore, fold_rate) runs
-//! one.
+//! pipeline -- latency` (or throughput, timeouts, restore) runs one.
 
 #[allow(dead_code)]
 #[path = "../tests/common/kafka.rs"]
@@ -65,9 +59,6 @@ fn main() {
     }
     if wanted("restore") {
         restore();
-    }
-    if wanted("fold_rate") {
-        fold_rate();
     }
 }
 
@@ -533,138 +524,5 @@ fn restore() {
          plain consumer reads them in {:.2} s; the processor restores them in {:.2} s",
         median(plain),
         median(restores)
-    );
-}
-
-/// Writes one active session per variant (`fixtures::variant_id` names)
-/// to `topic`, variant `v` in partition `v % PARTITIONS`.
-fn write_sessions(kafka: &Kafka, topic: &str, variants: i32, t: Millis) {
-    let p = producer(kafka);
-    for v in 0..variants {
-        let id = earlykill_core::fixtures::variant_id(v as usize);
-        let record = ChangelogRecord {
-            variant_id: id.clone(),
-            partition_clock: None,
-            input_offsets: None,
-            session: Some(SessionState {
-                persona_id: format!("persona-{:05}", v % 10_000),
-                post_id: format!("post-{v:08}"),
-                expected_engagement_rate: 0.05,
-                kill_threshold: 0.5,
-                min_interactions: 10,
-                timeout_minutes: 10,
-                posted_at: t,
-                interactions: 0,
-                views: 0,
-                status: SessionStatus::Active,
-                ended_at: None,
-                forget_at: None,
-            }),
-            held: Vec::new(),
-        };
-        let value = encode(Contract::ChangelogRecord, &record).expect("encode");
-        send_record(
-            &p,
-            BaseRecord::to(topic)
-                .key(id.as_str())
-                .payload(value.as_slice())
-                .partition(v % PARTITIONS),
-        );
-    }
-    p.flush(PATIENCE).expect("flush");
-}
-
-/// The processor's fold rate at a large state, against the fold's own.
-fn fold_rate() {
-    let kafka = Kafka::new(PARTITIONS);
-    let variants = bench_variants(1_000_000);
-    let events: i64 = std::env::var("BENCH_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000_000);
-    let t = now() - 60_000;
-    // The interactions: views spread over every variant, in time order.
-    let which = |e: i64| (e * 7919).rem_euclid(i64::from(variants)) as i32;
-    let encoded: Vec<(i32, String, Vec<u8>)> = (0..events)
-        .map(|e| {
-            let v = which(e);
-            let id = earlykill_core::fixtures::variant_id(v as usize);
-            let value = interaction(
-                &format!("e{e}"),
-                &id,
-                InteractionKind::View,
-                1,
-                t + 1 + e / 1000,
-            );
-            (v, id, value)
-        })
-        .collect();
-    let p = producer(&kafka);
-    let topics = kafka.config.topics.clone();
-    for (v, id, value) in &encoded {
-        send_record(
-            &p,
-            BaseRecord::to(topics.interactions.as_str())
-                .key(id.as_str())
-                .payload(value.as_slice())
-                .partition(v % PARTITIONS),
-        );
-    }
-    p.flush(PATIENCE).expect("flush");
-    let ends = kafka.input_ends();
-    let mut processor = Vec::new();
-    let mut fold = Vec::new();
-    for run in 0..RUNS {
-        // Each run restores its own changelog of 1M sessions, then folds
-        // and commits (exactly-once) every interaction.
-        let mut config = kafka.processor_config(&format!("fold-{run}"));
-        config.group_id = format!("fold-{run}");
-        config.topics.changelog = format!("fold-changelog-{run}");
-        config.threads = 1;
-        kafka
-            .cluster
-            .create_topic(&config.topics.changelog, PARTITIONS, 1)
-            .expect("topic");
-        write_sessions(&kafka, &config.topics.changelog, variants, t);
-        let running = Running::start(config);
-        running.wait_for_partitions(PARTITIONS as usize);
-        let started = Instant::now();
-        running.wait_committed(&ends);
-        let elapsed = started.elapsed();
-        assert_eq!(running.status.get().restored_records, variants as u64);
-        processor.push(events as f64 / elapsed.as_secs_f64());
-        eprintln!("fold_rate run {run}: processor {elapsed:?}");
-        running.stop().expect("stop");
-
-        // The fold alone: decode and apply_batch, one monitor of the same
-        // sessions, in groups of 256 as the processor's runs.
-        let mut monitor = earlykill_core::fixtures::monitor_with(variants as usize);
-        let decoder = Decoder::new(Contract::Interaction);
-        let mut decisions = Vec::new();
-        let started = Instant::now();
-        for chunk in encoded.chunks(256) {
-            let decoded: Vec<Interaction<'_>> = chunk
-                .iter()
-                .map(|(_, _, bytes)| decoder.decode(bytes).expect("decodes"))
-                .collect();
-            let inputs: Vec<earlykill_core::monitor::Input<'_, '_>> = decoded
-                .iter()
-                .map(earlykill_core::monitor::Input::Interaction)
-                .collect();
-            monitor.apply_batch(&inputs, &mut decisions, |_, _, _| {});
-            decisions.clear();
-        }
-        let elapsed = started.elapsed();
-        fold.push(events as f64 / elapsed.as_secs_f64());
-        eprintln!("fold_rate run {run}: apply_batch {elapsed:?}");
-    }
-    let processor = median(processor);
-    let fold = median(fold);
-    println!(
-        "fold_rate: {events} interactions over {variants} active variants, {PARTITIONS} partitions, \
-         median of {RUNS}: processor (1 worker, restored state, fold + exactly-once commit of \
-         decisions, changelog and offsets) {processor:.0} events/s; Monitor::apply_batch \
-         (decode + fold, in process) {fold:.0} events/s; the processor at {:.0}% of the fold",
-        100.0 * processor / fold
     );
 }

@@ -345,8 +345,10 @@ fn announce(shared: &Shared, producer: &BaseProducer, status: &StatusWatch) {
         let said = last.as_ref().map(|(p, _)| p.clone()).unwrap_or_default();
         status.wait_until(LOOK, |s| owned(s) != said);
     }
+    // The tombstone is a courtesy (the others stop asking at once rather
+    // than after a failed request): a stop never waits long for it.
     let record = BaseRecord::<String, [u8]>::to(&config.topic).key(&config.instance);
     if producer.send(record).is_ok() {
-        let _ = producer.flush(config.timeout);
+        let _ = producer.flush(config.timeout.min(Duration::from_secs(5)));
     }
 }
