@@ -67,7 +67,13 @@ fn get<T: for<'de> Deserialize<'de>>(
     token: Option<&str>,
     timeout: std::time::Duration,
 ) -> Result<Option<T>, String> {
-    let agent = ureq::AgentBuilder::new().timeout(timeout).build();
+    let mut agent = ureq::AgentBuilder::new().timeout(timeout);
+    if url.starts_with("https://") {
+        // The system's trust store, as for the schema registry.
+        let tls = native_tls::TlsConnector::new().map_err(|e| e.to_string())?;
+        agent = agent.tls_connector(std::sync::Arc::new(tls));
+    }
+    let agent = agent.build();
     let mut request = agent.get(url);
     if let Some(token) = token {
         request = request.set("Authorization", &format!("Bearer {token}"));

@@ -39,6 +39,9 @@ enum Command {
     /// Run the processor: consume the input topics, fold, and publish the
     /// decisions (exactly once by default). Stops cleanly on SIGTERM or
     /// Ctrl-C: commits what is done and unsubscribes.
+    // `--kill-threshold -1` is a value to refuse with its reason, not an
+    // unknown flag.
+    #[command(allow_negative_numbers = true)]
     Run {
         /// TOML configuration file. Its keys are the flags' long names
         /// (`kill-threshold = 0.4`); librdkafka properties go in a
@@ -100,6 +103,9 @@ enum Command {
     /// Publish simulated upstream traffic to the input topics: variants
     /// posted over time, a mix of good and poor performers, views and
     /// engagements drawn at random, paced by event time.
+    // `--kill-threshold -1` is a value to refuse with its reason, not an
+    // unknown flag.
+    #[command(allow_negative_numbers = true)]
     Generate {
         /// TOML configuration file (keys: the flags' long names; librdkafka
         /// properties in a `[kafka]` table). Environment variables and
@@ -115,6 +121,9 @@ enum Command {
     /// in-process Kafka (librdkafka's mock cluster), the simulated
     /// upstream, the processor, the HTTP API, and the projector when
     /// DATABASE_URL is set. Runs until Ctrl-C or --duration.
+    // `--kill-threshold -1` is a value to refuse with its reason, not an
+    // unknown flag.
+    #[command(allow_negative_numbers = true)]
     Demo {
         /// TOML configuration file (keys: the flags' long names). Flags
         /// override it.
@@ -145,6 +154,9 @@ enum Command {
     /// what each set would have killed, how early, and how well against
     /// each session's rate over its full window. Reads `run`'s
     /// configuration file and environment for the topics and the rule.
+    // `--kill-threshold -1` is a value to refuse with its reason, not an
+    // unknown flag.
+    #[command(allow_negative_numbers = true)]
     Backtest {
         #[command(flatten)]
         args: backtest::BacktestArgs,
@@ -263,6 +275,22 @@ fn with_default(arg: clap::Arg, value: &str) -> clap::Arg {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_negative_number_is_a_value_the_configuration_refuses_with_its_key() {
+        let matches = Cli::command_with_defaults()
+            .try_get_matches_from(["earlykill", "run", "--kill-threshold", "-1"])
+            .expect("-1 is a value");
+        let cli = Cli::from_arg_matches(&matches).expect("parsed");
+        let Command::Run { settings, .. } = cli.command else {
+            panic!("run");
+        };
+        let error = settings.resolve().expect_err("-1 is refused").to_string();
+        assert!(
+            error.contains("kill-threshold") && error.contains("(0, 1]"),
+            "{error}"
+        );
+    }
 
     #[test]
     fn the_command_line_is_consistent_and_every_default_names_a_flag() {

@@ -12,6 +12,7 @@ use super::layer::{env_properties, layer, File, Property};
 use super::{invalid, kafka_properties, log_filter, registry, writer_schemas, ConfigError};
 use crate::generate::{GenerateConfig, TrafficConfig};
 use crate::kafka::Topics;
+use crate::processor;
 use earlykill_core::event::schema::WriterSchemas;
 use earlykill_core::event::validate::MAX_TIMEOUT_MINUTES;
 
@@ -23,26 +24,26 @@ layer! {
         variants: u64 = 0,
         /// Variants posted per second of event time.
         #[arg(long)]
-        posts_per_second: f64 = 2.0,
+        posts_per_second: f64 = TrafficConfig::default().posts_per_second,
         /// Share of variants that engage well below their expected rate
         /// (and should be killed), 0 to 1.
         #[arg(long)]
-        poor_fraction: f64 = 0.3,
+        poor_fraction: f64 = TrafficConfig::default().poor_fraction,
         /// Share of variants stopped by a command partway through, 0 to 1.
         #[arg(long)]
-        stop_fraction: f64 = 0.02,
+        stop_fraction: f64 = TrafficConfig::default().stop_fraction,
         /// Fewest views per second of event time a variant gets.
         #[arg(long)]
-        min_views_per_second: f64 = 1.0,
+        min_views_per_second: f64 = TrafficConfig::default().views_per_second.0,
         /// Most views per second of event time a variant gets.
         #[arg(long)]
-        max_views_per_second: f64 = 6.0,
+        max_views_per_second: f64 = TrafficConfig::default().views_per_second.1,
         /// The window each variant is posted with, in minutes (1 to 10080).
         #[arg(long)]
-        timeout_minutes: u32 = 10,
+        timeout_minutes: u32 = TrafficConfig::default().timeout_minutes,
         /// Seed of every random draw: the same seed gives the same traffic.
         #[arg(long)]
-        seed: u64 = 1,
+        seed: u64 = TrafficConfig::default().seed,
         /// Most events per second (on top of the event-time pacing).
         #[arg(long)]
         rate: f64,
@@ -146,7 +147,7 @@ layer! {
     pub struct GenerateSettings => GenerateValues {
         /// Kafka bootstrap servers, `host:port[,host:port]`.
         #[arg(long, env = "EARLYKILL_BOOTSTRAP_SERVERS")]
-        bootstrap_servers: String = "localhost:9092".to_owned(),
+        bootstrap_servers: String = processor::defaults::BOOTSTRAP_SERVERS.to_owned(),
         /// Seconds of event time per wall-clock second (60 plays an hour in
         /// a minute; the processor then needs --max-future-skew-seconds 0);
         /// 0 publishes as fast as possible.
@@ -163,7 +164,7 @@ layer! {
         commands_topic: String = Topics::default().commands,
         /// Log filter.
         #[arg(long, env = "PERFORMANCE_MONITOR_LOG_LEVEL")]
-        log_level: String = "info".to_owned(),
+        log_level: String = processor::defaults::LOG_LEVEL.to_owned(),
         /// librdkafka property for the producer, `-X key=value`
         /// (repeatable; in the file, a `[kafka]` table; in the
         /// environment, `EARLYKILL_RDKAFKA_*` with `_` for `.`).
@@ -214,7 +215,7 @@ layer! {
     pub struct TailSettings => TailValues {
         /// Kafka bootstrap servers, `host:port[,host:port]`.
         #[arg(long, env = "EARLYKILL_BOOTSTRAP_SERVERS")]
-        bootstrap_servers: String = "localhost:9092".to_owned(),
+        bootstrap_servers: String = processor::defaults::BOOTSTRAP_SERVERS.to_owned(),
         /// Directory of extra writer schemas (`.avsc`), as for `run`.
         #[arg(long, env = "EARLYKILL_SCHEMA_DIR")]
         schema_dir: PathBuf,
@@ -230,7 +231,7 @@ layer! {
         schema_registry_ca: PathBuf,
         /// Timeout of the metadata and offset requests, in seconds.
         #[arg(long, env = "EARLYKILL_KAFKA_TIMEOUT_SECONDS")]
-        kafka_timeout_seconds: u64 = 30,
+        kafka_timeout_seconds: u64 = processor::defaults::KAFKA_TIMEOUT_SECONDS,
         /// librdkafka property for the consumer, `-X key=value`
         /// (repeatable; in the file, a `[kafka]` table; in the
         /// environment, `EARLYKILL_RDKAFKA_*` with `_` for `.`).
