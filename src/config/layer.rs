@@ -238,6 +238,8 @@ pub(crate) use {layer, value_type, with_default};
 pub struct File {
     path: PathBuf,
     table: toml::Table,
+    /// The keys the layers taken so far know, for "did you mean".
+    known: Vec<String>,
 }
 
 impl File {
@@ -256,6 +258,7 @@ impl File {
         Ok(File {
             path: path.to_owned(),
             table,
+            known: Vec::new(),
         })
     }
 
@@ -267,13 +270,16 @@ impl File {
             None => Ok(File {
                 path: PathBuf::new(),
                 table: toml::Table::new(),
+                known: Vec::new(),
             }),
         }
     }
 
     /// Takes out the keys of layer `L` and reads them as one.
     pub fn take<L: Layer>(&mut self) -> Result<L, ConfigError> {
-        let mine: toml::Table = L::keys()
+        let keys = L::keys();
+        self.known.extend(keys.iter().cloned());
+        let mine: toml::Table = keys
             .into_iter()
             .filter_map(|key| self.table.remove(&key).map(|v| (key, v)))
             .collect();
@@ -285,16 +291,29 @@ impl File {
             })
     }
 
-    /// Fails on the first key no layer took.
+    /// Fails on the first key no layer took, suggesting the known key it
+    /// is closest to (as clap does for a misspelt flag).
     pub fn finish(self) -> Result<(), ConfigError> {
         match self.table.keys().next() {
             None => Ok(()),
-            Some(key) => Err(ConfigError::Parse {
-                path: self.path,
-                message: format!(
-                    "unknown key `{key}`; the keys are the long flags this subcommand's --help lists"
-                ),
-            }),
+            Some(key) => {
+                let near = self
+                    .known
+                    .iter()
+                    .map(|k| (strsim::levenshtein(key, k), k))
+                    .filter(|(d, _)| *d <= (key.len() / 3).max(2))
+                    .min();
+                let hint = match near {
+                    Some((_, k)) => format!("did you mean `{k}`? "),
+                    None => String::new(),
+                };
+                Err(ConfigError::Parse {
+                    path: self.path,
+                    message: format!(
+                        "unknown key `{key}`; {hint}the keys are the long flags this subcommand's --help lists"
+                    ),
+                })
+            }
         }
     }
 }

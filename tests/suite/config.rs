@@ -139,6 +139,18 @@ fn an_unknown_file_key_is_an_error_naming_it() {
     let message = error.to_string();
     assert!(message.contains("kill-treshold"), "{message}");
     assert!(message.contains(&path.display().to_string()), "{message}");
+    assert!(
+        message.contains("did you mean `kill-threshold`?"),
+        "{message}"
+    );
+    // Nothing close: no guess.
+    let (path, mut f) = tempfile();
+    f.write_all(b"colour = 1\n").expect("write");
+    let message = Settings::from_file(&path).expect_err("unknown").to_string();
+    assert!(
+        message.contains("`colour`") && !message.contains("did you mean"),
+        "{message}"
+    );
 }
 
 #[test]
