@@ -9,10 +9,14 @@
 //! - restore: 1 M active variants rebuilt from the changelog after
 //!   `kill -9`, against a plain consumer reading the same changelog;
 //! - rejoin: from restarting a `kill -9`ed instance to its first decision,
-//!   with static group membership (the default) and without.
+//!   with static group membership (the default) and without;
+//! - fold rate: one worker holding 1 M active variants folding 2 M views
+//!   written before it started, from its last post's decision to its
+//!   committed offsets reaching the ends, against `Monitor::apply_batch`
+//!   decoding and folding the same views in process.
 //!
 //! `cargo bench --bench real_broker` runs them all; `-- throughput` (or
-//! `restore`, `rejoin`) runs one.
+//! `restore`, `rejoin`, `fold_rate`) runs one.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -25,10 +29,11 @@ use std::time::{Duration, Instant};
 
 use common::backlog::{backlog, backlog_start, produce, Event};
 use common::tansu::Tansu;
-use common::{posted, MINUTE};
+use common::{interaction, posted, MINUTE};
 use earlykill::kafka::Topics;
 use earlykill::processor::ProcessorConfig;
-use earlykill_core::event::Millis;
+use earlykill_core::event::{Contract, Decoder, Interaction, InteractionKind, Millis};
+use earlykill_core::monitor::Input;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
@@ -50,6 +55,9 @@ fn main() {
     }
     if wanted("rejoin") {
         rejoin();
+    }
+    if wanted("fold_rate") {
+        fold_rate();
     }
 }
 
@@ -372,4 +380,125 @@ fn rejoin() {
             median(samples)
         );
     }
+}
+
+/// The processor's fold rate at a large state, beside the fold's own.
+fn fold_rate() {
+    const VARIANTS: usize = 1_000_000;
+    const VIEWS: usize = 2_000_000;
+    let tansu = Tansu::start();
+    let base = topics("f");
+    create(&tansu, &base, true);
+    // A week-long window each, posted two minutes ago; then the views, a
+    // minute ago onwards, each for a variant spread over all of them.
+    let now = chrono::Utc::now().timestamp_millis();
+    let id = earlykill_core::fixtures::variant_id;
+    let mut events: Vec<(Millis, usize, Event)> = (0..VARIANTS)
+        .map(|i| {
+            let mut post = posted(&id(i), now - 2 * MINUTE, 0.5);
+            post.timeout_minutes = Some(10_080);
+            (post.posted_at, 0, Event::Posted(post))
+        })
+        .collect();
+    let which = |e: usize| (e * 7919) % VARIANTS;
+    let views: Vec<Interaction<'static>> = (0..VIEWS)
+        .map(|e| {
+            interaction(
+                &format!("view-{e}"),
+                &id(which(e)),
+                InteractionKind::View,
+                1,
+                now - MINUTE + (e / 1000) as Millis,
+            )
+        })
+        .collect();
+    events.extend(
+        views
+            .iter()
+            .map(|v| (v.occurred_at, 0, Event::Interaction(v.clone()))),
+    );
+    produce(&tansu.bootstrap, &base, &events);
+    drop(events);
+    // Offsets start at 0 with no gaps (no transactions upstream), so the
+    // views are all folded when the committed offsets add up to their
+    // number. (tansu's listed end offsets lag: they are not asked.)
+    let ends = VIEWS as i64;
+    let (mut processor, mut fold) = (Vec::new(), Vec::new());
+    for run in 0..RUNS {
+        let name = format!("f{run}");
+        let own = topics(&name);
+        create(&tansu, &own, false);
+        let group = format!("fold-{run}");
+        let worker = Processor::start(&tansu.bootstrap, &own, &group, &["--threads", "1"]);
+        // The posts come first in event time: their last decision marks the
+        // state built; the views follow at once.
+        let built = wait_decisions(&tansu.bootstrap, &own.decisions, VARIANTS);
+        let committed: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &tansu.bootstrap)
+            .set("group.id", &group)
+            .create()
+            .expect("offsets reader");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..PARTITIONS {
+            tpl.add_partition(&base.interactions, p);
+        }
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let done = loop {
+            let offsets = committed
+                .committed_offsets(tpl.clone(), Duration::from_secs(10))
+                .expect("committed offsets");
+            let sum: i64 = offsets
+                .elements()
+                .iter()
+                .map(|e| match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                })
+                .sum();
+            if sum >= ends {
+                break Instant::now();
+            }
+            assert!(Instant::now() < deadline, "the views were never all folded");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        worker.kill();
+        processor.push(VIEWS as f64 / (done - built).as_secs_f64());
+
+        // The fold alone: the same views decoded and folded in runs of
+        // 256 into one monitor of the same sessions.
+        let encoded: Vec<Vec<u8>> = views
+            .iter()
+            .map(|v| {
+                earlykill_core::event::codec::encode(Contract::Interaction, v).expect("encode")
+            })
+            .collect();
+        let mut monitor = earlykill_core::fixtures::monitor_with(VARIANTS);
+        let decoder = Decoder::new(Contract::Interaction);
+        let mut decisions = Vec::new();
+        let started = Instant::now();
+        for chunk in encoded.chunks(256) {
+            let decoded: Vec<Interaction<'_>> = chunk
+                .iter()
+                .map(|b| decoder.decode(b).expect("decodes"))
+                .collect();
+            let inputs: Vec<Input<'_, '_>> = decoded.iter().map(Input::Interaction).collect();
+            monitor.apply_batch(&inputs, &mut decisions, |_, _, _| {});
+            decisions.clear();
+        }
+        fold.push(VIEWS as f64 / started.elapsed().as_secs_f64());
+        eprintln!(
+            "fold_rate run {run}: processor {:.0} views/s ({:.2} s), apply_batch {:.0} views/s",
+            processor[run],
+            (done - built).as_secs_f64(),
+            fold[run]
+        );
+    }
+    let (processor, fold) = (median(processor), median(fold));
+    println!(
+        "real broker fold rate: {VIEWS} views over {VARIANTS} active variants, {PARTITIONS} partitions: \
+         processor, 1 worker (fold, decisions, changelog, at-least-once commits) {processor:.0} views/s; \
+         Monitor::apply_batch (decode + fold, one monitor, in process) {fold:.0} views/s; \
+         processor at {:.0} % of the fold (medians of {RUNS})",
+        100.0 * processor / fold
+    );
 }
