@@ -32,6 +32,11 @@ use earlykill::demo::DemoSettings;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The settings whose value came from an environment variable: the
+    /// long flag's name and the variable, so that an error names the
+    /// variable the user set.
+    #[arg(skip)]
+    from_env: Vec<(String, String)>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,8 +177,11 @@ enum Command {
 impl Cli {
     /// Parses the command line, with each setting's default in `--help`.
     pub fn parse_with_defaults() -> Cli {
-        let matches = Cli::command_with_defaults().get_matches();
-        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+        let command = Cli::command_with_defaults();
+        let matches = command.clone().get_matches();
+        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        cli.from_env = from_env(&command, &matches);
+        cli
     }
 
     /// The command line, each flag's help ending with its default (the
@@ -216,7 +224,47 @@ impl Cli {
 
     /// Runs the subcommand.
     pub fn dispatch(self) -> Result<()> {
-        match self.command {
+        let from_env = self.from_env;
+        self.command.dispatch().map_err(|error| {
+            let key = match error.downcast_ref::<earlykill::config::ConfigError>() {
+                Some(earlykill::config::ConfigError::Invalid { key, .. }) => *key,
+                _ => return error,
+            };
+            match from_env.iter().find(|(long, _)| long == key) {
+                Some((_, variable)) => error.context(format!(
+                    "`{key}` was set by the environment variable {variable}: fix or unset it"
+                )),
+                None => error,
+            }
+        })
+    }
+}
+
+/// Of the subcommand's arguments, those whose value came from their
+/// environment variable: (long flag, variable).
+fn from_env(command: &clap::Command, matches: &clap::ArgMatches) -> Vec<(String, String)> {
+    let Some((name, matches)) = matches.subcommand() else {
+        return Vec::new();
+    };
+    let Some(sub) = command.find_subcommand(name) else {
+        return Vec::new();
+    };
+    sub.get_arguments()
+        .filter(|arg| {
+            matches.value_source(arg.get_id().as_str())
+                == Some(clap::parser::ValueSource::EnvVariable)
+        })
+        .filter_map(|arg| {
+            let long = arg.get_long()?.to_owned();
+            let variable = arg.get_env()?.to_string_lossy().into_owned();
+            Some((long, variable))
+        })
+        .collect()
+}
+
+impl Command {
+    fn dispatch(self) -> Result<()> {
+        match self {
             Command::Run { config, settings } => processor::run(config, *settings),
             Command::Project { config, settings } => {
                 projector::project(settings.load(config.as_deref())?)

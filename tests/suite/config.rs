@@ -486,3 +486,32 @@ fn nothing_set_resolves_to_the_components_own_defaults() {
         )
     );
 }
+
+/// A bad value from an environment variable names the variable, not only
+/// the key: the user set the variable.
+#[test]
+fn a_bad_value_from_the_environment_names_the_variable() {
+    let run = |env: Option<&str>, flag: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_earlykill"));
+        command.args(["run", "--http-listen", "off"]);
+        command.env_remove("PERFORMANCE_MONITOR_KILL_THRESHOLD");
+        if let Some(value) = env {
+            command.env("PERFORMANCE_MONITOR_KILL_THRESHOLD", value);
+        }
+        if let Some(value) = flag {
+            command.args(["--kill-threshold", value]);
+        }
+        let out = command.output().expect("earlykill runs");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let from_env = run(Some("2"), None);
+    assert!(
+        from_env.contains("kill-threshold")
+            && from_env.contains("environment variable PERFORMANCE_MONITOR_KILL_THRESHOLD"),
+        "{from_env}"
+    );
+    let from_flag = run(None, Some("2"));
+    assert!(from_flag.contains("kill-threshold"), "{from_flag}");
+    assert!(!from_flag.contains("environment variable"), "{from_flag}");
+}
