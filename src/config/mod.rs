@@ -107,6 +107,28 @@ pub fn kafka_properties(
             fix,
         });
     }
+    // librdkafka checks each name and value as it is set: an unknown
+    // property or a bad value fails here, before anything starts.
+    for (key, value) in &kafka {
+        let mut one = rdkafka::ClientConfig::new();
+        one.set(key, value);
+        if let Err(e) = one.create_native_config() {
+            // librdkafka's message repeats the value: never a secret's.
+            let (shown, reason) = if is_secret_property(key) {
+                (
+                    "***".to_owned(),
+                    e.to_string().replace(value.as_str(), "***"),
+                )
+            } else {
+                (format!("{value:?}"), e.to_string())
+            };
+            return Err(invalid(
+                "kafka-property",
+                format!("{key} = {shown}: {reason}"),
+                "check the name and value against librdkafka's CONFIGURATION.md (https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md)",
+            ));
+        }
+    }
     Ok(kafka)
 }
 

@@ -214,7 +214,9 @@ fn kafka_passwords_from_the_file_never_appear_in_debug_output() {
 "sasl.username" = "svc-user"
 "sasl.password" = "pw-77aa66"
 "ssl.key.password" = "kp-55cc44"
-"sasl.oauthbearer.client.secret" = "cs-33ee22"
+# OIDC's client secret needs the `oidc` build (refused at start
+# otherwise); the unsecured JWT configuration is a secret of every build.
+"sasl.oauthbearer.config" = "principal=cs-33ee22"
 "#,
     )
     .or(flags(&["-X", "ssl.keystore.password=ks-11ff00"]));
@@ -514,4 +516,58 @@ fn a_bad_value_from_the_environment_names_the_variable() {
     let from_flag = run(None, Some("2"));
     assert!(from_flag.contains("kill-threshold"), "{from_flag}");
     assert!(!from_flag.contains("environment variable"), "{from_flag}");
+}
+
+/// An unknown librdkafka property, or a bad value, is refused when the
+/// configuration resolves, before any client or listener starts.
+#[test]
+fn an_unknown_kafka_property_or_a_bad_value_is_refused_at_start() {
+    for (key, value, says) in [
+        ("no.such.property", "1", "No such configuration property"),
+        ("linger.ms", "abc", "Invalid value"),
+    ] {
+        let error = Settings {
+            kafka: Some(vec![earlykill::config::Property(key.into(), value.into())]),
+            ..Settings::default()
+        }
+        .resolve()
+        .expect_err("refused")
+        .to_string();
+        assert!(
+            error.contains("kafka-property") && error.contains(key) && error.contains(says),
+            "{error}"
+        );
+    }
+    // A known property with a good value is taken.
+    Settings {
+        kafka: Some(vec![earlykill::config::Property(
+            "linger.ms".into(),
+            "5".into(),
+        )]),
+        ..Settings::default()
+    }
+    .resolve()
+    .expect("linger.ms = 5 is fine");
+}
+
+/// A refused secret property never shows its value (OIDC's client secret
+/// is refused by a build without the `oidc` feature).
+#[cfg(not(feature = "oidc"))]
+#[test]
+fn a_refused_secret_property_keeps_its_value_hidden() {
+    let error = Settings {
+        kafka: Some(vec![earlykill::config::Property(
+            "sasl.oauthbearer.client.secret".into(),
+            "cs-99dd88".into(),
+        )]),
+        ..Settings::default()
+    }
+    .resolve()
+    .expect_err("not supported in this build")
+    .to_string();
+    assert!(!error.contains("cs-99dd88"), "{error}");
+    assert!(
+        error.contains("sasl.oauthbearer.client.secret") && error.contains("***"),
+        "{error}"
+    );
 }
