@@ -92,6 +92,9 @@ pub enum ClusterError {
         /// librdkafka's error.
         source: Box<KafkaError>,
     },
+    /// No broker answered at the bootstrap servers.
+    #[error(transparent)]
+    Unreachable(#[from] Box<crate::kafka::Unreachable>),
 }
 
 /// The group as this instance knows it: the others' announcements, kept
@@ -122,7 +125,16 @@ impl Cluster {
                 source: Box::new(source),
             }
         };
-        create_topic(&config).map_err(failed("create it"))?;
+        create_topic(&config).map_err(|e| {
+            match crate::kafka::Unreachable::from_error(
+                &config.bootstrap_servers,
+                config.kafka_timeout,
+                e,
+            ) {
+                Ok(unreachable) => ClusterError::from(Box::new(unreachable)),
+                Err(e) => failed("create it")(e),
+            }
+        })?;
         let consumer: BaseConsumer = client(&config)
             .set("group.id", format!("{}-members", config.instance))
             .set("enable.auto.commit", "false")

@@ -98,6 +98,9 @@ pub enum TailError {
         /// librdkafka's error.
         source: KafkaError,
     },
+    /// No broker answered at the bootstrap servers.
+    #[error(transparent)]
+    Unreachable(#[from] crate::kafka::Unreachable),
     /// The topic or a partition asked for does not exist.
     #[error("{0}")]
     NoSuch(String),
@@ -287,7 +290,16 @@ pub fn run(config: &TailConfig, out: &mut impl Write) -> Result<u64, TailError> 
         .map_err(kafka("create the consumer"))?;
     let metadata = consumer
         .fetch_metadata(Some(&config.topic), config.timeout)
-        .map_err(kafka("read the topic's metadata"))?;
+        .map_err(|e| {
+            match crate::kafka::Unreachable::from_error(
+                &config.bootstrap_servers,
+                config.timeout,
+                e,
+            ) {
+                Ok(unreachable) => TailError::from(unreachable),
+                Err(e) => kafka("read the topic's metadata")(e),
+            }
+        })?;
     let existing: Vec<i32> = metadata
         .topics()
         .iter()

@@ -35,6 +35,9 @@ pub enum ReadError {
     /// An input topic is missing, or they are not co-partitioned.
     #[error("{0}")]
     Topics(String),
+    /// No broker answered at the bootstrap servers.
+    #[error(transparent)]
+    Unreachable(#[from] crate::kafka::Unreachable),
 }
 
 fn kafka(action: &'static str) -> impl FnOnce(KafkaError) -> ReadError {
@@ -168,9 +171,12 @@ pub fn read(
     let names = InputTopic::ALL.map(|t| config.topics.input(t).to_owned());
     let mut counts = Vec::new();
     for name in &names {
-        let metadata = consumer
-            .fetch_metadata(Some(name), timeout)
-            .map_err(kafka("read the input topics' metadata"))?;
+        let metadata = consumer.fetch_metadata(Some(name), timeout).map_err(|e| {
+            match crate::kafka::Unreachable::from_error(&config.bootstrap_servers, timeout, e) {
+                Ok(unreachable) => ReadError::from(unreachable),
+                Err(e) => kafka("read the input topics' metadata")(e),
+            }
+        })?;
         let partitions = metadata
             .topics()
             .iter()

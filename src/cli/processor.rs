@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use earlykill::api::Api;
-use earlykill::cluster::{Cluster, ClusterConfig};
+use earlykill::cluster::{Cluster, ClusterConfig, ClusterError};
 use earlykill::config::Settings;
 use earlykill::processor::{self, Sessions, StatusWatch};
 use earlykill::projector;
@@ -46,11 +46,13 @@ pub fn run(file: Option<PathBuf>, settings: Settings) -> Result<()> {
                 },
                 status.clone(),
             )
-            .context(
-                "the instances announce their partitions on `members-topic`: check that \
-                 `bootstrap-servers` reaches the brokers, and that earlykill may create that topic \
-                 (compacted, one partition) or that it exists",
-            )?;
+            .map_err(|e| match e {
+                ClusterError::Unreachable(unreachable) => anyhow::Error::new(*unreachable),
+                other => anyhow::Error::new(other).context(
+                    "the instances announce their partitions on `members-topic`: check that \
+                     earlykill may create that topic (compacted, one partition) or that it exists",
+                ),
+            })?;
             let joined = Arc::new(joined);
             cluster = Some(joined.clone());
             let publisher = Publisher::new(

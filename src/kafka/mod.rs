@@ -9,6 +9,7 @@ mod properties;
 mod queues;
 mod topic_id;
 mod topics;
+mod unreachable;
 mod watermarks;
 
 pub use contexts::{flush, log_client_error, DeliveryContext, RestoreContext};
@@ -16,4 +17,5 @@ pub use properties::{is_secret_property, producer_properties, Redacted};
 pub use queues::{forward, TopicQueues, Wake};
 pub use topic_id::{topic_id, DescribeError};
 pub use topics::Topics;
+pub use unreachable::Unreachable;
 pub use watermarks::cached_watermarks;

@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::{ClientConfig, Offset};
 
+use crate::kafka::Unreachable;
+
 use super::ProcessorError;
 use super::{Guarantee, ProcessorConfig};
 
@@ -125,9 +127,14 @@ pub fn check_topics<C: ConsumerContext>(
     let topics = &config.topics;
     let metadata = consumer
         .fetch_metadata(None, config.kafka_timeout)
-        .map_err(|e| ProcessorError::Kafka {
-            action: "fetch the cluster's metadata",
-            source: e,
+        .map_err(|e| {
+            match Unreachable::from_error(&config.bootstrap_servers, config.kafka_timeout, e) {
+                Ok(unreachable) => ProcessorError::from(unreachable),
+                Err(e) => ProcessorError::Kafka {
+                    action: "fetch the cluster's metadata",
+                    source: e,
+                },
+            }
         })?;
     let counts: BTreeMap<&str, i32> = metadata
         .topics()

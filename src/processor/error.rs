@@ -15,6 +15,9 @@ pub enum ProcessorError {
         /// librdkafka's error.
         source: KafkaError,
     },
+    /// No broker answered at the bootstrap servers.
+    #[error(transparent)]
+    Unreachable(#[from] crate::kafka::Unreachable),
     /// Another producer with this transactional id has taken over, or the
     /// group moved on without this instance.
     #[error(

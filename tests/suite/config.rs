@@ -571,3 +571,40 @@ fn a_refused_secret_property_keeps_its_value_hidden() {
         "{error}"
     );
 }
+
+/// An unreachable broker is one error naming the address and the setting,
+/// within the Kafka timeout, for `run` (through the members topic, the
+/// first thing it asks) and `tail`.
+#[test]
+fn an_unreachable_broker_is_one_error_naming_the_address_and_the_setting() {
+    for args in [
+        &["run", "--http-listen", "127.0.0.1:0"][..],
+        &["run", "--http-listen", "off"][..],
+        &["tail", "earlykill.decisions"][..],
+    ] {
+        let started = std::time::Instant::now();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_earlykill"))
+            .args(args)
+            .args([
+                "--bootstrap-servers",
+                "127.0.0.1:1",
+                "--kafka-timeout-seconds",
+                "2",
+            ])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("earlykill runs");
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("no Kafka broker answered at 127.0.0.1:1")
+                && stderr.contains("`bootstrap-servers`"),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "{args:?} took {:?}",
+            started.elapsed()
+        );
+    }
+}
