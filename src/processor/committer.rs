@@ -264,7 +264,9 @@ impl Committer {
     }
 
     /// Makes the open unit durable with `changes` (the changelog records of
-    /// every changed partition) and `offsets` (the next input offsets), and
+    /// every changed partition, the session records first and the
+    /// partitions' own records last) and `offsets` (the next input
+    /// offsets), and
     /// returns the decisions it held. Under exactly-once: the changelog,
     /// the offsets and the commit in the one transaction. Under
     /// at-least-once: the decisions acknowledged first, then the changelog,
@@ -291,7 +293,18 @@ impl Committer {
                 // a decision refused here is remade after the rewind, from
                 // a changelog that never saw this batch.
                 self.delivered(broker)?;
-                self.write_until_delivered(broker, output, changes)?;
+                // The sessions before the positions that cover them: were
+                // the brokers to refuse a batch of session records while
+                // the partition's record landed, a restore would resume
+                // past input those sessions never counted. So the
+                // partition records are written only once every session
+                // record is acknowledged.
+                // `changes` holds the session records first.
+                let split = changes.partition_point(|(_, c)| !c.key.is_empty());
+                let (sessions, positions) = changes.split_at(split);
+                debug_assert!(positions.iter().all(|(_, c)| c.key.is_empty()));
+                self.write_until_delivered(broker, output, sessions)?;
+                self.write_until_delivered(broker, output, positions)?;
                 // The positions are safe in the changelog, which is what a
                 // restore resumes from: the group's offsets only show lag
                 // to tools. A failed commit (a rebalance in progress) is

@@ -459,6 +459,11 @@ impl Core {
         for (&p, part) in self.partitions.iter_mut().filter(|(_, part)| part.dirty) {
             part.drain_changes(p, &mut changes);
         }
+        // Every session record before the partition records (the
+        // positions): see `Committer::commit`.
+        let (positions, mut changes): (Vec<_>, Vec<_>) =
+            changes.into_iter().partition(|(_, c)| c.key.is_empty());
+        changes.extend(positions);
         let offsets = self.input_offsets();
         let listed = self.listed(&offsets);
         let out = &mut self.out;

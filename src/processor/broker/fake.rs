@@ -72,6 +72,9 @@ struct State {
     /// Sends refused for delivery (at-least-once) from now on, with this
     /// error: counted in the delivery failures.
     undeliverable: Option<KafkaError>,
+    /// Only sends with a key are refused (a changelog's session records,
+    /// not its partition records).
+    undeliverable_keyed_only: bool,
     failures: u64,
     last_failure: Option<(KafkaError, String)>,
     /// Indexes in `visible` of records another producer wrote.
@@ -135,7 +138,18 @@ impl Fake {
 
     /// Every record sent from now on fails its delivery with `error`.
     pub fn fail_deliveries(&self, error: Option<KafkaError>) {
-        self.state.borrow_mut().undeliverable = error;
+        let mut state = self.state.borrow_mut();
+        state.undeliverable = error;
+        state.undeliverable_keyed_only = false;
+    }
+
+    /// As [`Fake::fail_deliveries`], refusing only records with a key:
+    /// the brokers refuse the batch of a changelog partition's session
+    /// records while its partition record (empty key) lands.
+    pub fn fail_keyed_deliveries(&self, error: KafkaError) {
+        let mut state = self.state.borrow_mut();
+        state.undeliverable = Some(error);
+        state.undeliverable_keyed_only = true;
     }
 
     /// The consumer's last fetch of `topic`'s partition saw this high
@@ -234,7 +248,9 @@ impl Broker for Fake {
         if self.transactional {
             assert!(state.in_transaction, "a send outside a transaction");
             state.pending.push(sent);
-        } else if let Some(error) = state.undeliverable.clone() {
+        } else if let Some(error) = state.undeliverable.clone().filter(|_| {
+            !state.undeliverable_keyed_only || sent.key.as_ref().is_some_and(|k| !k.is_empty())
+        }) {
             state.failures += 1;
             state.last_failure = Some((error, sent.topic));
         } else {

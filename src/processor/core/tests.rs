@@ -465,6 +465,42 @@ fn a_record_refused_for_good_stops_the_processor_instead_of_looping() {
     }
 }
 
+/// At-least-once: a changelog whose session records the brokers refuse
+/// must not have its partition record (the positions) land alone, or a
+/// restore would resume past input that its sessions never counted.
+#[test]
+fn at_least_once_the_positions_land_only_after_the_sessions_they_cover() {
+    let mut h = Harness::ready(Guarantee::AtLeastOnce);
+    h.post(0, "v-1");
+    h.step().unwrap();
+    h.fake.fail_keyed_deliveries(KafkaError::MessageProduction(
+        RDKafkaErrorCode::MessageSizeTooLarge,
+    ));
+    h.read(
+        InputTopic::Interactions,
+        0,
+        "v-1",
+        Some(interaction(
+            "v-1",
+            "v",
+            InteractionKind::View,
+            100,
+            h.t0 + 1,
+        )),
+    );
+    assert!(h.step().is_err(), "a refused session record stops it");
+    // Restarted, it resumes before the view: the view is counted again
+    // rather than lost.
+    let mut h = h.restart();
+    let starts = h.assign();
+    let interactions = starts
+        .iter()
+        .find(|s| s.topic == InputTopic::Interactions && s.partition == 0)
+        .expect("a start")
+        .at;
+    assert_eq!(interactions, StartAt::Beginning, "{starts:?}");
+}
+
 #[test]
 fn an_undecodable_record_is_a_dead_letter_in_the_same_transaction_as_its_offset() {
     let mut h = Harness::ready(Guarantee::ExactlyOnce);
