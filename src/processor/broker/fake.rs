@@ -72,9 +72,10 @@ struct State {
     /// Sends refused for delivery (at-least-once) from now on, with this
     /// error: counted in the delivery failures.
     undeliverable: Option<KafkaError>,
-    /// Only sends with a key are refused (a changelog's session records,
-    /// not its partition records).
-    undeliverable_keyed_only: bool,
+    /// Only sends with a key are refused (`Some(true)`: a changelog's
+    /// session records), or only those without (`Some(false)`: its
+    /// partition records).
+    undeliverable_only_keyed: Option<bool>,
     failures: u64,
     last_failure: Option<(KafkaError, String)>,
     /// Indexes in `visible` of records another producer wrote.
@@ -140,7 +141,14 @@ impl Fake {
     pub fn fail_deliveries(&self, error: Option<KafkaError>) {
         let mut state = self.state.borrow_mut();
         state.undeliverable = error;
-        state.undeliverable_keyed_only = false;
+        state.undeliverable_only_keyed = None;
+    }
+
+    /// A restarted process's producer: no delivery failures counted yet.
+    pub fn new_producer(&self) {
+        let mut state = self.state.borrow_mut();
+        state.failures = 0;
+        state.last_failure = None;
     }
 
     /// As [`Fake::fail_deliveries`], refusing only records with a key:
@@ -149,7 +157,16 @@ impl Fake {
     pub fn fail_keyed_deliveries(&self, error: KafkaError) {
         let mut state = self.state.borrow_mut();
         state.undeliverable = Some(error);
-        state.undeliverable_keyed_only = true;
+        state.undeliverable_only_keyed = Some(true);
+    }
+
+    /// As [`Fake::fail_deliveries`], refusing only records without a key:
+    /// a changelog partition's own record, after its session records
+    /// landed.
+    pub fn fail_unkeyed_deliveries(&self, error: KafkaError) {
+        let mut state = self.state.borrow_mut();
+        state.undeliverable = Some(error);
+        state.undeliverable_only_keyed = Some(false);
     }
 
     /// The consumer's last fetch of `topic`'s partition saw this high
@@ -249,7 +266,10 @@ impl Broker for Fake {
             assert!(state.in_transaction, "a send outside a transaction");
             state.pending.push(sent);
         } else if let Some(error) = state.undeliverable.clone().filter(|_| {
-            !state.undeliverable_keyed_only || sent.key.as_ref().is_some_and(|k| !k.is_empty())
+            let keyed = sent.key.as_ref().is_some_and(|k| !k.is_empty());
+            state
+                .undeliverable_only_keyed
+                .is_none_or(|only| only == keyed)
         }) {
             state.failures += 1;
             state.last_failure = Some((error, sent.topic));
@@ -356,7 +376,11 @@ impl Broker for Fake {
     fn read_changelog(&self, partitions: &BTreeSet<i32>) -> Result<RestoredState, ProcessorError> {
         self.call(Call::ReadChangelog);
         let state = self.state.borrow();
+        // As the librdkafka broker reads it: a session record counts once
+        // a partition record after it has landed (see `torn_tail` there).
         let mut latest: BTreeMap<i32, BTreeMap<Vec<u8>, &Sent>> = BTreeMap::new();
+        let mut pending: BTreeMap<i32, Vec<(Vec<u8>, &Sent)>> = BTreeMap::new();
+        let mut positioned = BTreeSet::new();
         for record in state
             .visible
             .iter()
@@ -368,7 +392,19 @@ impl Broker for Fake {
             assert!(p < self.partitions, "changelog partition {p} out of range");
             if partitions.contains(&p) {
                 let key = record.key.clone().unwrap_or_default();
-                latest.entry(p).or_default().insert(key, record);
+                if key.is_empty() {
+                    let keys = latest.entry(p).or_default();
+                    keys.extend(pending.remove(&p).unwrap_or_default());
+                    keys.insert(key, record);
+                    positioned.insert(p);
+                } else {
+                    pending.entry(p).or_default().push((key, record));
+                }
+            }
+        }
+        for (p, tail) in pending {
+            if !positioned.contains(&p) {
+                latest.entry(p).or_default().extend(tail);
             }
         }
         let mut restored = RestoredState::new();

@@ -327,6 +327,10 @@ fn read_changelog<C: ConsumerContext>(
     let mut latest: BTreeMap<i32, HashMap<Vec<u8>, Option<ChangelogRecord>>> =
         partitions.iter().map(|&p| (p, HashMap::new())).collect();
     let mut writers: BTreeMap<i32, String> = BTreeMap::new();
+    // Per partition, the session records read since its last partition
+    // record, and whether it has one at all.
+    let mut pending: HashMap<i32, Vec<(Vec<u8>, Option<ChangelogRecord>)>> = HashMap::new();
+    let mut positioned: BTreeSet<i32> = BTreeSet::new();
     let mut read: BTreeMap<i32, u64> = BTreeMap::new();
     let mut nexts: BTreeMap<i32, i64> = BTreeMap::new();
     let mut remaining = partitions.clone();
@@ -359,8 +363,18 @@ fn read_changelog<C: ConsumerContext>(
                         writers.insert(p, String::from_utf8_lossy(writer).into_owned());
                     }
                 }
-                if let Some(keys) = latest.get_mut(&p) {
-                    keys.insert(key, record);
+                // A session record counts once a partition record after
+                // it has landed (see `torn_tail`).
+                if key.is_empty() {
+                    if let Some(keys) = latest.get_mut(&p) {
+                        for (key, record) in pending.remove(&p).unwrap_or_default() {
+                            keys.insert(key, record);
+                        }
+                        keys.insert(key, record);
+                    }
+                    positioned.insert(p);
+                } else {
+                    pending.entry(p).or_default().push((key, record));
                 }
                 let next = nexts.entry(p).or_insert(0);
                 *next = (*next).max(message.offset() + 1);
@@ -403,6 +417,11 @@ fn read_changelog<C: ConsumerContext>(
         action: "release the changelog after restore",
         source: e,
     })?;
+    for (p, tail) in pending {
+        if let Some(keys) = latest.get_mut(&p) {
+            torn_tail(p, positioned.contains(&p), tail, keys);
+        }
+    }
     Ok(latest
         .into_iter()
         .map(|(p, keys)| {
@@ -414,6 +433,33 @@ fn read_changelog<C: ConsumerContext>(
             (p, restored)
         })
         .collect())
+}
+
+/// The session records after a partition's last partition record. Each
+/// commit writes a partition's session records first and its partition
+/// record (the input positions) last, the latter only once the former are
+/// acknowledged: records after the last partition record belong to a
+/// commit whose positions never landed (at-least-once: the brokers refused
+/// part of it, and the processor stopped). Counting them would fold their
+/// input twice after the restore, which resumes from the older positions;
+/// so they are dropped, and the sessions keep the state those positions
+/// cover. A partition with no partition record at all (a changelog written
+/// by other tools) keeps every record.
+fn torn_tail(
+    p: i32,
+    positioned: bool,
+    tail: Vec<(Vec<u8>, Option<ChangelogRecord>)>,
+    keys: &mut HashMap<Vec<u8>, Option<ChangelogRecord>>,
+) {
+    if !positioned {
+        keys.extend(tail);
+    } else if !tail.is_empty() {
+        tracing::warn!(
+            partition = p,
+            records = tail.len(),
+            "changelog records after the partition's last positions ignored: their commit never completed, and their input is read again"
+        );
+    }
 }
 
 /// Of the changelog partitions in `from`, those where reading from their

@@ -501,6 +501,66 @@ fn at_least_once_the_positions_land_only_after_the_sessions_they_cover() {
     assert_eq!(interactions, StartAt::Beginning, "{starts:?}");
 }
 
+/// At-least-once, the other way: session records landed and their
+/// partition record was refused. The restore must not count those session
+/// records, or the view folded again from the older positions would count
+/// twice.
+#[test]
+fn at_least_once_session_records_without_their_positions_are_not_restored() {
+    let mut h = Harness::ready(Guarantee::AtLeastOnce);
+    h.post(0, "v-1");
+    h.step().unwrap();
+    h.fake
+        .fail_unkeyed_deliveries(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge,
+        ));
+    h.read(
+        InputTopic::Interactions,
+        0,
+        "v-1",
+        Some(interaction(
+            "v-1",
+            "v",
+            InteractionKind::View,
+            100,
+            h.t0 + 1,
+        )),
+    );
+    assert!(h.step().is_err(), "a refused partition record stops it");
+    h.fake.fail_deliveries(None);
+    h.fake.new_producer();
+    let mut h = h.restart();
+    let starts = h.assign();
+    let interactions = starts
+        .iter()
+        .find(|s| s.topic == InputTopic::Interactions && s.partition == 0)
+        .expect("a start")
+        .at;
+    assert_eq!(interactions, StartAt::Beginning, "{starts:?}");
+    // The view is read again and counted once.
+    h.at_end();
+    h.read(
+        InputTopic::Interactions,
+        0,
+        "v-1",
+        Some(interaction(
+            "v-1",
+            "v",
+            InteractionKind::View,
+            100,
+            h.t0 + 1,
+        )),
+    );
+    h.step().unwrap();
+    let views = h.core.partitions[&0]
+        .monitor
+        .session("v-1")
+        .expect("known")
+        .state
+        .views;
+    assert_eq!(views, 100, "the view counted once");
+}
+
 #[test]
 fn an_undecodable_record_is_a_dead_letter_in_the_same_transaction_as_its_offset() {
     let mut h = Harness::ready(Guarantee::ExactlyOnce);
