@@ -216,7 +216,11 @@ impl Output {
                 })
             })?;
         }
+        // The partition record names the commit it closes; each session
+        // record names its commit too, shortly, so that a restore can tell
+        // a commit's records from a torn one's (see the restorer).
         let writer = [("earlykill_transaction", Some(label.as_bytes()))];
+        let commit = [(COMMIT_HEADER, Some(label.as_bytes()))];
         let own = change.key == ChangelogRecord::PARTITION_KEY;
         let result = send(
             broker,
@@ -225,7 +229,7 @@ impl Output {
                 partition: Some(partition),
                 key: Some(change.key.as_bytes()),
                 value: change.record.is_some().then_some(&self.buf[..]),
-                headers: if own { &writer } else { &[] },
+                headers: if own { &writer } else { &commit },
             },
         );
         self.changelog += 1;
@@ -244,6 +248,11 @@ impl Output {
             .try_for_each(|(p, change)| self.changelog(broker, *p, change, label))
     }
 }
+
+/// The header naming, on a changelog session record, the commit that
+/// wrote it (the partition record's `earlykill_transaction`), kept short:
+/// it is on every session record.
+pub(crate) const COMMIT_HEADER: &str = "t";
 
 #[cfg(test)]
 mod tests {

@@ -394,7 +394,13 @@ impl Broker for Fake {
                 let key = record.key.clone().unwrap_or_default();
                 if key.is_empty() {
                     let keys = latest.entry(p).or_default();
-                    keys.extend(pending.remove(&p).unwrap_or_default());
+                    let closes = record.header("earlykill_transaction");
+                    for (key, session) in pending.remove(&p).unwrap_or_default() {
+                        let commit = session.header(crate::processor::output::COMMIT_HEADER);
+                        if commit.is_none() || closes.is_none() || commit == closes {
+                            keys.insert(key, session);
+                        }
+                    }
                     keys.insert(key, record);
                     positioned.insert(p);
                 } else {

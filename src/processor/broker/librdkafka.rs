@@ -329,7 +329,7 @@ fn read_changelog<C: ConsumerContext>(
     let mut writers: BTreeMap<i32, String> = BTreeMap::new();
     // Per partition, the session records read since its last partition
     // record, and whether it has one at all.
-    let mut pending: HashMap<i32, Vec<(Vec<u8>, Option<ChangelogRecord>)>> = HashMap::new();
+    let mut pending: HashMap<i32, Vec<KeyedRecord>> = HashMap::new();
     let mut positioned: BTreeSet<i32> = BTreeSet::new();
     let mut read: BTreeMap<i32, u64> = BTreeMap::new();
     let mut nexts: BTreeMap<i32, i64> = BTreeMap::new();
@@ -365,16 +365,24 @@ fn read_changelog<C: ConsumerContext>(
                 }
                 // A session record counts once a partition record after
                 // it has landed (see `torn_tail`).
+                let header = |name: &str| {
+                    message
+                        .headers()
+                        .and_then(|h| h.iter().find(|h| h.key == name))
+                        .and_then(|h| h.value)
+                        .map(<[u8]>::to_vec)
+                };
                 if key.is_empty() {
                     if let Some(keys) = latest.get_mut(&p) {
-                        for (key, record) in pending.remove(&p).unwrap_or_default() {
-                            keys.insert(key, record);
-                        }
+                        let closes = header("earlykill_transaction");
+                        let tail = pending.remove(&p).unwrap_or_default();
+                        commit_pending(p, closes.as_deref(), tail, keys);
                         keys.insert(key, record);
                     }
                     positioned.insert(p);
                 } else {
-                    pending.entry(p).or_default().push((key, record));
+                    let commit = header(crate::processor::output::COMMIT_HEADER);
+                    pending.entry(p).or_default().push((key, record, commit));
                 }
                 let next = nexts.entry(p).or_insert(0);
                 *next = (*next).max(message.offset() + 1);
@@ -435,6 +443,40 @@ fn read_changelog<C: ConsumerContext>(
         .collect())
 }
 
+/// A changelog record read: its key, its value (`None`: a tombstone), and
+/// the commit that wrote it (`None` on records written before commits were
+/// named on them).
+type KeyedRecord = (Vec<u8>, Option<ChangelogRecord>, Option<Vec<u8>>);
+
+/// A partition record closing commit `closes` arrived: the session records
+/// read since the previous one are its commit's, and count, unless they
+/// name another commit, one that never wrote its partition record (torn:
+/// at-least-once, the brokers refused part of it and the processor
+/// stopped). Those are dropped even once later commits follow them.
+fn commit_pending(
+    p: i32,
+    closes: Option<&[u8]>,
+    pending: Vec<KeyedRecord>,
+    keys: &mut HashMap<Vec<u8>, Option<ChangelogRecord>>,
+) {
+    let mut torn = 0;
+    for (key, record, commit) in pending {
+        match (commit.as_deref(), closes) {
+            (Some(commit), Some(closes)) if commit != closes => torn += 1,
+            _ => {
+                keys.insert(key, record);
+            }
+        }
+    }
+    if torn > 0 {
+        tracing::warn!(
+            partition = p,
+            records = torn,
+            "changelog records of a commit that never completed ignored; their input is read again"
+        );
+    }
+}
+
 /// The session records after a partition's last partition record. Each
 /// commit writes a partition's session records first and its partition
 /// record (the input positions) last, the latter only once the former are
@@ -448,11 +490,11 @@ fn read_changelog<C: ConsumerContext>(
 fn torn_tail(
     p: i32,
     positioned: bool,
-    tail: Vec<(Vec<u8>, Option<ChangelogRecord>)>,
+    tail: Vec<KeyedRecord>,
     keys: &mut HashMap<Vec<u8>, Option<ChangelogRecord>>,
 ) {
     if !positioned {
-        keys.extend(tail);
+        keys.extend(tail.into_iter().map(|(key, record, _)| (key, record)));
     } else if !tail.is_empty() {
         tracing::warn!(
             partition = p,

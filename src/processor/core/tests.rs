@@ -561,6 +561,52 @@ fn at_least_once_session_records_without_their_positions_are_not_restored() {
     assert_eq!(views, 100, "the view counted once");
 }
 
+/// At-least-once: a commit torn (its session records landed, its
+/// positions refused), then a new run's first commit that rewrites only
+/// some of those sessions. A later restore must not take the torn records
+/// of the others as committed by that new commit's positions.
+#[test]
+fn at_least_once_a_torn_commit_stays_torn_after_the_next_runs_commit() {
+    let mut h = Harness::ready(Guarantee::AtLeastOnce);
+    h.post(0, "v-1");
+    h.post(0, "v-2");
+    h.step().unwrap();
+    h.fake
+        .fail_unkeyed_deliveries(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge,
+        ));
+    let view = |h: &Harness, id: &str| interaction(id, "v", InteractionKind::View, 100, h.t0 + 1);
+    let (one, two) = (view(&h, "v-1"), view(&h, "v-2"));
+    h.read(InputTopic::Interactions, 0, "v-1", Some(one.clone()));
+    h.read(InputTopic::Interactions, 0, "v-2", Some(two.clone()));
+    assert!(h.step().is_err(), "the torn commit stops it");
+    h.fake.fail_deliveries(None);
+    h.fake.new_producer();
+    // The next run folds v-1's view again and commits, not v-2's yet.
+    let mut h = h.restart();
+    h.assign();
+    h.at_end();
+    h.read(InputTopic::Interactions, 0, "v-1", Some(one));
+    h.step().unwrap();
+    // Then it stops, and the run after it restores: v-2's view is still
+    // ahead of the positions, so v-2 must not have it yet.
+    let mut h = h.restart();
+    h.assign();
+    h.at_end();
+    h.read(InputTopic::Interactions, 0, "v-2", Some(two));
+    h.step().unwrap();
+    let views = |h: &Harness, id: &str| {
+        h.core.partitions[&0]
+            .monitor
+            .session(id)
+            .expect("known")
+            .state
+            .views
+    };
+    assert_eq!(views(&h, "v-1"), 100);
+    assert_eq!(views(&h, "v-2"), 100, "v-2's view counted once");
+}
+
 #[test]
 fn an_undecodable_record_is_a_dead_letter_in_the_same_transaction_as_its_offset() {
     let mut h = Harness::ready(Guarantee::ExactlyOnce);
