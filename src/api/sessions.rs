@@ -112,16 +112,33 @@ pub(super) async fn status(
             "/performance-monitor/status/{}?scope=local",
             percent_encode(&variant_id)
         );
+        // The partitions someone answered for: this instance's, and those
+        // the instances that answered announced.
+        let mut covered: Vec<i32> = match &api.processor {
+            Some((status, _)) => status.get().partitions,
+            None => Vec::new(),
+        };
         for (member, answer) in group::ask_all::<Value>(cluster, &path).await {
             match answer {
                 group::Answer::Found(found) if found["status"] == "active" => {
                     return Json(found).into_response()
                 }
-                group::Answer::Found(found) => ended_elsewhere = Some(found),
-                group::Answer::NotFound => {}
+                group::Answer::Found(found) => {
+                    ended_elsewhere = Some(found);
+                    covered.extend(member.partitions);
+                }
+                group::Answer::NotFound => covered.extend(member.partitions),
                 group::Answer::Unreachable(_) => missing.extend(member.partitions),
             }
         }
+        // A partition nobody answered for (restoring, or between owners)
+        // may hold the variant too.
+        let input_partitions = match &api.processor {
+            Some((status, _)) => status.get().input_partitions,
+            None => 0,
+        }
+        .max(cluster.input_partitions());
+        missing.extend(group::missing(input_partitions, &covered));
         missing.sort_unstable();
         missing.dedup();
     }
