@@ -409,8 +409,12 @@ impl Broker for Fake {
             }
         }
         for (p, tail) in pending {
-            if !positioned.contains(&p) {
-                latest.entry(p).or_default().extend(tail);
+            let keys = latest.entry(p).or_default();
+            for (key, session) in tail {
+                let commit = session.header(crate::processor::output::COMMIT_HEADER);
+                if !positioned.contains(&p) || commit.is_none() {
+                    keys.insert(key, session);
+                }
             }
         }
         let mut restored = RestoredState::new();

@@ -485,20 +485,29 @@ fn commit_pending(
 /// part of it, and the processor stopped). Counting them would fold their
 /// input twice after the restore, which resumes from the older positions;
 /// so they are dropped, and the sessions keep the state those positions
-/// cover. A partition with no partition record at all (a changelog written
-/// by other tools) keeps every record.
+/// cover. A partition with no partition record at all, and records that
+/// name no commit (written by an older release or another tool), count as
+/// they always did.
 fn torn_tail(
     p: i32,
     positioned: bool,
     tail: Vec<KeyedRecord>,
     keys: &mut HashMap<Vec<u8>, Option<ChangelogRecord>>,
 ) {
-    if !positioned {
-        keys.extend(tail.into_iter().map(|(key, record, _)| (key, record)));
-    } else if !tail.is_empty() {
+    let mut torn = 0;
+    for (key, record, commit) in tail {
+        // Records that name no commit were written by an older release or
+        // another tool: they count as they always did.
+        if positioned && commit.is_some() {
+            torn += 1;
+        } else {
+            keys.insert(key, record);
+        }
+    }
+    if torn > 0 {
         tracing::warn!(
             partition = p,
-            records = tail.len(),
+            records = torn,
             "changelog records after the partition's last positions ignored: their commit never completed, and their input is read again"
         );
     }
