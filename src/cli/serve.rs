@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 
 use anyhow::{anyhow, bail, Context, Result};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 use earlykill::api::{self, Api};
 use earlykill::shutdown::Shutdown;
@@ -88,27 +89,18 @@ pub fn init_logging_to(filter: &str, file: Option<&std::path::Path>) -> Result<(
         ),
         Err(_) => file.is_none() && !std::io::stdout().is_terminal(),
     };
-    if let Some(path) = file {
-        let file = std::fs::File::create(path)
-            .with_context(|| format!("cannot write the log file {}", path.display()))?;
-        let builder = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(file));
-        if json {
-            builder
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .init();
-        } else {
-            builder.init();
+    let (writer, ansi) = match file {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot write the log file {}", path.display()))?;
+            (BoxMakeWriter::new(std::sync::Mutex::new(file)), false)
         }
-        return Ok(());
-    }
+        None => (BoxMakeWriter::new(std::io::stdout), true),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_ansi(ansi)
+        .with_writer(writer);
     if json {
         builder
             .json()

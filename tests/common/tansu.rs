@@ -79,6 +79,19 @@ impl Tansu {
         tansu
     }
 
+    /// Creates earlykill's topics as `topics` names them: the inputs and
+    /// the changelog with `partitions` partitions, the outputs with one.
+    pub fn create_earlykill_topics(&self, topics: &earlykill::kafka::Topics, partitions: i32) {
+        self.create_topics(&[
+            (&topics.posted, partitions, false),
+            (&topics.interactions, partitions, false),
+            (&topics.commands, partitions, false),
+            (&topics.changelog, partitions, true),
+            (&topics.decisions, 1, false),
+            (&topics.dead_letters, 1, false),
+        ]);
+    }
+
     /// Creates `topics`, each `(name, partitions, compacted)`.
     pub fn create_topics(&self, topics: &[(&str, i32, bool)]) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()

@@ -169,14 +169,7 @@ fn list(url: &str, limit: usize) -> Option<Listing> {
 fn three_instances_answer_as_one_service_and_say_what_a_killed_one_leaves_out() {
     let tansu = Tansu::start();
     let topics = Topics::default();
-    tansu.create_topics(&[
-        (&topics.posted, PARTITIONS, false),
-        (&topics.interactions, PARTITIONS, false),
-        (&topics.commands, PARTITIONS, false),
-        (&topics.changelog, PARTITIONS, true),
-        (&topics.decisions, 1, false),
-        (&topics.dead_letters, 1, false),
-    ]);
+    tansu.create_earlykill_topics(&topics, PARTITIONS);
     let mut instances: Vec<Instance> = ["a", "b", "c"]
         .iter()
         .map(|name| start(&tansu.bootstrap, &format!("cluster-{name}")))
@@ -194,27 +187,8 @@ fn three_instances_answer_as_one_service_and_say_what_a_killed_one_leaves_out() 
     for i in 0..VARIANTS {
         let variant = format!("cv-{i:04}");
         let instance = &instances[i % instances.len()];
-        let body = json!({
-            "variant_id": variant,
-            "persona_id": "persona-1",
-            "post_id": format!("post-{i}"),
-            "expected_engagement_rate": 0.05,
-            "posted_at": now,
-            "timeout_minutes": 60,
-        });
-        let response = agent()
-            .post(&format!(
-                "{}/performance-monitor/start-monitoring",
-                instance.url
-            ))
-            .set("Content-Type", "application/json")
-            .send_string(&body.to_string())
-            .expect("start-monitoring accepted");
-        assert_eq!(response.status(), 202);
-        let mut text = String::new();
-        std::io::Read::read_to_string(&mut response.into_reader(), &mut text).unwrap();
-        let accepted: Value = serde_json::from_str(&text).expect("json");
-        partition_of.insert(variant, accepted["partition"].as_i64().unwrap() as i32);
+        let partition = post(&instance.url, &variant, now);
+        partition_of.insert(variant, partition);
     }
     let all: BTreeSet<String> = partition_of.keys().cloned().collect();
     let owners: BTreeSet<i32> = partition_of.values().copied().collect();
@@ -400,14 +374,7 @@ fn post(url: &str, variant: &str, posted_at: i64) -> i32 {
 fn a_partitions_clock_and_how_far_it_trails_follow_its_input() {
     let tansu = Tansu::start();
     let topics = Topics::default();
-    tansu.create_topics(&[
-        (&topics.posted, 1, false),
-        (&topics.interactions, 1, false),
-        (&topics.commands, 1, false),
-        (&topics.changelog, 1, true),
-        (&topics.decisions, 1, false),
-        (&topics.dead_letters, 1, false),
-    ]);
+    tansu.create_earlykill_topics(&topics, 1);
     let instance = start(&tansu.bootstrap, "clock-a");
     until("ready", || {
         (get(&format!("{}/readyz", instance.url)).0 == 200).then_some(())

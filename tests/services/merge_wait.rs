@@ -43,14 +43,7 @@ fn status(url: &str, variant: &str) -> Option<Value> {
 fn a_worker_waiting_on_the_merge_sleeps_and_the_merge_still_releases_on_time() {
     let tansu = Tansu::start();
     let topics = Topics::default();
-    tansu.create_topics(&[
-        (&topics.posted, 1, false),
-        (&topics.interactions, 1, false),
-        (&topics.commands, 1, false),
-        (&topics.changelog, 1, true),
-        (&topics.decisions, 1, false),
-        (&topics.dead_letters, 1, false),
-    ]);
+    tansu.create_earlykill_topics(&topics, 1);
     // A post whose 10-minute window ended five minutes ago, and a view a
     // minute after it, written before start; a stop command for another
     // variant comes through the API once it runs. Then every topic has a
