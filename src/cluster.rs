@@ -193,14 +193,17 @@ impl Cluster {
         self.shared.config.timeout
     }
 
-    /// The other instances that announced partitions, by instance id.
-    pub fn others(&self) -> Vec<Member> {
-        let members = self
-            .shared
+    /// Every announcement read, by instance id.
+    fn members(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Member>> {
+        self.shared
             .members
             .read()
-            .unwrap_or_else(|p| p.into_inner());
-        members
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The other instances that announced partitions, by instance id.
+    pub fn others(&self) -> Vec<Member> {
+        self.members()
             .values()
             .filter(|m| m.instance != self.shared.config.instance && !m.partitions.is_empty())
             .cloned()
@@ -210,12 +213,7 @@ impl Cluster {
     /// Partitions of each input topic, as the latest announcement says
     /// (0 before any).
     pub fn input_partitions(&self) -> i32 {
-        let members = self
-            .shared
-            .members
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        members
+        self.members()
             .values()
             .max_by_key(|m| m.at)
             .map_or(0, |m| m.input_partitions)

@@ -145,6 +145,39 @@ impl Harness {
         }
     }
 
+    /// 100 views of `id`, a minute after T0, read on partition 0.
+    fn view(&mut self, id: &str) {
+        let value = interaction(id, "v", InteractionKind::View, 100, self.t0 + 1);
+        self.read(InputTopic::Interactions, 0, id, Some(value));
+    }
+
+    /// After a refused delivery stopped it: a restarted process (its
+    /// producer new, the brokers taking everything again), assigned and
+    /// read to the end; returns where partition 0's interactions start.
+    fn restart_after_refusal(self) -> (Harness, StartAt) {
+        self.fake.fail_deliveries(None);
+        self.fake.new_producer();
+        let mut h = self.restart();
+        let starts = h.assign();
+        h.at_end();
+        let at = starts
+            .iter()
+            .find(|s| s.topic == InputTopic::Interactions && s.partition == 0)
+            .expect("a start")
+            .at;
+        (h, at)
+    }
+
+    /// The views partition 0's session of `id` holds.
+    fn views(&self, id: &str) -> i64 {
+        self.core.partitions[&0]
+            .monitor
+            .session(id)
+            .expect("known")
+            .state
+            .views
+    }
+
     fn step(&mut self) -> Result<(), ProcessorError> {
         self.core.step(&self.fake, true)
     }
@@ -476,29 +509,12 @@ fn at_least_once_the_positions_land_only_after_the_sessions_they_cover() {
     h.fake.fail_keyed_deliveries(KafkaError::MessageProduction(
         RDKafkaErrorCode::MessageSizeTooLarge,
     ));
-    h.read(
-        InputTopic::Interactions,
-        0,
-        "v-1",
-        Some(interaction(
-            "v-1",
-            "v",
-            InteractionKind::View,
-            100,
-            h.t0 + 1,
-        )),
-    );
+    h.view("v-1");
     assert!(h.step().is_err(), "a refused session record stops it");
     // Restarted, it resumes before the view: the view is counted again
     // rather than lost.
-    let mut h = h.restart();
-    let starts = h.assign();
-    let interactions = starts
-        .iter()
-        .find(|s| s.topic == InputTopic::Interactions && s.partition == 0)
-        .expect("a start")
-        .at;
-    assert_eq!(interactions, StartAt::Beginning, "{starts:?}");
+    let (_, interactions) = h.restart_after_refusal();
+    assert_eq!(interactions, StartAt::Beginning);
 }
 
 /// At-least-once, the other way: session records landed and their
@@ -514,51 +530,14 @@ fn at_least_once_session_records_without_their_positions_are_not_restored() {
         .fail_unkeyed_deliveries(KafkaError::MessageProduction(
             RDKafkaErrorCode::MessageSizeTooLarge,
         ));
-    h.read(
-        InputTopic::Interactions,
-        0,
-        "v-1",
-        Some(interaction(
-            "v-1",
-            "v",
-            InteractionKind::View,
-            100,
-            h.t0 + 1,
-        )),
-    );
+    h.view("v-1");
     assert!(h.step().is_err(), "a refused partition record stops it");
-    h.fake.fail_deliveries(None);
-    h.fake.new_producer();
-    let mut h = h.restart();
-    let starts = h.assign();
-    let interactions = starts
-        .iter()
-        .find(|s| s.topic == InputTopic::Interactions && s.partition == 0)
-        .expect("a start")
-        .at;
-    assert_eq!(interactions, StartAt::Beginning, "{starts:?}");
+    let (mut h, interactions) = h.restart_after_refusal();
+    assert_eq!(interactions, StartAt::Beginning);
     // The view is read again and counted once.
-    h.at_end();
-    h.read(
-        InputTopic::Interactions,
-        0,
-        "v-1",
-        Some(interaction(
-            "v-1",
-            "v",
-            InteractionKind::View,
-            100,
-            h.t0 + 1,
-        )),
-    );
+    h.view("v-1");
     h.step().unwrap();
-    let views = h.core.partitions[&0]
-        .monitor
-        .session("v-1")
-        .expect("known")
-        .state
-        .views;
-    assert_eq!(views, 100, "the view counted once");
+    assert_eq!(h.views("v-1"), 100, "the view counted once");
 }
 
 /// At-least-once: a commit torn (its session records landed, its
@@ -575,36 +554,20 @@ fn at_least_once_a_torn_commit_stays_torn_after_the_next_runs_commit() {
         .fail_unkeyed_deliveries(KafkaError::MessageProduction(
             RDKafkaErrorCode::MessageSizeTooLarge,
         ));
-    let view = |h: &Harness, id: &str| interaction(id, "v", InteractionKind::View, 100, h.t0 + 1);
-    let (one, two) = (view(&h, "v-1"), view(&h, "v-2"));
-    h.read(InputTopic::Interactions, 0, "v-1", Some(one.clone()));
-    h.read(InputTopic::Interactions, 0, "v-2", Some(two.clone()));
+    h.view("v-1");
+    h.view("v-2");
     assert!(h.step().is_err(), "the torn commit stops it");
-    h.fake.fail_deliveries(None);
-    h.fake.new_producer();
     // The next run folds v-1's view again and commits, not v-2's yet.
-    let mut h = h.restart();
-    h.assign();
-    h.at_end();
-    h.read(InputTopic::Interactions, 0, "v-1", Some(one));
+    let (mut h, _) = h.restart_after_refusal();
+    h.view("v-1");
     h.step().unwrap();
     // Then it stops, and the run after it restores: v-2's view is still
     // ahead of the positions, so v-2 must not have it yet.
-    let mut h = h.restart();
-    h.assign();
-    h.at_end();
-    h.read(InputTopic::Interactions, 0, "v-2", Some(two));
+    let (mut h, _) = h.restart_after_refusal();
+    h.view("v-2");
     h.step().unwrap();
-    let views = |h: &Harness, id: &str| {
-        h.core.partitions[&0]
-            .monitor
-            .session(id)
-            .expect("known")
-            .state
-            .views
-    };
-    assert_eq!(views(&h, "v-1"), 100);
-    assert_eq!(views(&h, "v-2"), 100, "v-2's view counted once");
+    assert_eq!(h.views("v-1"), 100);
+    assert_eq!(h.views("v-2"), 100, "v-2's view counted once");
 }
 
 #[test]
