@@ -76,7 +76,17 @@ pub fn reset_offset(config: &ProcessorConfig) -> Offset {
 /// The restore consumer: reads changelog partitions from the beginning up
 /// to their end, committed records only, outside any group.
 pub fn restore_consumer(config: &ProcessorConfig) -> ClientConfig {
-    let mut client = base(config);
+    // Defaults a `[kafka]` property overrides. A restore reads one
+    // partition at a time to its end as fast as it folds it: larger
+    // fetches of that one partition, and no 1 s pause (librdkafka's
+    // `fetch.queue.backoff.ms`) each time its queue is full.
+    let mut client = ClientConfig::new();
+    client
+        .set("fetch.queue.backoff.ms", "10")
+        .set("max.partition.fetch.bytes", "8388608");
+    for (key, value) in base(config).config_map() {
+        client.set(key, value);
+    }
     client
         .set("group.id", format!("{}-restore", config.group_id))
         .set(

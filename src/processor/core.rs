@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::broker::{Broker, Inbound, Position, Start};
+use super::broker::{Broker, Inbound, Position, Start, StartAt};
 use super::committer::{Committer, Failure};
 use super::handoff::Handoff;
 use super::intake::{after_fold, DeadLetter, Intake};
@@ -144,6 +144,9 @@ pub(crate) struct Core {
     /// When the metrics that are not counted as they happen were last
     /// copied out.
     last_flush: Instant,
+    /// The restore of assigned partitions still being read; those read
+    /// are in `partitions`, live.
+    restore: Option<restorer::Restore>,
 }
 
 impl Core {
@@ -184,6 +187,7 @@ impl Core {
             handoff,
             lifecycle: Lifecycle::default(),
             last_flush: Instant::now(),
+            restore: None,
         }
     }
 
@@ -219,7 +223,7 @@ impl Core {
 
     /// Whether every assigned partition has been given back.
     pub fn owns_nothing(&self) -> bool {
-        self.partitions.is_empty()
+        self.partitions.is_empty() && self.restore.is_none()
     }
 
     /// Decodes and validates one input record, and folds it at once if the
@@ -542,17 +546,19 @@ impl Core {
         // Backing off before the retry, not waiting for anything: the
         // broker needs time to recover from whatever failed.
         std::thread::sleep(backoff);
-        let owned: BTreeSet<i32> = self.partitions.keys().copied().collect();
+        let mut owned: BTreeSet<i32> = self.partitions.keys().copied().collect();
+        owned.extend(self.restore.take().iter().flat_map(|r| r.partitions()));
         self.partitions.clear();
-        let restored = restorer::restore(
-            broker,
-            self.config.monitor,
-            &owned,
-            &mut self.out.counters,
-            &self.read,
-        )?;
-        let starts = restorer::starts(&restored);
-        self.partitions = restored;
+        let started = Instant::now();
+        let mut restored = Vec::new();
+        let (monitor, timeout) = (self.config.monitor, self.config.kafka_timeout);
+        restorer::restore(broker, monitor, timeout, &owned, |r| restored.push(r))?;
+        for r in restored {
+            self.take_restored(r);
+        }
+        self.out.counters.restore_time += started.elapsed();
+        self.out.counters.restoring.clear();
+        let starts = restorer::starts(self.partitions.iter().map(|(&p, part)| (p, part)));
         self.restored_positions_are_committed();
         self.publish();
         broker
@@ -605,43 +611,41 @@ impl Core {
                 assignment: format!("{by_topic:?}"),
             });
         }
-        self.out.counters.restoring = by_topic[0].iter().copied().collect();
         // A failed or stopping worker still serves the group's callbacks,
         // but stays where it is.
         let live = self.lifecycle.phase().can_become(Phase::Restoring);
-        if live {
-            self.become_(Phase::Restoring);
-        } else {
-            self.publish();
-        }
-        let handed = self.handed_over(broker, &by_topic[0]);
-        let restore = handed.and_then(|handed| {
-            let rest: BTreeSet<i32> = by_topic[0]
-                .iter()
-                .filter(|p| !handed.contains_key(p))
-                .copied()
-                .collect();
-            let restored = restorer::restore(
-                broker,
-                self.config.monitor,
-                &rest,
-                &mut self.out.counters,
-                &self.read,
-            )?;
-            Ok((handed, restored))
-        });
-        self.out.counters.restoring.clear();
-        let (handed, mut restored) = restore?;
+        let handed = self.handed_over(broker, &by_topic[0])?;
         self.out.counters.handed_over += handed.len() as u64;
         let kept: Vec<i32> = handed.keys().copied().collect();
-        restored.extend(handed);
-        let starts = restorer::starts(&restored);
-        self.partitions.extend(restored);
+        let mut starts = restorer::starts(handed.iter().map(|(&p, part)| (p, part)));
+        self.partitions.extend(handed);
         self.restored_positions_are_committed();
-        if live {
-            self.become_(Phase::Running);
+        let mut rest: BTreeSet<i32> = by_topic[0]
+            .iter()
+            .filter(|p| !self.partitions.contains_key(p))
+            .copied()
+            .collect();
+        // A restore still under way (an assignment on top of another) starts
+        // over with the new partitions.
+        rest.extend(self.restore.take().iter().flat_map(|r| r.partitions()));
+        for &partition in &rest {
+            for topic in InputTopic::ALL {
+                starts.push(Start {
+                    topic,
+                    partition,
+                    at: StartAt::Hold,
+                });
+            }
         }
-        tracing::info!(partitions = ?by_topic[0], handed_over = ?kept, "partitions assigned");
+        self.start_restore(broker, &rest)?;
+        if live {
+            self.become_(if rest.is_empty() {
+                Phase::Running
+            } else {
+                Phase::Restoring
+            });
+        }
+        tracing::info!(partitions = ?by_topic[0], handed_over = ?kept, restoring = ?rest, "partitions assigned");
         self.publish();
         Ok(starts)
     }
@@ -665,7 +669,7 @@ impl Core {
         let unchanged = broker.changelog_unchanged(&from)?;
         parked.retain(|p, _| unchanged.contains(p));
         for (&p, part) in &parked {
-            self.read.restored(p, &part.monitor.snapshot());
+            self.read.restored(p, &part.monitor);
         }
         Ok(parked)
     }
@@ -703,6 +707,7 @@ impl Core {
             .counters
             .committed
             .retain(|((_, p), _)| !gone.contains(p));
+        self.restore_revoked(broker, gone);
         self.read.revoked(gone);
         let topics = InputTopic::ALL.map(|t| self.config.topics.input(t));
         for &p in gone {
@@ -749,5 +754,6 @@ fn wall_millis() -> Millis {
 
 mod fold;
 mod metrics;
+mod restoring;
 #[cfg(test)]
 mod tests;

@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-use earlykill_core::event::{ChangelogRecord, SessionStatus};
-use earlykill_core::monitor::{ChangelogChange, SessionView};
+use earlykill_core::event::{ChangelogRecord, SessionState, SessionStatus};
+use earlykill_core::monitor::{ChangelogChange, Monitor, SessionView};
+use foldhash::fast::RandomState;
 
 /// Read access to a running processor's sessions, for the HTTP API.
 #[derive(Clone, Default)]
@@ -25,8 +26,15 @@ pub struct Sessions(Arc<Model>);
 struct Model {
     /// Workers running.
     running: AtomicUsize,
-    /// Every session of this instance's partitions, with its partition.
-    sessions: DashMap<Box<str>, (i32, SessionView)>,
+    /// Every session of this instance's partitions, with its partition:
+    /// as stored (the view is made when asked for), under a fast hash (a
+    /// restore inserts a million of them).
+    sessions: DashMap<Box<str>, (i32, SessionState), RandomState>,
+}
+
+/// The view of a stored session.
+fn view(entry: &dashmap::mapref::one::Ref<'_, Box<str>, (i32, SessionState)>) -> SessionView {
+    SessionView::from_state(entry.key(), entry.value().1.clone())
 }
 
 /// The processor behind a [`Sessions`] is not running.
@@ -64,7 +72,7 @@ impl Sessions {
     /// ended; `None` if this instance's partitions do not know it.
     pub fn get(&self, variant_id: &str) -> Result<Option<SessionView>, NotRunning> {
         let model = self.running()?;
-        Ok(model.sessions.get(variant_id).map(|entry| entry.1.clone()))
+        Ok(model.sessions.get(variant_id).map(|entry| view(&entry)))
     }
 
     /// The session of `variant_id` if it belongs to one of `partitions`
@@ -79,7 +87,7 @@ impl Sessions {
             .sessions
             .get(variant_id)
             .filter(|entry| partitions.contains(&entry.0))
-            .map(|entry| entry.1.clone()))
+            .map(|entry| view(&entry)))
     }
 
     /// Active sessions on this instance.
@@ -88,7 +96,7 @@ impl Sessions {
         Ok(model
             .sessions
             .iter()
-            .filter(|entry| entry.1.state.status == SessionStatus::Active)
+            .filter(|entry| entry.1.status == SessionStatus::Active)
             .count())
     }
 
@@ -110,7 +118,7 @@ impl Sessions {
         let mut smallest: BinaryHeap<Box<str>> = BinaryHeap::new();
         let mut total = 0;
         for entry in model.sessions.iter() {
-            if entry.1.state.status != SessionStatus::Active || !partitions.contains(&entry.0) {
+            if entry.1.status != SessionStatus::Active || !partitions.contains(&entry.0) {
                 continue;
             }
             total += 1;
@@ -130,7 +138,7 @@ impl Sessions {
         ids.truncate(limit);
         let page: Vec<SessionView> = ids
             .iter()
-            .filter_map(|id| model.sessions.get(id).map(|entry| entry.1.clone()))
+            .filter_map(|id| model.sessions.get(id).map(|entry| view(&entry)))
             .collect();
         let next = more
             .then(|| page.last().map(|s| s.variant_id.clone()))
@@ -163,10 +171,8 @@ impl Sessions {
             }
             match change.record.as_ref().and_then(|r| r.session.as_ref()) {
                 Some(state) => {
-                    let view = SessionView::from_state(&change.key, state.clone());
-                    self.0
-                        .sessions
-                        .insert(change.key.as_str().into(), (*p, view));
+                    let key = change.key.as_str().into();
+                    self.0.sessions.insert(key, (*p, state.clone()));
                 }
                 None => {
                     self.0.sessions.remove(change.key.as_str());
@@ -175,16 +181,11 @@ impl Sessions {
         }
     }
 
-    /// Partition `p` was restored from `records`.
-    pub(crate) fn restored(&self, p: i32, records: &[ChangelogRecord]) {
+    /// Partition `p` was restored into `monitor`.
+    pub(crate) fn restored(&self, p: i32, monitor: &Monitor) {
         self.0.sessions.retain(|_, (q, _)| *q != p);
-        for record in records {
-            if let Some(state) = &record.session {
-                let view = SessionView::from_state(&record.variant_id, state.clone());
-                self.0
-                    .sessions
-                    .insert(record.variant_id.as_str().into(), (p, view));
-            }
+        for (id, state) in monitor.session_states() {
+            self.0.sessions.insert(id.into(), (p, state));
         }
     }
 

@@ -18,6 +18,7 @@
 //! - `demo` — the generator and the embedded demo.
 //! - `merge_wait` — a worker waiting on the merge uses no CPU, and the
 //!   merge still releases on time.
+//! - `restore` — a restore goes live partition by partition.
 //! - `soak` — generated traffic, seeded crashes, the fold as the judge.
 
 #[path = "../common/mod.rs"]
@@ -33,5 +34,6 @@ mod projector;
 mod projector_store;
 mod real_broker;
 mod recreated_topic;
+mod restore;
 mod schema_registry;
 mod soak;

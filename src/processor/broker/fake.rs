@@ -10,12 +10,10 @@ use std::sync::Arc;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{Broker, Inbound, OutRecord, Position, Restored, RestoredState, Start};
+use super::{Broker, ChangelogRead, Inbound, OutRecord, Position, Start};
 use crate::processor::ProcessorError;
 use crate::processor::{Guarantee, ProcessorConfig};
-use earlykill_core::event::{
-    ChangelogRecord, Contract, Decoder, InputTopic, Millis, MonitoringDecision,
-};
+use earlykill_core::event::{Contract, Decoder, InputTopic, Millis, MonitoringDecision};
 use earlykill_core::merge::rank;
 
 /// A record as the fake holds it.
@@ -80,6 +78,12 @@ struct State {
     last_failure: Option<(KafkaError, String)>,
     /// Indexes in `visible` of records another producer wrote.
     foreign: BTreeSet<usize>,
+    /// The changelog partitions being read, with the next offset of each.
+    reading: BTreeMap<i32, i64>,
+    /// Indexes in `visible` of changelog records compaction removed.
+    compacted: BTreeSet<usize>,
+    /// Most records one read of the changelog hands over.
+    read_at_most: Option<usize>,
 }
 
 impl State {
@@ -95,6 +99,7 @@ impl State {
             .enumerate()
             .filter(move |(_, r)| r.topic == topic && r.partition == Some(p))
             .enumerate()
+            .filter(|(_, (i, _))| !self.compacted.contains(i))
             .map(|(offset, (i, r))| (offset as i64, r, self.foreign.contains(&i)))
     }
 }
@@ -130,6 +135,31 @@ impl Fake {
         state.visible.push(last);
         let i = state.visible.len() - 1;
         state.foreign.insert(i);
+    }
+
+    /// Compacts the changelog as Kafka's cleaner does when it catches up:
+    /// of each key only its latest record stays, at its offset.
+    pub fn compact_changelog(&self) {
+        let mut state = self.state.borrow_mut();
+        let topic = &self.config.topics.changelog;
+        let mut latest = BTreeMap::new();
+        for (i, r) in state.visible.iter().enumerate() {
+            if &r.topic == topic {
+                latest.insert((r.partition, r.key.clone()), i);
+            }
+        }
+        let superseded: Vec<usize> = (0..state.visible.len())
+            .filter(|i| {
+                let r = &state.visible[*i];
+                &r.topic == topic && latest[&(r.partition, r.key.clone())] != *i
+            })
+            .collect();
+        state.compacted.extend(superseded);
+    }
+
+    /// Each read of the changelog hands over at most `n` records.
+    pub fn read_at_most(&self, n: usize) {
+        self.state.borrow_mut().read_at_most = Some(n);
     }
 
     /// The next commit fails with `error`.
@@ -373,73 +403,79 @@ impl Broker for Fake {
             .collect())
     }
 
-    fn read_changelog(&self, partitions: &BTreeSet<i32>) -> Result<RestoredState, ProcessorError> {
-        self.call(Call::ReadChangelog);
-        let state = self.state.borrow();
-        // As the librdkafka broker reads it: a session record counts once
-        // a partition record after it has landed (see `torn_tail` there).
-        let mut latest: BTreeMap<i32, BTreeMap<Vec<u8>, &Sent>> = BTreeMap::new();
-        let mut pending: BTreeMap<i32, Vec<(Vec<u8>, &Sent)>> = BTreeMap::new();
-        let mut positioned = BTreeSet::new();
-        for record in state
-            .visible
+    fn read_changelog_from(&self, from: &BTreeMap<i32, Option<i64>>) -> Result<(), ProcessorError> {
+        if !from.is_empty() {
+            self.call(Call::ReadChangelog);
+        }
+        let mut state = self.state.borrow_mut();
+        state.reading = from
             .iter()
-            .filter(|r| r.topic == self.config.topics.changelog)
-        {
-            let p = record
-                .partition
-                .expect("changelog records name their partition");
-            assert!(p < self.partitions, "changelog partition {p} out of range");
-            if partitions.contains(&p) {
-                let key = record.key.clone().unwrap_or_default();
-                if key.is_empty() {
-                    let keys = latest.entry(p).or_default();
-                    let closes = record.header("earlykill_transaction");
-                    for (key, session) in pending.remove(&p).unwrap_or_default() {
-                        let commit = session.header(crate::processor::output::COMMIT_HEADER);
-                        if commit.is_none() || closes.is_none() || commit == closes {
-                            keys.insert(key, session);
-                        }
-                    }
-                    keys.insert(key, record);
-                    positioned.insert(p);
-                } else {
-                    pending.entry(p).or_default().push((key, record));
-                }
-            }
-        }
-        for (p, tail) in pending {
-            let keys = latest.entry(p).or_default();
-            for (key, session) in tail {
-                let commit = session.header(crate::processor::output::COMMIT_HEADER);
-                if !positioned.contains(&p) || commit.is_none() {
-                    keys.insert(key, session);
-                }
-            }
-        }
-        let mut restored = RestoredState::new();
-        for p in partitions {
-            let mut part = Restored {
-                next: state.changelog(&self.config.topics.changelog, *p).count() as i64,
-                ..Restored::default()
+            .map(|(&p, &at)| {
+                assert!(p < self.partitions, "changelog partition {p} out of range");
+                (p, at.unwrap_or(0))
+            })
+            .collect();
+        Ok(())
+    }
+
+    fn changelog_bounds(&self, partition: i32) -> Option<(i64, i64)> {
+        let state = self.state.borrow();
+        let end = state
+            .changelog(&self.config.topics.changelog, partition)
+            .count();
+        Some((0, end as i64))
+    }
+
+    fn read_changelog(
+        &self,
+        _wait: std::time::Duration,
+        max: usize,
+        each: &mut dyn FnMut(ChangelogRead<'_>) -> Result<(), ProcessorError>,
+    ) -> Result<usize, ProcessorError> {
+        // The partitions one after another, each to its end: the first
+        // goes live while the others are still read.
+        let topic = self.config.topics.changelog.clone();
+        let max = self.state.borrow().read_at_most.unwrap_or(max).min(max);
+        let mut handed = 0;
+        while handed < max {
+            let next = {
+                let state = self.state.borrow();
+                state.reading.iter().next().map(|(&p, &at)| {
+                    let record = state
+                        .changelog(&topic, p)
+                        .find(|&(o, _, _)| o >= at)
+                        .map(|(o, r, _)| (o, r.clone()));
+                    (p, record)
+                })
             };
-            for (key, record) in latest.remove(p).unwrap_or_default() {
-                let Some(value) = &record.value else { continue };
-                let decoded: ChangelogRecord = Decoder::new(Contract::ChangelogRecord)
-                    .decode(value)
-                    .map_err(|e| ProcessorError::CorruptChangelog {
-                        partition: *p,
-                        offset: -1,
-                        reason: e.to_string(),
+            let Some((partition, record)) = next else {
+                break;
+            };
+            let mut state = self.state.borrow_mut();
+            match record {
+                Some((offset, sent)) => {
+                    state.reading.insert(partition, offset + 1);
+                    drop(state);
+                    let commit = sent.header(crate::processor::output::COMMIT_HEADER);
+                    let writer = sent.header("earlykill_transaction");
+                    each(ChangelogRead::Record {
+                        partition,
+                        offset,
+                        key: sent.key.as_deref().unwrap_or_default(),
+                        value: sent.value.as_deref(),
+                        names_commit: commit.is_some(),
+                        writer: writer.as_deref().map(str::as_bytes),
                     })?;
-                if key.is_empty() {
-                    part.writer = record.header("earlykill_transaction");
                 }
-                part.records.push(decoded);
+                None => {
+                    state.reading.remove(&partition);
+                    drop(state);
+                    each(ChangelogRead::End { partition })?;
+                }
             }
-            restored.insert(*p, part);
+            handed += 1;
         }
-        Ok(restored)
+        Ok(handed)
     }
 }
 

@@ -24,7 +24,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
 use super::ProcessorError;
-use earlykill_core::event::{ChangelogRecord, InputTopic, Millis};
+use earlykill_core::event::{InputTopic, Millis};
 
 /// One record to produce. Borrowed: building it copies nothing.
 #[derive(Debug, Clone, Copy)]
@@ -55,6 +55,9 @@ pub(crate) enum StartAt {
     Beginning,
     /// Where the input consumer's `auto.offset.reset` says.
     Reset,
+    /// Nowhere yet: the partition's state is still being restored, and its
+    /// fetch waits, paused, until a rewind says where to start.
+    Hold,
 }
 
 /// A [`StartAt`] for one input topic partition.
@@ -65,22 +68,26 @@ pub(crate) struct Start {
     pub at: StartAt,
 }
 
-/// One changelog partition read back: the latest record of every key
-/// still holding a value.
-#[derive(Debug, Default)]
-pub struct Restored {
-    /// The latest record of every key still holding a value.
-    pub records: Vec<ChangelogRecord>,
-    /// The `earlykill_transaction` header of the latest partition record:
-    /// which run and transaction wrote the state restored.
-    pub writer: Option<String>,
-    /// The offset after the last record read: a record written later is
-    /// at or after it.
-    pub next: i64,
+/// What the changelog reader hands over while a restore reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ChangelogRead<'a> {
+    /// A record, borrowed from the reader.
+    Record {
+        partition: i32,
+        offset: i64,
+        key: &'a [u8],
+        /// `None`: a tombstone.
+        value: Option<&'a [u8]>,
+        /// Whether the record names the commit that wrote it (this
+        /// release's session records do).
+        names_commit: bool,
+        /// The `earlykill_transaction` header: on a partition record, which
+        /// run and transaction wrote it.
+        writer: Option<&'a [u8]>,
+    },
+    /// The partition was read to its end (its last committed record).
+    End { partition: i32 },
 }
-
-/// The compacted content of changelog partitions, per partition.
-pub type RestoredState = BTreeMap<i32, Restored>;
 
 /// What the processor asks of Kafka while it runs.
 ///
@@ -111,9 +118,22 @@ pub(crate) trait Broker {
     fn pause(&self, topic: InputTopic, partition: i32, pause: bool) -> Result<(), KafkaError>;
     /// Resumes `starts` and moves the consumer to them (a rewind).
     fn rewind(&self, starts: &[Start]) -> Result<(), KafkaError>;
-    /// Reads `partitions` of the changelog from the beginning to their end
-    /// (the last committed record), keeping the latest record per key.
-    fn read_changelog(&self, partitions: &BTreeSet<i32>) -> Result<RestoredState, ProcessorError>;
+    /// Points the changelog reader at `from`: each partition from its
+    /// beginning (`None`) or an offset; nothing else is read. An empty map
+    /// stops reading.
+    fn read_changelog_from(&self, from: &BTreeMap<i32, Option<i64>>) -> Result<(), ProcessorError>;
+    /// Where changelog partition `partition` starts and ends now, if the
+    /// broker says.
+    fn changelog_bounds(&self, partition: i32) -> Option<(i64, i64)>;
+    /// Hands what the changelog reader has to `each`: up to `max` records
+    /// and partition ends, waiting up to `wait` for the first. Returns how
+    /// many it handed.
+    fn read_changelog(
+        &self,
+        wait: std::time::Duration,
+        max: usize,
+        each: &mut dyn FnMut(ChangelogRead<'_>) -> Result<(), ProcessorError>,
+    ) -> Result<usize, ProcessorError>;
     /// The offset of the last record this producer delivered to changelog
     /// partition `partition`, if any.
     fn changelog_written(&self, partition: i32) -> Option<i64>;

@@ -20,6 +20,24 @@ use earlykill_core::event::{
     Contract, InputTopic, Interaction, InteractionKind, Millis, VariantPosted,
 };
 
+/// `core.assigned`, then its restore driven to the end: where every
+/// partition starts (a restored one where the restore rewound it, as it
+/// went live).
+fn assign_all(
+    core: &mut Core,
+    fake: &Fake,
+    by_topic: &[BTreeSet<i32>; 3],
+) -> Result<Vec<Start>, ProcessorError> {
+    let mut starts = core.assigned(fake, by_topic)?;
+    starts.retain(|s| s.at != StartAt::Hold);
+    let before = fake.rewinds().len();
+    while core.is_restoring() {
+        core.restore_step(fake, std::time::Duration::ZERO)?;
+    }
+    starts.extend(fake.rewinds().into_iter().skip(before).flatten());
+    Ok(starts)
+}
+
 /// A processor core for partitions 0 and 1 over the fake, both assigned.
 struct Harness {
     config: Arc<ProcessorConfig>,
@@ -82,10 +100,12 @@ impl Harness {
 
     fn assign(&mut self) -> Vec<Start> {
         let both: BTreeSet<i32> = [0, 1].into();
-        let starts = self
-            .core
-            .assigned(&self.fake, &[both.clone(), both.clone(), both])
-            .expect("assigned");
+        let starts = assign_all(
+            &mut self.core,
+            &self.fake,
+            &[both.clone(), both.clone(), both],
+        )
+        .expect("assigned");
         // The consumer starts where the restore says.
         for start in &starts {
             if let StartAt::Offset(o) = start.at {
@@ -219,13 +239,22 @@ fn decided(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 const STARTED_AND_KILLED: [(&str, &str); 2] = [("v-1", "started"), ("v-1", "killed")];
 
+/// Both partitions restored: each changelog partition read in turn, each
+/// partition's input rewound to its positions as it goes live.
+const RESTORED_BOTH: [Call; 4] = [
+    Call::ReadChangelog,
+    Call::ReadChangelog,
+    Call::Rewind,
+    Call::Rewind,
+];
+
 #[test]
 fn an_empty_changelog_starts_every_topic_where_auto_offset_reset_says() {
     let mut h = Harness::new(config(Guarantee::ExactlyOnce));
     let starts = h.assign();
     assert_eq!(starts.len(), 6);
     assert!(starts.iter().all(|s| s.at == StartAt::Reset), "{starts:?}");
-    assert_eq!(h.fake.calls(), [Call::ReadChangelog]);
+    assert_eq!(h.fake.calls(), RESTORED_BOTH);
 }
 
 #[test]
@@ -299,7 +328,13 @@ fn an_abortable_failure_aborts_restores_the_last_commit_and_rewinds_to_its_offse
     let after_commit = &calls[calls.iter().position(|c| *c == Call::Commit).unwrap()..];
     assert_eq!(
         after_commit,
-        [Call::Commit, Call::Abort, Call::ReadChangelog, Call::Rewind]
+        [
+            Call::Commit,
+            Call::Abort,
+            Call::ReadChangelog,
+            Call::ReadChangelog,
+            Call::Rewind
+        ]
     );
     // The aborted transaction's v-2 start and v-1 kill are not visible.
     assert_eq!(h.fake.decisions(), decided(&[("v-1", "started")]));
@@ -597,80 +632,6 @@ fn a_revocation_commits_the_open_work_and_drops_the_partitions_state() {
     assert!(h.status.get().committed.is_empty());
 }
 
-/// Revokes both partitions after a kill on partition 0, returns where a
-/// fresh restore of the same broker would start them.
-fn revoke_after_a_kill(h: &mut Harness) -> Vec<Start> {
-    h.post(0, "v-1");
-    h.engage_poorly(0, "v-1");
-    h.core.revoked(&h.fake, &[0, 1].into());
-    h.fake.calls();
-    // Where another core restoring from this broker's changelog starts.
-    let mut other = Core::new(
-        h.config.clone(),
-        Framing::SingleObject,
-        2,
-        StatusSink::workers(StatusWatch::default(), 1).remove(0),
-        Sessions::default(),
-        Handoff::default(),
-    );
-    let both: BTreeSet<i32> = [0, 1].into();
-    let starts = other
-        .assigned(&h.fake, &[both.clone(), both.clone(), both])
-        .expect("restored");
-    assert_eq!(h.fake.calls(), [Call::ReadChangelog]);
-    starts
-}
-
-#[test]
-fn a_revoked_partition_given_back_keeps_its_state_without_a_restore() {
-    for guarantee in [Guarantee::ExactlyOnce, Guarantee::AtLeastOnce] {
-        let mut h = Harness::ready(guarantee);
-        let restored = revoke_after_a_kill(&mut h);
-        let handed = h.assign();
-        // The changelog was only checked from where the parked state ends.
-        assert_eq!(h.fake.calls(), [Call::CheckChangelog], "{guarantee:?}");
-        assert_eq!(handed, restored, "{guarantee:?}: starts as a restore's");
-        assert_eq!(h.status.get().handed_over, 2);
-        // The state came along: v-1 stays killed, v-2 is decided anew.
-        h.at_end();
-        h.engage_poorly(0, "v-1");
-        h.post(0, "v-2");
-        h.engage_poorly(0, "v-2");
-        h.step().unwrap();
-        h.core.commit(&h.fake).unwrap();
-        let mut want = STARTED_AND_KILLED.to_vec();
-        want.extend([("v-2", "started"), ("v-2", "killed")]);
-        assert_eq!(h.fake.decisions(), decided(&want), "{guarantee:?}");
-    }
-}
-
-#[test]
-fn a_partition_another_instance_wrote_meanwhile_is_restored_not_handed_over() {
-    let mut h = Harness::ready(Guarantee::ExactlyOnce);
-    revoke_after_a_kill(&mut h);
-    h.fake.write_changelog_elsewhere(0);
-    h.assign();
-    assert_eq!(
-        h.fake.calls(),
-        [Call::CheckChangelog, Call::ReadChangelog],
-        "partition 0 restored"
-    );
-    assert_eq!(h.status.get().handed_over, 1, "partition 1 handed over");
-}
-
-#[test]
-fn a_revocation_whose_commit_failed_parks_nothing() {
-    let mut h = Harness::ready(Guarantee::ExactlyOnce);
-    h.post(0, "v-1");
-    h.engage_poorly(0, "v-1");
-    h.fake.fail_next_commit(transient());
-    h.core.revoked(&h.fake, &[0, 1].into());
-    h.fake.calls();
-    h.assign();
-    assert_eq!(h.fake.calls(), [Call::ReadChangelog]);
-    assert_eq!(h.status.get().handed_over, 0);
-}
-
 #[test]
 fn an_assignment_of_partitions_not_aligned_across_topics_is_refused() {
     let mut h = Harness::new(config(Guarantee::ExactlyOnce));
@@ -727,3 +688,5 @@ fn the_fake_refuses_sends_outside_a_transaction_so_the_core_always_begins_first(
     }));
     assert!(send.is_err());
 }
+
+mod restore;

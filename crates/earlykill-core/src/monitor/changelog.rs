@@ -50,12 +50,6 @@ pub enum RestoreError {
         /// The key.
         key: String,
     },
-    /// The same key twice: the input was not compacted.
-    #[error("changelog key {key:?} appears more than once; restore needs the compacted state")]
-    DuplicateKey {
-        /// The key.
-        key: String,
-    },
     /// More sessions than a partition can hold ([`MAX_SESSIONS`]).
     #[error("the changelog holds more than {max} sessions for one partition")]
     TooManySessions {
@@ -107,7 +101,7 @@ impl Monitor {
     }
 
     /// The current record of `key`, or `None` if the key holds nothing.
-    fn record(&self, key: &str) -> Option<ChangelogRecord> {
+    pub(super) fn record(&self, key: &str) -> Option<ChangelogRecord> {
         let session = self.sessions.find(key).and_then(|slot| {
             let forget_at = self.kept.get(&slot).copied();
             self.sessions
@@ -180,38 +174,29 @@ impl Monitor {
             .collect()
     }
 
-    /// Rebuilds a monitor from the compacted changelog (the latest record of
-    /// each key, in any order). The result has nothing to drain.
+    /// Rebuilds a monitor from changelog records in log order (the latest
+    /// record of a key wins). The result has nothing to drain. A restore
+    /// from Kafka goes through [`Rebuild`](super::Rebuild), which also
+    /// drops a torn commit's records.
     pub fn restore(
         config: MonitorConfig,
         records: impl IntoIterator<Item = ChangelogRecord>,
     ) -> Result<Self, RestoreError> {
-        let mut monitor = Monitor::new(config);
+        let mut rebuild = super::Rebuild::new(config);
         for record in records {
-            if record.is_partition_record() {
-                if let Some(clock) = record.partition_clock {
-                    monitor.clock = monitor.clock.max(clock);
-                }
-                continue;
-            }
-            let key = record.variant_id;
-            if key.len() > MAX_ID_BYTES {
-                return Err(RestoreError::InvalidKey { key });
-            }
-            if monitor.sessions.find(&key).is_some() || monitor.held.get(&key).is_some() {
-                return Err(RestoreError::DuplicateKey { key });
-            }
-            if let Some(state) = record.session {
-                monitor.restore_session(&key, state)?;
-            }
-            monitor.held.restore(&key, record.held);
+            let key = record.variant_id.clone();
+            rebuild.push(&key, Some(record), false)?;
         }
-        monitor.held.finish_restore();
-        monitor.dirty_slots.clear();
-        Ok(monitor)
+        Ok(rebuild.finish()?.monitor)
     }
 
-    fn restore_session(&mut self, key: &str, state: SessionState) -> Result<(), RestoreError> {
+    /// Adds a session as stored. Its timer entry is made once the whole
+    /// partition is in (`build_timers`).
+    pub(super) fn restore_session(
+        &mut self,
+        key: &str,
+        state: SessionState,
+    ) -> Result<(), RestoreError> {
         let positive = |field: &'static str, value: i64| {
             u32::try_from(value)
                 .ok()
@@ -242,15 +227,8 @@ impl Monitor {
         let interactions = count("interactions", state.interactions)?;
         let views = count("views", state.views)?;
         let active = state.status == SessionStatus::Active;
-        // The one timer entry a session has: its deadline while that is
-        // ahead of the clock, its purge time after.
         let deadline = rule::deadline(state.posted_at, thresholds.timeout_minutes);
         let forget_at = state.forget_at.filter(|_| !active);
-        let due = if deadline > self.clock || active {
-            deadline
-        } else {
-            forget_at.unwrap_or_else(|| deadline.saturating_add(self.config.ended_retention_ms))
-        };
         let slot = self
             .sessions
             .insert(
@@ -280,7 +258,6 @@ impl Monitor {
         if let Some(forget_at) = forget_at {
             self.kept.insert(slot, forget_at);
         }
-        self.timers.push(due, slot);
         Ok(())
     }
 }

@@ -37,6 +37,7 @@
 mod changelog;
 mod decisions;
 mod held;
+mod rebuild;
 pub mod rule;
 mod sessions;
 mod timers;
@@ -57,6 +58,7 @@ pub use sessions::MAX_SESSIONS;
 use timers::Timers;
 
 pub use changelog::{held_record_fits, ChangelogChange, RestoreError, MAX_HELD_BYTES};
+pub use rebuild::{Rebuild, Rebuilt};
 
 /// Events whose lookups [`Monitor::apply_batch`] prefetches together.
 const PREFETCH_GROUP: usize = 16;
@@ -363,6 +365,15 @@ impl Monitor {
                 deadline: s.deadline(),
                 engagement_rate: rule::engagement_rate(s.interactions, s.views),
             })
+    }
+
+    /// Every session, active or ended and still remembered, as stored, in
+    /// no particular order.
+    pub fn session_states(&self) -> impl Iterator<Item = (&str, SessionState)> + '_ {
+        self.sessions.iter().map(|(slot, s)| {
+            let state = changelog::session_state(&s, self.kept.get(&slot).copied());
+            (s.variant_id(), state)
+        })
     }
 
     /// The variant ids of every active session, in no particular order.

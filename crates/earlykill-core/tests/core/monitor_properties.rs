@@ -9,11 +9,11 @@ use std::collections::BTreeMap;
 
 use earlykill_core::event::codec::{self, Decoder};
 use earlykill_core::event::{
-    ChangelogRecord, Contract, DecisionKind, InteractionKind, Millis, MonitoringDecision,
-    StopMonitoring, VariantPosted,
+    ChangelogRecord, Contract, DecisionKind, InputOffsets, InteractionKind, Millis,
+    MonitoringDecision, StopMonitoring, VariantPosted,
 };
 use earlykill_core::monitor::rule::Thresholds;
-use earlykill_core::monitor::{Input, Monitor, MonitorConfig};
+use earlykill_core::monitor::{Input, Monitor, MonitorConfig, Rebuild, Rebuilt};
 use proptest::prelude::*;
 
 use earlykill_core::fixtures::*;
@@ -432,6 +432,67 @@ impl CompactedTopic {
     }
 }
 
+/// A changelog as the processor writes it, before compaction: per commit
+/// the changed session records (naming their commit), then the partition
+/// record (the clock, and the commit's number as its posted offset).
+#[derive(Default)]
+struct Log(Vec<(String, Option<Vec<u8>>, bool)>);
+
+impl Log {
+    /// Writes the monitor's changes as commit `commit`; a torn commit's
+    /// partition record never lands.
+    fn commit(&mut self, monitor: &mut Monitor, commit: i64, torn: bool) {
+        for change in monitor.drain_changes() {
+            if change.key != ChangelogRecord::PARTITION_KEY {
+                let value = change
+                    .record
+                    .map(|r| codec::encode(Contract::ChangelogRecord, &r).unwrap());
+                self.0.push((change.key, value, true));
+            }
+        }
+        if !torn {
+            let record = ChangelogRecord {
+                variant_id: String::new(),
+                partition_clock: (monitor.clock() != Millis::MIN).then_some(monitor.clock()),
+                input_offsets: Some(InputOffsets {
+                    posted: Some(commit),
+                    ..InputOffsets::default()
+                }),
+                session: None,
+                held: Vec::new(),
+            };
+            let value = codec::encode(Contract::ChangelogRecord, &record).unwrap();
+            self.0.push((String::new(), Some(value), true));
+        }
+    }
+
+    /// The log after compaction removed the superseded records that `keep`
+    /// does not keep (compaction may lag anywhere): the latest record of
+    /// each key always stays.
+    fn compacted(&self, keep: &[bool]) -> Vec<(String, Option<Vec<u8>>, bool)> {
+        let mut latest = BTreeMap::new();
+        for (i, (key, _, _)) in self.0.iter().enumerate() {
+            latest.insert(key.clone(), i);
+        }
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(i, (key, _, _))| latest[key] == *i || keep.get(*i).copied().unwrap_or(false))
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    fn rebuild(records: &[(String, Option<Vec<u8>>, bool)]) -> Rebuilt {
+        let decoder = Decoder::new(Contract::ChangelogRecord);
+        let mut rebuild = Rebuild::new(config(3));
+        for (key, value, named) in records {
+            let record = value.as_ref().map(|v| decoder.decode(v).unwrap());
+            rebuild.push(key, record, *named).unwrap();
+        }
+        rebuild.finish().unwrap()
+    }
+}
+
 // ---------------------------------------------------------------- properties
 
 proptest! {
@@ -558,6 +619,64 @@ proptest! {
         prop_assert_eq!(restored.snapshot(), snapshot);
         decisions.extend(run(&mut restored, &events[at..]));
         prop_assert_eq!(decisions, uninterrupted);
+    }
+
+    #[test]
+    fn a_changelog_rebuilds_the_last_commit_however_far_compaction_went(
+        events in arb_events(true),
+        cuts in proptest::collection::vec(any::<bool>(), 80),
+        keep in proptest::collection::vec(any::<bool>(), 400),
+    ) {
+        let mut monitor = Monitor::new(config(3));
+        let mut log = Log::default();
+        let mut decisions = Vec::new();
+        let mut commits = 0;
+        for (i, event) in events.iter().enumerate() {
+            feed(&mut monitor, event, &mut decisions);
+            if cuts[i] {
+                commits += 1;
+                log.commit(&mut monitor, commits, false);
+            }
+        }
+        commits += 1;
+        log.commit(&mut monitor, commits, false);
+        let rebuilt = Log::rebuild(&log.compacted(&keep));
+        prop_assert_eq!(rebuilt.torn, 0);
+        prop_assert_eq!(rebuilt.offsets.posted, Some(commits));
+        prop_assert_eq!(rebuilt.monitor.snapshot(), monitor.snapshot());
+    }
+
+    #[test]
+    fn a_torn_commit_is_undone_and_rewritten_by_the_next(
+        events in arb_events(true),
+        split in any::<proptest::sample::Index>(),
+        keep in proptest::collection::vec(any::<bool>(), 400),
+    ) {
+        // Commit 1 up to the split; commit 2, with everything after it,
+        // tears: its session records land, its partition record does not.
+        let at = split.index(events.len() + 1);
+        let mut monitor = Monitor::new(config(3));
+        let mut log = Log::default();
+        let mut decisions = Vec::new();
+        for event in &events[..at] {
+            feed(&mut monitor, event, &mut decisions);
+        }
+        log.commit(&mut monitor, 1, false);
+        let committed = monitor.snapshot();
+        for event in &events[at..] {
+            feed(&mut monitor, event, &mut decisions);
+        }
+        log.commit(&mut monitor, 2, true);
+        let mut rebuilt = Log::rebuild(&log.0);
+        prop_assert_eq!(rebuilt.offsets.posted, Some(1));
+        prop_assert_eq!(rebuilt.monitor.snapshot(), committed.clone());
+        // The restored processor's first commit rewrites the torn keys:
+        // from then on the torn records count for nothing, compacted or not.
+        log.commit(&mut rebuilt.monitor, 3, false);
+        let again = Log::rebuild(&log.compacted(&keep));
+        prop_assert_eq!(again.torn, 0);
+        prop_assert_eq!(again.offsets.posted, Some(3));
+        prop_assert_eq!(again.monitor.snapshot(), committed);
     }
 
     #[test]
