@@ -95,7 +95,32 @@ struct Processor {
 
 impl Processor {
     fn start(bootstrap: &str, topics: &Topics, group: &str, extra: &[&str]) -> Processor {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_earlykill"))
+        // EARLYKILL_BIN runs another build (an earlier release, for a
+        // before/after figure) against the same bench.
+        let bin = std::env::var("EARLYKILL_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_earlykill").to_owned());
+        // EARLYKILL_BENCH_PERF=<file>: the process runs under `perf record`
+        // (call graphs) into <file>.<n>, for where its time goes.
+        let mut command = match std::env::var("EARLYKILL_BENCH_PERF") {
+            Ok(file) => {
+                static RUN: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+                let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let mut perf = Command::new("perf");
+                perf.args([
+                    "record",
+                    "-F",
+                    "999",
+                    "-g",
+                    "-o",
+                    &format!("{file}.{n}"),
+                    "--",
+                ]);
+                perf.arg(bin);
+                perf
+            }
+            Err(_) => Command::new(bin),
+        };
+        let mut child = command
             .args(["run", "--bootstrap-servers", bootstrap])
             .args(["--guarantee", "at-least-once", "--instance-id", "bench-0"])
             .args(["--group-id", group, "--http-listen", "off"])
@@ -135,19 +160,42 @@ impl Processor {
     /// Waits for a log line containing `text`; returns when it came and the
     /// line.
     fn wait_for(&self, text: &str) -> (Instant, String) {
+        self.wait_for_any(&[text])
+    }
+
+    /// Waits for a log line containing one of `texts`.
+    fn wait_for_any(&self, texts: &[&str]) -> (Instant, String) {
         let deadline = Instant::now() + Duration::from_secs(600);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok((at, line)) if line.contains(text) => return (at, line),
+                Ok((at, line)) if texts.iter().any(|t| line.contains(t)) => return (at, line),
                 Ok(_) => {}
-                Err(e) => panic!("no log line with {text:?}: {e}"),
+                Err(e) => panic!("no log line with {texts:?}: {e}"),
             }
         }
     }
 
+    /// The process's peak resident memory so far, in MB (Linux).
+    fn peak_rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("/proc status");
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM");
+        kb / 1024.0
+    }
+
     fn kill(mut self) {
-        let _ = self.child.kill();
+        if std::env::var_os("EARLYKILL_BENCH_PERF").is_some() {
+            // perf writes its file on SIGINT, and stops the process.
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        } else {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
     }
 }
@@ -155,11 +203,25 @@ impl Processor {
 /// Reads `topic` until it holds `n` distinct decision ids; returns when the
 /// last arrived.
 fn wait_decisions(bootstrap: &str, topic: &str, n: usize) -> Instant {
+    wait_decisions_settled(bootstrap, topic, n, Duration::ZERO).0
+}
+
+/// Reads `topic` until it holds at least `n` distinct decision ids and no
+/// new one came for `quiet`; returns when the last arrived and how many.
+/// (tansu 0.6's memory storage has been seen to lose a few thousand of a
+/// million input records under this load, acknowledged and gone, so a
+/// bench that needs only "about a million" waits for the fold to settle.)
+fn wait_decisions_settled(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+    quiet: Duration,
+) -> (Instant, usize) {
     let consumer = reader(bootstrap, &[(topic, 1)]);
     let mut ids = HashSet::new();
     let mut last = Instant::now();
     let deadline = Instant::now() + Duration::from_secs(600);
-    while ids.len() < n {
+    while ids.len() < n || last.elapsed() < quiet {
         assert!(Instant::now() < deadline, "{} of {n} decisions", ids.len());
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
             let id = m
@@ -174,7 +236,21 @@ fn wait_decisions(bootstrap: &str, topic: &str, n: usize) -> Instant {
             }
         }
     }
-    last
+    (last, ids.len())
+}
+
+/// Reads `topic` until a decision for `variant` arrives; returns when.
+fn wait_decision_of(bootstrap: &str, topic: &str, variant: &str) -> Instant {
+    let consumer = reader(bootstrap, &[(topic, 1)]);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        assert!(Instant::now() < deadline, "no decision for {variant}");
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            if m.key() == Some(variant.as_bytes()) {
+                return Instant::now();
+            }
+        }
+    }
 }
 
 /// A group-less consumer of every partition of `topics`, from the start.
@@ -205,6 +281,12 @@ fn assign(consumer: &BaseConsumer, topics: &[(&str, i32)]) {
 /// end (one partition end per topic partition: nothing is written while it
 /// reads); returns the records and the time from the assignment.
 fn plain_read(bootstrap: &str, topics: &[(&str, i32)]) -> (u64, Duration) {
+    let (records, _, took) = plain_read_bytes(bootstrap, topics);
+    (records, took)
+}
+
+/// [`plain_read`], also counting the bytes of the keys and values read.
+fn plain_read_bytes(bootstrap: &str, topics: &[(&str, i32)]) -> (u64, u64, Duration) {
     // The fetch settings the processor's input consumer uses, so the
     // baseline is not held back by librdkafka's 1 s queue backoff.
     let consumer: BaseConsumer = ClientConfig::new()
@@ -220,15 +302,18 @@ fn plain_read(bootstrap: &str, topics: &[(&str, i32)]) -> (u64, Duration) {
     let started = Instant::now();
     assign(&consumer, topics);
     let partitions: usize = topics.iter().map(|(_, n)| *n as usize).sum();
-    let (mut records, mut ends) = (0, 0);
+    let (mut records, mut bytes, mut ends) = (0, 0, 0);
     while ends < partitions {
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(_)) => records += 1,
+            Some(Ok(m)) => {
+                records += 1;
+                bytes += (m.key_len() + m.payload_len()) as u64;
+            }
             Some(Err(KafkaError::PartitionEOF(_))) => ends += 1,
             _ => {}
         }
     }
-    (records, started.elapsed())
+    (records, bytes, started.elapsed())
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -305,35 +390,85 @@ fn restore() {
         .collect();
     produce(&tansu.bootstrap, &own, &events);
     let first = Processor::start(&tansu.bootstrap, &own, "restore", &[]);
-    wait_decisions(&tansu.bootstrap, &own.decisions, VARIANTS as usize);
+    let at_least = VARIANTS as usize * 99 / 100;
+    let quiet = Duration::from_secs(5);
+    let (_, decided) = wait_decisions_settled(&tansu.bootstrap, &own.decisions, at_least, quiet);
+    eprintln!("{decided} variants posted and started");
     // The state is in the changelog once its decisions are: wait for the
     // commit after the last one, then crash.
     std::thread::sleep(Duration::from_secs(2));
     first.kill();
     let changelog = [(own.changelog.as_str(), PARTITIONS)];
-    let (mut plain, mut restored) = (Vec::new(), Vec::new());
+    let (mut plain, mut restored, mut first, mut rss) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut size = (0, 0);
     for run in 0..RUNS {
-        let (records, took) = plain_read(&tansu.bootstrap, &changelog);
+        let (records, bytes, took) = plain_read_bytes(&tansu.bootstrap, &changelog);
         plain.push(took.as_secs_f64());
-        let processor = Processor::start(&tansu.bootstrap, &own, "restore", &[]);
-        let (_, line) = processor.wait_for("restore finished");
-        let elapsed_ms: f64 = line
-            .split("\"elapsed_ms\":")
-            .nth(1)
-            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .expect("elapsed_ms in the restore line");
+        size = (records, bytes);
+        let processor = Processor::start(&tansu.bootstrap, &own, "restore", &["--threads", "2"]);
+        let (began, _) = processor.wait_for("restoring partitions from the changelog");
+        // The first partition live (a release that restored a worker's
+        // assignment whole has no such line: its first is its last), then
+        // both workers' restores finished.
+        let (live, line) = processor.wait_for_any(&["partitions live", "restore finished"]);
+        // Every worker's restore finished: together they cover the
+        // partitions.
+        let mut finished: Vec<String> = vec![line];
+        finished.retain(|l| l.contains("restore finished"));
+        let covered = |lines: &[String]| -> usize {
+            let mut all = HashSet::new();
+            for line in lines {
+                // `[0, 1]`, or `{0, 1}` from releases that logged a set.
+                let list = line.split("\"partitions\":\"").nth(1).unwrap_or("");
+                let list = list.trim_start_matches(['[', '{']);
+                let list = list.split([']', '}']).next().unwrap_or("");
+                all.extend(
+                    list.split(", ")
+                        .filter(|p| !p.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+            all.len()
+        };
+        while covered(&finished) < PARTITIONS as usize {
+            finished.push(processor.wait_for("restore finished").1);
+        }
+        let mut elapsed_ms: f64 = 0.0;
+        for line in finished {
+            let ms: f64 = line
+                .split("\"elapsed_ms\":")
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+                .expect("elapsed_ms in the restore line");
+            elapsed_ms = elapsed_ms.max(ms);
+        }
         restored.push(elapsed_ms / 1000.0);
+        first.push((live - began).as_secs_f64());
+        rss.push(processor.peak_rss_mb());
         eprintln!(
-            "run {run}: plain read of {records} changelog records {:.2} s; restore {:.2} s",
-            plain[run], restored[run]
+            "run {run}: plain read of {records} changelog records {:.2} s; restore {:.2} s (first partition live after {:.2} s); peak RSS {:.0} MB",
+            plain[run], restored[run], first[run], rss[run]
         );
         processor.kill();
     }
+    let (records, bytes) = size;
+    let (restored, plain) = (median(restored), median(plain));
+    // Two workers restore side by side: per core, half of the whole.
+    let per_core = |seconds: f64| {
+        (
+            records as f64 / seconds / 2.0 / 1e3,
+            bytes as f64 / seconds / 2.0 / 1e6,
+        )
+    };
+    let (k_records, mb) = per_core(restored);
     println!(
-        "real broker restore of {VARIANTS} active variants: {:.2} s (plain read of the changelog {:.2} s; medians of {RUNS})",
-        median(restored),
-        median(plain)
+        "real broker restore of {VARIANTS} active variants ({records} records, {:.0} MB): {restored:.2} s (plain read of the changelog {plain:.2} s; {:.2}x), {k_records:.0} k records/s and {mb:.1} MB/s per core, first partition live after {:.2} s, peak RSS {:.0} MB (medians of {RUNS})",
+        bytes as f64 / 1e6,
+        restored / plain,
+        median(first),
+        median(rss)
     );
 }
 
@@ -346,7 +481,7 @@ fn rejoin() {
         let own = topics(name);
         create(&tansu, &own, false);
         let base = topics("in");
-        let mut samples = Vec::new();
+        let (mut samples, mut own_part) = (Vec::new(), Vec::new());
         for run in 0..RUNS {
             if run == 0 && name == "static" {
                 create(&tansu, &base, true);
@@ -366,18 +501,29 @@ fn rejoin() {
                 &[(post.posted_at, 0, Event::Posted(post))],
             );
             let restarted = Processor::start(&tansu.bootstrap, &own, name, flags);
-            let last = wait_decisions(&tansu.bootstrap, &own.decisions, run + 1);
-            let took = last - restarted.started;
+            // Its own post's decision: a fresh group also decides the
+            // posts of the other mode's runs (the input is shared).
+            let variant = format!("v-{name}-{run}");
+            let last = wait_decision_of(&tansu.bootstrap, &own.decisions, &variant);
+            let took = last.saturating_duration_since(restarted.started);
             samples.push(took.as_secs_f64());
+            // The group's part (restart to assignment: the broker's join and
+            // session handling) and ours (assignment to decision: restore,
+            // fetch, fold, commit).
+            let (assigned, _) = restarted.wait_for("partitions assigned");
+            let ours = last.saturating_duration_since(assigned);
+            own_part.push(ours.as_secs_f64());
             eprintln!(
-                "{name} run {run}: restart to first decision {:.2} s",
-                took.as_secs_f64()
+                "{name} run {run}: restart to first decision {:.2} s, of which assignment to decision {:.2} s",
+                took.as_secs_f64(),
+                ours.as_secs_f64()
             );
             restarted.kill();
         }
         println!(
-            "real broker rejoin after kill -9, {name} membership: restart to first decision {:.2} s (median of {RUNS})",
-            median(samples)
+            "real broker rejoin after kill -9, {name} membership: restart to first decision {:.2} s, of which assignment to decision {:.2} s (medians of {RUNS})",
+            median(samples),
+            median(own_part)
         );
     }
 }

@@ -124,14 +124,15 @@ pub fn send_all(kafka: &Kafka, events: &[(Millis, usize, Event)]) {
 /// Writes `events` to their topics at `bootstrap`, keyed by variant and
 /// partitioned as Java clients do, and waits until all are acknowledged.
 pub fn produce(bootstrap: &str, topics: &Topics, events: &[(Millis, usize, Event)]) {
-    let producer: BaseProducer = ClientConfig::new()
+    let producer: BaseProducer<Refused> = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
         .set("queue.buffering.max.messages", "1000000")
-        .create()
+        .create_with_context(Refused::default())
         .expect("producer");
     let mut buf = Vec::new();
+    let mut sent = 0;
     for (_, _, event) in events {
         buf.clear();
         let (topic, key) = match event {
@@ -144,9 +145,11 @@ pub fn produce(bootstrap: &str, topics: &Topics, events: &[(Millis, usize, Event
                 (&topics.interactions, &i.variant_id)
             }
         };
-        let mut record = BaseRecord::<[u8], [u8]>::to(topic)
-            .key(key.as_bytes())
-            .payload(&buf[..]);
+        let mut record =
+            BaseRecord::<[u8], [u8], Box<usize>>::with_opaque_to(topic, Box::new(sent))
+                .key(key.as_bytes())
+                .payload(&buf[..]);
+        sent += 1;
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -160,4 +163,30 @@ pub fn produce(bootstrap: &str, topics: &Topics, events: &[(Millis, usize, Event
         producer.poll(Duration::ZERO);
     }
     producer.flush(PATIENCE).expect("flush");
+    // A record the broker refused would leave the backlog short and the
+    // test waiting for decisions that cannot come: say so at once.
+    let refused = producer.context().0.lock().expect("lock").clone();
+    assert!(
+        refused.is_empty(),
+        "the broker refused {} of {sent} input records, e.g. {:?}",
+        refused.len(),
+        refused.first()
+    );
+}
+
+/// The delivery failures of [`produce`]'s producer: each record's index
+/// and error.
+#[derive(Default)]
+struct Refused(std::sync::Mutex<Vec<(usize, String)>>);
+
+impl rdkafka::ClientContext for Refused {}
+
+impl rdkafka::producer::ProducerContext for Refused {
+    type DeliveryOpaque = Box<usize>;
+
+    fn delivery(&self, result: &rdkafka::message::DeliveryResult<'_>, index: Self::DeliveryOpaque) {
+        if let Err((e, _)) = result {
+            self.0.lock().expect("lock").push((*index, e.to_string()));
+        }
+    }
 }
