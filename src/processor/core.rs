@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::broker::{Broker, Inbound, Position, Start, StartAt};
+use super::broker::{Broker, Inbound, Position, Start};
 use super::committer::{Committer, Failure};
 use super::handoff::Handoff;
 use super::intake::{after_fold, DeadLetter, Intake};
@@ -144,9 +144,6 @@ pub(crate) struct Core {
     /// When the metrics that are not counted as they happen were last
     /// copied out.
     last_flush: Instant,
-    /// The restore of assigned partitions still being read; those read
-    /// are in `partitions`, live.
-    restore: Option<restorer::Restore>,
 }
 
 impl Core {
@@ -187,7 +184,6 @@ impl Core {
             handoff,
             lifecycle: Lifecycle::default(),
             last_flush: Instant::now(),
-            restore: None,
         }
     }
 
@@ -223,7 +219,7 @@ impl Core {
 
     /// Whether every assigned partition has been given back.
     pub fn owns_nothing(&self) -> bool {
-        self.partitions.is_empty() && self.restore.is_none()
+        self.partitions.is_empty()
     }
 
     /// Decodes and validates one input record, and folds it at once if the
@@ -546,8 +542,7 @@ impl Core {
         // Backing off before the retry, not waiting for anything: the
         // broker needs time to recover from whatever failed.
         std::thread::sleep(backoff);
-        let mut owned: BTreeSet<i32> = self.partitions.keys().copied().collect();
-        owned.extend(self.restore.take().iter().flat_map(|r| r.partitions()));
+        let owned: BTreeSet<i32> = self.partitions.keys().copied().collect();
         self.partitions.clear();
         let started = Instant::now();
         let mut restored = Vec::new();
@@ -557,7 +552,6 @@ impl Core {
             self.take_restored(r);
         }
         self.out.counters.restore_time += started.elapsed();
-        self.out.counters.restoring.clear();
         let starts = restorer::starts(self.partitions.iter().map(|(&p, part)| (p, part)));
         self.restored_positions_are_committed();
         self.publish();
@@ -614,40 +608,60 @@ impl Core {
         // A failed or stopping worker still serves the group's callbacks,
         // but stays where it is.
         let live = self.lifecycle.phase().can_become(Phase::Restoring);
-        let handed = self.handed_over(broker, &by_topic[0])?;
+        self.out.counters.restoring = by_topic[0].iter().copied().collect();
+        if live {
+            self.become_(Phase::Restoring);
+        } else {
+            self.publish();
+        }
+        let restored = self.restore_assigned(broker, &by_topic[0]);
+        self.out.counters.restoring.clear();
+        let (kept, starts) = restored?;
+        self.restored_positions_are_committed();
+        if live {
+            self.become_(Phase::Running);
+        }
+        tracing::info!(partitions = ?by_topic[0], handed_over = ?kept, "partitions assigned");
+        self.publish();
+        Ok(starts)
+    }
+
+    /// Takes `partitions`: those parked in the handoff as they are, the
+    /// others restored from the changelog. Returns the ones handed over
+    /// and where to read every partition from.
+    fn restore_assigned(
+        &mut self,
+        broker: &impl Broker,
+        partitions: &BTreeSet<i32>,
+    ) -> Result<(Vec<i32>, Vec<Start>), ProcessorError> {
+        let handed = self.handed_over(broker, partitions)?;
         self.out.counters.handed_over += handed.len() as u64;
         let kept: Vec<i32> = handed.keys().copied().collect();
-        let mut starts = restorer::starts(handed.iter().map(|(&p, part)| (p, part)));
         self.partitions.extend(handed);
-        self.restored_positions_are_committed();
-        let mut rest: BTreeSet<i32> = by_topic[0]
+        let rest: BTreeSet<i32> = partitions
             .iter()
             .filter(|p| !self.partitions.contains_key(p))
             .copied()
             .collect();
-        // A restore still under way (an assignment on top of another) starts
-        // over with the new partitions.
-        rest.extend(self.restore.take().iter().flat_map(|r| r.partitions()));
-        for &partition in &rest {
-            for topic in InputTopic::ALL {
-                starts.push(Start {
-                    topic,
-                    partition,
-                    at: StartAt::Hold,
-                });
-            }
+        let started = Instant::now();
+        let mut restored = Vec::new();
+        let (monitor, timeout) = (self.config.monitor, self.config.kafka_timeout);
+        restorer::restore(broker, monitor, timeout, &rest, |r| restored.push(r))?;
+        for r in restored {
+            self.take_restored(r);
         }
-        self.start_restore(broker, &rest)?;
-        if live {
-            self.become_(if rest.is_empty() {
-                Phase::Running
-            } else {
-                Phase::Restoring
-            });
+        if !rest.is_empty() {
+            self.out.counters.restore_time += started.elapsed();
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                partitions = ?rest,
+                "restore finished"
+            );
         }
-        tracing::info!(partitions = ?by_topic[0], handed_over = ?kept, restoring = ?rest, "partitions assigned");
-        self.publish();
-        Ok(starts)
+        let starts = partitions
+            .iter()
+            .filter_map(|p| self.partitions.get(p).map(|part| (*p, part)));
+        Ok((kept, restorer::starts(starts)))
     }
 
     /// Of `partitions`, those parked in the handoff by their previous
@@ -707,7 +721,6 @@ impl Core {
             .counters
             .committed
             .retain(|((_, p), _)| !gone.contains(p));
-        self.restore_revoked(broker, gone);
         self.read.revoked(gone);
         let topics = InputTopic::ALL.map(|t| self.config.topics.input(t));
         for &p in gone {

@@ -1,13 +1,10 @@
-//! The restorer: partitions rebuilt from the changelog as it is read, each
-//! handed to the worker as soon as it is complete, and where their input
-//! is read from next.
+//! The restorer: partitions rebuilt from the changelog as it is read, and
+//! where their input is read from next.
 //!
-//! A [`Restore`] streams every record into its partition's
-//! [`Rebuild`] (decoded once, nothing of the log kept), so a worker holds
-//! only the state being rebuilt, and a partition read to its end goes live
-//! while the others are still read. The worker drives it a step at a time
-//! between its input polls ([`Restore::step`]); a recovery drives it to the
-//! end at once ([`restore`]).
+//! A [`Restore`] streams every record into its partition's [`Rebuild`]
+//! (decoded once, nothing of the log kept), so a worker holds only the
+//! state being rebuilt. It reads the partitions one after the other, the
+//! smallest first; [`restore`] drives it to the end.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -76,11 +73,7 @@ struct Part {
 
 /// The restore of a worker's partitions, under way.
 pub(crate) struct Restore {
-    /// When it started.
-    pub started: Instant,
     parts: BTreeMap<i32, Part>,
-    /// The partition being read.
-    reading: Option<i32>,
     decoder: Decoder,
     /// Nothing arriving for this long fails the restore.
     timeout: Duration,
@@ -92,10 +85,8 @@ pub(crate) struct Restore {
 
 impl Restore {
     /// Starts restoring `partitions`: one at a time, the smallest first,
-    /// each from its beginning. Reading them side by side would finish
-    /// them all at about the same time, the last byte read; one after the
-    /// other, the first goes live after its own share of the read, and
-    /// the partitions wait half as long on average.
+    /// each from its beginning (the fetch then serves one partition, in
+    /// large fetches; see the restore consumer's settings).
     pub fn start(
         broker: &impl Broker,
         monitor: MonitorConfig,
@@ -128,9 +119,7 @@ impl Restore {
             "restoring partitions from the changelog"
         );
         let mut restore = Restore {
-            started: now,
             parts,
-            reading: None,
             decoder: Decoder::new(Contract::ChangelogRecord),
             timeout,
             heard: now,
@@ -143,8 +132,8 @@ impl Restore {
     }
 
     /// Points the reader at the smallest partition left (by the offsets
-    /// its changelog held at the start; unknown sizes last), from where it
-    /// is; at nothing once all are read.
+    /// its changelog held at the start; unknown sizes last), from its
+    /// beginning; at nothing once all are read.
     fn read_next(&mut self, broker: &impl Broker) -> Result<(), ProcessorError> {
         let next = self.parts.iter().min_by_key(|(&p, part)| {
             let size = part
@@ -153,20 +142,8 @@ impl Restore {
                 .map_or(i64::MAX, |(low, high)| high - low);
             (size, p)
         });
-        let from = next
-            .map(|(&p, part)| {
-                let read = part.progress.records > 0;
-                (p, read.then_some(part.progress.position))
-            })
-            .into_iter()
-            .collect();
-        self.reading = next.map(|(&p, _)| p);
+        let from = next.map(|(&p, _)| (p, None)).into_iter().collect();
         broker.read_changelog_from(&from)
-    }
-
-    /// Partitions still being read.
-    pub fn partitions(&self) -> impl Iterator<Item = i32> + '_ {
-        self.parts.keys().copied()
     }
 
     /// Whether every partition is restored.
@@ -243,19 +220,6 @@ impl Restore {
         }
         self.report(false);
         Ok(restored)
-    }
-
-    /// Stops restoring `gone` (revoked): the others are read on.
-    pub fn revoke(
-        &mut self,
-        broker: &impl Broker,
-        gone: &BTreeSet<i32>,
-    ) -> Result<(), ProcessorError> {
-        self.parts.retain(|p, _| !gone.contains(p));
-        if self.reading.is_some_and(|p| gone.contains(&p)) {
-            self.read_next(broker)?;
-        }
-        Ok(())
     }
 
     fn finish(&mut self, p: i32, part: Part) -> Result<Restored, ProcessorError> {

@@ -15,7 +15,6 @@ use rdkafka::producer::Producer;
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::broker::librdkafka::{starts_list, Clients};
-use super::broker::{Start, StartAt};
 use super::clients;
 use super::core::Core;
 use super::handoff::Handoff;
@@ -32,9 +31,6 @@ use earlykill_core::merge::rank;
 
 /// Most records taken from one input topic's queue before folding them.
 const MAX_BATCH: usize = 2_000;
-/// Longest a restore step waits for the changelog when no input came: a
-/// live partition's input waits at most this long behind it.
-const RESTORE_WAIT: Duration = Duration::from_millis(10);
 
 /// The framing of the decisions: with `decisions-format = registry`, the
 /// decision schema is registered under `<decisions topic>-value` (the
@@ -359,16 +355,7 @@ fn run_loop(
                 }
             }
         }
-        if with_core(consumer, |core, _| core.is_restoring()) {
-            // The restore's own read waits instead, for as long as the
-            // input would have.
-            let wait = if taken == 0 {
-                timeout.min(RESTORE_WAIT)
-            } else {
-                Duration::ZERO
-            };
-            with_core(consumer, |core, broker| core.restore_step(broker, wait))?;
-        } else if taken == 0 {
+        if taken == 0 {
             wake.wait(timeout);
         }
         with_core(consumer, |core, broker| match core.take_error() {
@@ -460,19 +447,10 @@ fn on_assign(consumer: &BaseConsumer<Context>, assigned: &TopicPartitionList) {
     let fatal = match with_core(consumer, |core, broker| core.assigned(broker, &by_topic)) {
         Ok(starts) => {
             let start = starts_list(&clients.config, clients.reset, &starts);
-            // Partitions still being restored wait, paused, until the
-            // restore rewinds them to their recorded positions.
-            let held: Vec<Start> = starts
-                .iter()
-                .filter(|s| s.at == StartAt::Hold)
-                .copied()
-                .collect();
-            let held = starts_list(&clients.config, clients.reset, &held);
             // New partitions start unpaused; so must the consumer's.
             let taken = consumer
                 .assign(&start)
                 .and_then(|()| consumer.resume(&start))
-                .and_then(|()| consumer.pause(&held))
                 .map_err(|source| ProcessorError::Kafka {
                     action: "take the assigned partitions",
                     source,

@@ -18,7 +18,7 @@
 //! - `demo` — the generator and the embedded demo.
 //! - `merge_wait` — a worker waiting on the merge uses no CPU, and the
 //!   merge still releases on time.
-//! - `restore` — a restore goes live partition by partition.
+//! - `restore` — a restore reads its partitions smallest first, streaming.
 //! - `soak` — generated traffic, seeded crashes, the fold as the judge.
 
 #[path = "../common/mod.rs"]

@@ -82,8 +82,8 @@ struct State {
     reading: BTreeMap<i32, i64>,
     /// Indexes in `visible` of changelog records compaction removed.
     compacted: BTreeSet<usize>,
-    /// Most records one read of the changelog hands over.
-    read_at_most: Option<usize>,
+    /// The partitions of each `read_changelog_from`, in order.
+    changelog_reads: Vec<Vec<i32>>,
 }
 
 impl State {
@@ -157,9 +157,9 @@ impl Fake {
         state.compacted.extend(superseded);
     }
 
-    /// Each read of the changelog hands over at most `n` records.
-    pub fn read_at_most(&self, n: usize) {
-        self.state.borrow_mut().read_at_most = Some(n);
+    /// The changelog partitions each restore read was pointed at, in order.
+    pub fn changelog_reads(&self) -> Vec<Vec<i32>> {
+        self.state.borrow().changelog_reads.clone()
     }
 
     /// The next commit fails with `error`.
@@ -408,6 +408,9 @@ impl Broker for Fake {
             self.call(Call::ReadChangelog);
         }
         let mut state = self.state.borrow_mut();
+        if !from.is_empty() {
+            state.changelog_reads.push(from.keys().copied().collect());
+        }
         state.reading = from
             .iter()
             .map(|(&p, &at)| {
@@ -435,7 +438,6 @@ impl Broker for Fake {
         // The partitions one after another, each to its end: the first
         // goes live while the others are still read.
         let topic = self.config.topics.changelog.clone();
-        let max = self.state.borrow().read_at_most.unwrap_or(max).min(max);
         let mut handed = 0;
         while handed < max {
             let next = {

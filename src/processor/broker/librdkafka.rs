@@ -218,7 +218,6 @@ pub(crate) fn starts_list(
             StartAt::Offset(o) => Offset::Offset(o),
             StartAt::Beginning => Offset::Beginning,
             StartAt::Reset => reset,
-            StartAt::Hold => Offset::End,
         };
         let _ = tpl.add_partition_offset(config.topics.input(start.topic), start.partition, offset);
     }

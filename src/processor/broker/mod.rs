@@ -55,9 +55,6 @@ pub(crate) enum StartAt {
     Beginning,
     /// Where the input consumer's `auto.offset.reset` says.
     Reset,
-    /// Nowhere yet: the partition's state is still being restored, and its
-    /// fetch waits, paused, until a rewind says where to start.
-    Hold,
 }
 
 /// A [`StartAt`] for one input topic partition.

@@ -20,22 +20,13 @@ use earlykill_core::event::{
     Contract, InputTopic, Interaction, InteractionKind, Millis, VariantPosted,
 };
 
-/// `core.assigned`, then its restore driven to the end: where every
-/// partition starts (a restored one where the restore rewound it, as it
-/// went live).
+/// `core.assigned`: where every partition starts.
 fn assign_all(
     core: &mut Core,
     fake: &Fake,
     by_topic: &[BTreeSet<i32>; 3],
 ) -> Result<Vec<Start>, ProcessorError> {
-    let mut starts = core.assigned(fake, by_topic)?;
-    starts.retain(|s| s.at != StartAt::Hold);
-    let before = fake.rewinds().len();
-    while core.is_restoring() {
-        core.restore_step(fake, std::time::Duration::ZERO)?;
-    }
-    starts.extend(fake.rewinds().into_iter().skip(before).flatten());
-    Ok(starts)
+    core.assigned(fake, by_topic)
 }
 
 /// A processor core for partitions 0 and 1 over the fake, both assigned.
@@ -239,14 +230,8 @@ fn decided(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 
 const STARTED_AND_KILLED: [(&str, &str); 2] = [("v-1", "started"), ("v-1", "killed")];
 
-/// Both partitions restored: each changelog partition read in turn, each
-/// partition's input rewound to its positions as it goes live.
-const RESTORED_BOTH: [Call; 4] = [
-    Call::ReadChangelog,
-    Call::ReadChangelog,
-    Call::Rewind,
-    Call::Rewind,
-];
+/// Both partitions restored: each changelog partition read in turn.
+const RESTORED_BOTH: [Call; 2] = [Call::ReadChangelog, Call::ReadChangelog];
 
 #[test]
 fn an_empty_changelog_starts_every_topic_where_auto_offset_reset_says() {
