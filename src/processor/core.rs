@@ -544,14 +544,7 @@ impl Core {
         std::thread::sleep(backoff);
         let owned: BTreeSet<i32> = self.partitions.keys().copied().collect();
         self.partitions.clear();
-        let started = Instant::now();
-        let mut restored = Vec::new();
-        let (monitor, timeout) = (self.config.monitor, self.config.kafka_timeout);
-        restorer::restore(broker, monitor, timeout, &owned, |r| restored.push(r))?;
-        for r in restored {
-            self.take_restored(r);
-        }
-        self.out.counters.restore_time += started.elapsed();
+        self.restore(broker, &owned)?;
         let starts = restorer::starts(self.partitions.iter().map(|(&p, part)| (p, part)));
         self.restored_positions_are_committed();
         self.publish();
@@ -643,21 +636,7 @@ impl Core {
             .filter(|p| !self.partitions.contains_key(p))
             .copied()
             .collect();
-        let started = Instant::now();
-        let mut restored = Vec::new();
-        let (monitor, timeout) = (self.config.monitor, self.config.kafka_timeout);
-        restorer::restore(broker, monitor, timeout, &rest, |r| restored.push(r))?;
-        for r in restored {
-            self.take_restored(r);
-        }
-        if !rest.is_empty() {
-            self.out.counters.restore_time += started.elapsed();
-            tracing::info!(
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                partitions = ?rest,
-                "restore finished"
-            );
-        }
+        self.restore(broker, &rest)?;
         let starts = partitions
             .iter()
             .filter_map(|p| self.partitions.get(p).map(|part| (*p, part)));

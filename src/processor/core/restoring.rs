@@ -1,13 +1,44 @@
-//! What the core does with a partition the restorer read to its end.
+//! Partitions restored into the core.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
 
 use super::Core;
-use crate::processor::restorer::Restored;
+use crate::processor::broker::Broker;
+use crate::processor::restorer::{self, Restored};
 use crate::processor::status::MAX_ABORTED_LISTED;
+use crate::processor::ProcessorError;
 
 impl Core {
+    /// Restores `partitions` from the changelog into the core, counting
+    /// the time it took.
+    pub(super) fn restore(
+        &mut self,
+        broker: &impl Broker,
+        partitions: &BTreeSet<i32>,
+    ) -> Result<(), ProcessorError> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut restored = Vec::new();
+        let (monitor, timeout) = (self.config.monitor, self.config.kafka_timeout);
+        restorer::restore(broker, monitor, timeout, partitions, |r| restored.push(r))?;
+        for r in restored {
+            self.take_restored(r);
+        }
+        self.out.counters.restore_time += started.elapsed();
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            ?partitions,
+            "restore finished"
+        );
+        Ok(())
+    }
+
     /// A partition read to its end: counted, shown to the API, and folded
     /// from now on.
-    pub(super) fn take_restored(&mut self, r: Restored) {
+    fn take_restored(&mut self, r: Restored) {
         let Restored {
             partition,
             part,
