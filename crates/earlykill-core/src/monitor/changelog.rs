@@ -155,6 +155,15 @@ impl Monitor {
         changes
     }
 
+    /// Every session, active or ended and still remembered, as stored, in
+    /// no particular order.
+    pub fn session_states(&self) -> impl Iterator<Item = (&str, SessionState)> + '_ {
+        self.sessions.iter().map(|(slot, s)| {
+            let state = session_state(&s, self.kept.get(&slot).copied());
+            (s.variant_id(), state)
+        })
+    }
+
     /// The whole state as changelog records: the partition record (once the
     /// clock has started), then one record per key, sorted by key.
     pub fn snapshot(&self) -> Vec<ChangelogRecord> {

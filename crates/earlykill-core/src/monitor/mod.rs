@@ -367,15 +367,6 @@ impl Monitor {
             })
     }
 
-    /// Every session, active or ended and still remembered, as stored, in
-    /// no particular order.
-    pub fn session_states(&self) -> impl Iterator<Item = (&str, SessionState)> + '_ {
-        self.sessions.iter().map(|(slot, s)| {
-            let state = changelog::session_state(&s, self.kept.get(&slot).copied());
-            (s.variant_id(), state)
-        })
-    }
-
     /// The variant ids of every active session, in no particular order.
     pub fn active_ids(&self) -> impl Iterator<Item = &str> + '_ {
         self.sessions
