@@ -192,6 +192,15 @@ impl Harness {
     fn step(&mut self) -> Result<(), ProcessorError> {
         self.core.step(&self.fake, true)
     }
+
+    /// From now on the brokers refuse the changelog's partition records
+    /// (empty key) for good, while its session records land: a torn commit.
+    fn refuse_partition_records(&self) {
+        self.fake
+            .fail_unkeyed_deliveries(KafkaError::MessageProduction(
+                RDKafkaErrorCode::MessageSizeTooLarge,
+            ));
+    }
 }
 
 fn posted(id: &str, at: Millis) -> Vec<u8> {
@@ -546,10 +555,7 @@ fn at_least_once_session_records_without_their_positions_are_not_restored() {
     let mut h = Harness::ready(Guarantee::AtLeastOnce);
     h.post(0, "v-1");
     h.step().unwrap();
-    h.fake
-        .fail_unkeyed_deliveries(KafkaError::MessageProduction(
-            RDKafkaErrorCode::MessageSizeTooLarge,
-        ));
+    h.refuse_partition_records();
     h.view("v-1");
     assert!(h.step().is_err(), "a refused partition record stops it");
     let (mut h, interactions) = h.restart_after_refusal();
@@ -570,10 +576,7 @@ fn at_least_once_a_torn_commit_stays_torn_after_the_next_runs_commit() {
     h.post(0, "v-1");
     h.post(0, "v-2");
     h.step().unwrap();
-    h.fake
-        .fail_unkeyed_deliveries(KafkaError::MessageProduction(
-            RDKafkaErrorCode::MessageSizeTooLarge,
-        ));
+    h.refuse_partition_records();
     h.view("v-1");
     h.view("v-2");
     assert!(h.step().is_err(), "the torn commit stops it");
