@@ -7,12 +7,17 @@
 //! the `send` of the tenth like to a `read_committed` consumer
 //! (`fetch.wait.max.ms=5`) seeing the result.
 //!
-//! - **relay** (the floor): a plain librdkafka consumer with the
-//!   processor's fetch settings reads the interactions and produces each
-//!   one again at once (`linger.ms=1`) to a relay topic; the watcher reads
-//!   that. Nothing but the broker's fetch and produce paths.
-//! - **earlykill**: `earlykill run` (one worker) decides; the watcher reads
+//! - **relay** (the floor): a plain librdkafka consumer of the same input
+//!   topics with the processor's fetch settings produces each interaction
+//!   again at once (`linger.ms=1`) to a relay topic; a watcher reads that.
+//!   Nothing but the broker's fetch and produce paths.
+//! - **earlykill**: `earlykill run` (one worker) decides; a watcher reads
 //!   the kill decisions.
+//!
+//! Each gets a broker of its own, started empty, and the same load:
+//! tansu 0.6 slows its fetches as the logs grow (it lists a partition's
+//! batches on each fetch), so a baseline read from longer logs would not
+//! be comparable.
 //!
 //! `cargo bench --bench real_broker_latency`.
 
@@ -70,7 +75,12 @@ fn send(p: &BaseProducer, topic: &str, key: &str, value: &[u8]) {
 }
 
 /// A consumer of every partition of `topic` from its end.
-fn consumer(bootstrap: &str, topic: &str, partitions: i32, fetch_wait_ms: &str) -> BaseConsumer {
+fn consumer(
+    bootstrap: &str,
+    topics: &[&str],
+    partitions: i32,
+    fetch_wait_ms: &str,
+) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "bench-latency")
@@ -81,9 +91,11 @@ fn consumer(bootstrap: &str, topic: &str, partitions: i32, fetch_wait_ms: &str) 
         .create()
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::End)
-            .expect("tpl");
+    for topic in topics {
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::End)
+                .expect("tpl");
+        }
     }
     consumer.assign(&tpl).expect("assign");
     consumer
@@ -213,6 +225,10 @@ fn report(name: &str, latencies: &[Latency], expected: usize) {
             at(1.0)
         )
     };
+    if latencies.is_empty() {
+        println!("{name}: none of {expected} measured");
+        return;
+    }
     println!(
         "{name}: {} of {expected} measured\n    sent to seen:     {}\n    sent to produced: {}",
         latencies.len(),
@@ -222,69 +238,122 @@ fn report(name: &str, latencies: &[Latency], expected: usize) {
 }
 
 fn main() {
-    let tansu = Tansu::start();
-    let topics = Topics::default();
-    tansu.create_earlykill_topics(&topics, PARTITIONS);
-    tansu.create_topics(&[(RELAY, 1, false)]);
     let like_id = |bytes: &[u8]| -> Option<String> {
         Decoder::new(Contract::Interaction)
             .decode::<Interaction>(bytes)
             .ok()
             .map(|i| i.event_id.into_owned())
     };
+    let topics = Topics::default();
+    // EARLYKILL_BENCH_FETCH_WAIT_MS: `fetch.wait.max.ms` of the relay and
+    // the processor (default: the processor's, 100). tansu 0.6 answers a
+    // fetch only when that wait is over, even with records to return.
+    let fetch_wait = std::env::var("EARLYKILL_BENCH_FETCH_WAIT_MS").unwrap_or("100".into());
 
-    // The floor: the broker's fetch and produce paths alone.
-    let stop = Arc::new(AtomicBool::new(false));
-    let relay = {
-        let (bootstrap, from, stop) = (
-            tansu.bootstrap.clone(),
-            topics.interactions.clone(),
-            stop.clone(),
-        );
-        let input = consumer(&bootstrap, &from, PARTITIONS, "100");
-        std::thread::spawn(move || {
-            let out = producer(&bootstrap);
-            while !stop.load(Ordering::Relaxed) {
-                if let Some(Ok(m)) = input.poll(Duration::from_millis(10)) {
-                    send(&out, RELAY, "relay", m.payload().unwrap_or_default());
+    // The floor: a plain consumer of the same input topics with the
+    // processor's fetch settings, passing each interaction on at once.
+    // Each side gets a broker of its own, started empty: tansu 0.6 lists
+    // a partition's stored batches on every fetch, so its fetches slow as
+    // the logs grow, and a baseline read from longer logs (or beside the
+    // processor, on this machine's two cores) would not be comparable.
+    let (relayed, expected) = {
+        let tansu = Tansu::start();
+        tansu.create_earlykill_topics(&topics, PARTITIONS);
+        tansu.create_topics(&[(RELAY, 1, false)]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let input = [
+            topics.posted.as_str(),
+            topics.interactions.as_str(),
+            topics.commands.as_str(),
+        ];
+        let relay = {
+            let (bootstrap, interactions, stop) = (
+                tansu.bootstrap.clone(),
+                topics.interactions.clone(),
+                stop.clone(),
+            );
+            let input = consumer(&bootstrap, &input, PARTITIONS, &fetch_wait);
+            std::thread::spawn(move || {
+                let out = producer(&bootstrap);
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(Ok(m)) = input.poll(Duration::from_millis(10)) {
+                        if m.topic() == interactions {
+                            send(&out, RELAY, "relay", m.payload().unwrap_or_default());
+                        }
+                    }
+                    out.poll(Duration::ZERO);
                 }
-                out.poll(Duration::ZERO);
+            })
+        };
+        let done = Arc::new(AtomicBool::new(false));
+        let (seen, watching) = watcher(
+            consumer(&tansu.bootstrap, &[RELAY], 1, "5"),
+            like_id,
+            done.clone(),
+        );
+        // The relay's positions are resolved once a warm-up record made
+        // it through.
+        let warm = producer(&tansu.bootstrap);
+        for i in 0.. {
+            assert!(i < 120, "the relay never passed a record on");
+            let like = interaction(&format!("warm-{i}"), "warm", InteractionKind::Like, 1, 0);
+            let value = encode(Contract::Interaction, &like).expect("encode");
+            send(&warm, &topics.interactions, "warm", &value);
+            warm.flush(Duration::from_secs(5)).expect("flush");
+            let until = Instant::now() + Duration::from_secs(1);
+            while seen.lock().expect("lock").is_empty() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(10));
             }
-        })
+            if !seen.lock().expect("lock").is_empty() {
+                break;
+            }
+        }
+        let sent = load(&tansu.bootstrap, &topics, "relay");
+        let relayed = latencies(&sent, &seen);
+        stop.store(true, Ordering::Relaxed);
+        done.store(true, Ordering::Relaxed);
+        relay.join().expect("relay");
+        watching.join().expect("watcher");
+        let expected = sent.lock().expect("lock").len();
+        (relayed, expected)
     };
-    let watch = consumer(&tansu.bootstrap, RELAY, 1, "5");
-    let done = Arc::new(AtomicBool::new(false));
-    let (seen, watching) = watcher(watch, like_id, done.clone());
-    // Let both consumers' assignments settle before the load.
-    std::thread::sleep(Duration::from_secs(3));
-    let sent = load(&tansu.bootstrap, &topics, "relay");
-    let relayed = latencies(&sent, &seen);
-    stop.store(true, Ordering::Relaxed);
-    done.store(true, Ordering::Relaxed);
-    relay.join().expect("relay");
-    watching.join().expect("watcher");
-    let expected = sent.lock().expect("lock").len();
 
     // earlykill, one worker, at-least-once.
+    let tansu = Tansu::start();
+    tansu.create_earlykill_topics(&topics, PARTITIONS);
+    // EARLYKILL_BENCH_LOG=<file>: the processor's debug log goes there
+    // (its commits, their durations), to see where the time goes.
+    // EARLYKILL_BENCH_LOG_LEVEL: its filter (default `earlykill=debug`).
+    let log = std::env::var_os("EARLYKILL_BENCH_LOG");
+    let log_level = match (&log, std::env::var("EARLYKILL_BENCH_LOG_LEVEL")) {
+        (None, _) => "warn".to_owned(),
+        (Some(_), Ok(level)) => level,
+        (Some(_), Err(_)) => "earlykill=debug".to_owned(),
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_earlykill"))
         .args(["run", "--bootstrap-servers", &tansu.bootstrap])
         .args(["--guarantee", "at-least-once", "--instance-id", "latency"])
-        .args([
-            "--http-listen",
-            "off",
-            "--threads",
-            "1",
-            "--log-level",
-            "warn",
-        ])
+        .args(["--http-listen", "off", "--threads", "1"])
+        .args(["--log-level", &log_level])
         .args(["--max-future-skew-seconds", "60"])
         .args(["-X", "session.timeout.ms=6000"])
+        .args(["-X", &format!("fetch.wait.max.ms={fetch_wait}")])
+        // EARLYKILL_BENCH_ARGS: more arguments for `earlykill run`, split
+        // on spaces (to try its settings against the same load).
+        .args(
+            std::env::var("EARLYKILL_BENCH_ARGS")
+                .unwrap_or_default()
+                .split_whitespace(),
+        )
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(match &log {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("the log file")),
+            None => Stdio::null(),
+        })
         .spawn()
         .expect("start earlykill run");
-    // Warm up: its assignment, then a first wave decided.
-    let decisions = consumer(&tansu.bootstrap, &topics.decisions, 1, "5");
+    // Warm up: its assignment, then a first decision.
+    let decisions = consumer(&tansu.bootstrap, &[&topics.decisions], 1, "5");
     let warm = load_until_decided(&tansu.bootstrap, &topics, &decisions);
     eprintln!("earlykill deciding after {:.1} s", warm.as_secs_f64());
     let done = Arc::new(AtomicBool::new(false));
@@ -301,9 +370,12 @@ fn main() {
     watching.join().expect("watcher");
     let _ = child.kill();
     let _ = child.wait();
-    println!("real broker latency at {RATE} events/s for {SECONDS} s, tenth like sent to its result read (read_committed, fetch.wait.max.ms=5):");
+    println!(
+        "real broker latency at {RATE} events/s for {SECONDS} s, tenth like sent to its \
+         result read (read_committed, fetch.wait.max.ms=5); input fetch.wait.max.ms={fetch_wait}:"
+    );
     report(
-        "  relay (plain consumer -> producer, the broker's floor)",
+        "  relay (plain consumer of the input topics -> producer, the broker's floor)",
         &relayed,
         expected,
     );
