@@ -36,6 +36,8 @@ pub const ENGAGEMENT_AT_KILL: &str = "performance_monitor_engagement_rate_at_kil
 pub const EVALUATION_LATENCY: &str = "performance_monitor_evaluation_latency_seconds";
 /// Decisions committed, by kind (started, killed, timed_out, stopped).
 pub const DECISIONS_TOTAL: &str = "earlykill_decisions_total";
+/// Shadow policies' decisions sent, by policy and kind.
+pub const SHADOW_DECISIONS_TOTAL: &str = "earlykill_shadow_decisions_total";
 /// Input records read, by topic.
 pub const RECORDS_IN: &str = "earlykill_records_in_total";
 /// Records produced, by topic (decisions, changelog, dead letters).
@@ -197,6 +199,10 @@ fn describe() {
          deadline) to the commit that published it, by kind."
     );
     describe_counter!(DECISIONS_TOTAL, "Decisions committed, by kind.");
+    describe_counter!(
+        SHADOW_DECISIONS_TOTAL,
+        "Shadow policies' decisions sent (never acted on), by policy and kind; policy holdout is what the live policy would have done to the held-out share."
+    );
     describe_counter!(RECORDS_IN, "Input records read, by topic.");
     describe_counter!(RECORDS_OUT, "Records produced, by topic.");
     describe_counter!(
@@ -278,6 +284,12 @@ pub fn projector_started() {
     }
     metrics::counter!(PROJECTOR_DB_FAILURES).absolute(0);
     metrics::counter!(PROJECTOR_TOPIC_RECREATED).absolute(0);
+}
+
+/// A shadow policy's decision sent.
+pub fn shadow_decision(policy: &str, kind: DecisionKind) {
+    metrics::counter!(SHADOW_DECISIONS_TOTAL, "policy" => policy.to_owned(), "kind" => kind.as_str())
+        .increment(1);
 }
 
 /// A decision was committed: the audit line, with every figure behind it,

@@ -16,7 +16,8 @@ use crate::processor::{
 };
 use earlykill_core::event::validate::{Limits, DEFAULT_MAX_FUTURE_SKEW_MS, MAX_TIMEOUT_MINUTES};
 use earlykill_core::monitor::rule::{Thresholds, MINUTE_MS};
-use earlykill_core::monitor::{held_record_fits, MonitorConfig, MAX_SESSIONS};
+use earlykill_core::monitor::{held_record_fits, Holdout, MonitorConfig, MAX_SESSIONS};
+use earlykill_core::shadow::{check_unique, ShadowPolicy};
 
 layer! {
     /// `earlykill run`'s settings, one layer of them (flags and
@@ -71,6 +72,25 @@ layer! {
     /// Default monitoring window in minutes. 1 to 10080.
     #[arg(long, env = "PERFORMANCE_MONITOR_TIMEOUT_MINUTES")]
     timeout_minutes: u32 = Thresholds::default().timeout_minutes,
+    /// A shadow policy, `NAME:kill-threshold=X,min-interactions=N,timeout-minutes=M`
+    /// (any subset of the keys; the rest are the live defaults; repeatable;
+    /// in the environment separated by `;`, in the file a list). It folds
+    /// the same input as the live policy and publishes its decisions to the
+    /// shadow decisions topic, never acting on them.
+    #[arg(long, env = "EARLYKILL_SHADOW_POLICIES", value_name = "NAME:KEY=VALUE,...", value_delimiter = ';', value_parser = parse_policy)]
+    #[serde(default, deserialize_with = "policies")]
+    shadow_policy: Vec<ShadowPolicy>,
+    /// Share of variants (0 to 0.5) watched but never killed live, chosen
+    /// by a hash of the variant id (the same on every instance and
+    /// restart); what the live policy would have done to them is published
+    /// on the shadow decisions topic as policy `holdout`.
+    #[arg(long, env = "EARLYKILL_HOLDOUT_SHARE")]
+    holdout_share: f64 = 0.0,
+    /// Topic the shadow policies' decisions go to (needed only with shadow
+    /// policies or a hold-out share), header `earlykill.policy` = the
+    /// policy.
+    #[arg(long, env = "EARLYKILL_SHADOW_DECISIONS_TOPIC")]
+    shadow_decisions_topic: String = defaults::SHADOW_DECISIONS_TOPIC.to_owned(),
     /// How long, in event-time seconds, an interaction for a variant not
     /// posted yet is held before it is dropped.
     #[arg(long, env = "EARLYKILL_HOLD_GRACE_SECONDS")]
@@ -201,6 +221,24 @@ layer! {
 }
 
 impl Merge for Guarantee {}
+impl Merge for Vec<ShadowPolicy> {}
+
+fn parse_policy(s: &str) -> Result<ShadowPolicy, String> {
+    s.parse()
+        .map_err(|e: earlykill_core::shadow::PolicyError| e.to_string())
+}
+
+/// The file's `shadow-policy` list, each entry as on the command line.
+fn policies<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<ShadowPolicy>>, D::Error> {
+    let texts: Vec<String> = serde::Deserialize::deserialize(deserializer)?;
+    texts
+        .iter()
+        .map(|t| t.parse().map_err(serde::de::Error::custom))
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
 impl Merge for DecisionsFormat {}
 
 impl HelpValue for Guarantee {
@@ -277,7 +315,25 @@ impl Settings {
             hold_per_variant: v.hold_per_variant,
             max_sessions: v.max_sessions,
             ended_retention_ms: millis(v.ended_retention_minutes).saturating_mul(MINUTE_MS),
+            holdout: Holdout::Spare {
+                parts_per_million: Holdout::parts_per_million(v.holdout_share),
+            },
         };
+        if !(0.0..=0.5).contains(&v.holdout_share) {
+            return Err(invalid(
+                "holdout-share",
+                format!("{} is outside 0..=0.5", v.holdout_share),
+                "set the share of variants never killed live, e.g. 0.05 (the default, 0, holds none out)",
+            ));
+        }
+        let shadow_policies = v.shadow_policy.unwrap_or_default();
+        check_unique(&shadow_policies).map_err(|e| {
+            invalid(
+                "shadow-policy",
+                e.to_string(),
+                "give each shadow policy a name of its own",
+            )
+        })?;
         let limits = Limits {
             max_future_skew_ms: (v.max_future_skew_seconds > 0)
                 .then(|| millis(v.max_future_skew_seconds).saturating_mul(1000)),
@@ -398,6 +454,18 @@ impl Settings {
             dead_letters: v.dead_letter_topic,
         };
         check_distinct(&topics)?;
+        if v.shadow_decisions_topic.trim().is_empty()
+            || topics_named(&topics).contains(&v.shadow_decisions_topic.as_str())
+        {
+            return Err(invalid(
+                "shadow-decisions-topic",
+                format!(
+                    "{:?} is empty or another role's topic",
+                    v.shadow_decisions_topic
+                ),
+                "name a topic of its own (the default is earlykill.shadow-decisions)",
+            ));
+        }
         let http_listen = listen_address(&v.http_listen, 8080)?;
         let advertised_url = match (&v.advertised_url, http_listen) {
             (_, None) => None,
@@ -453,6 +521,8 @@ impl Settings {
             commit_interval,
             topics,
             monitor,
+            shadow_policies,
+            shadow_decisions_topic: v.shadow_decisions_topic,
             limits,
             merge_wait: Duration::from_millis(v.merge_wait_ms),
             idle_lag: Duration::from_millis(v.idle_lag_ms),

@@ -160,8 +160,12 @@ pub fn check_topics<C: ConsumerContext>(
         &topics.decisions,
         &topics.dead_letters,
     ];
+    let shadow = config
+        .has_shadows()
+        .then_some(&config.shadow_decisions_topic);
     let missing: Vec<String> = required
-        .iter()
+        .into_iter()
+        .chain(shadow)
         .filter(|t| !counts.contains_key(t.as_str()))
         .map(|t| t.to_string())
         .collect();

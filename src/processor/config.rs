@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use earlykill_core::event::schema::WriterSchemas;
 use earlykill_core::event::validate::Limits;
-use earlykill_core::monitor::MonitorConfig;
+use earlykill_core::monitor::{Holdout, MonitorConfig};
+use earlykill_core::shadow::{Policies, ShadowPolicy};
 use serde::Deserialize;
 
 use crate::kafka::{Redacted, Topics};
@@ -59,6 +60,8 @@ pub mod defaults {
     pub const GUARANTEE: Guarantee = Guarantee::ExactlyOnce;
     /// `commit-interval-ms`.
     pub const COMMIT_INTERVAL_MS: u64 = 100;
+    /// The shadow decisions topic.
+    pub const SHADOW_DECISIONS_TOPIC: &str = "earlykill.shadow-decisions";
     /// `merge-wait-ms`.
     pub const MERGE_WAIT_MS: u64 = 0;
     /// `idle-lag-ms`.
@@ -139,6 +142,11 @@ pub struct ProcessorConfig {
     pub topics: Topics,
     /// The fold's configuration.
     pub monitor: MonitorConfig,
+    /// The shadow policies (`shadow-policy`); with the hold-out share in
+    /// `monitor`, see [`ProcessorConfig::policies`].
+    pub shadow_policies: Vec<ShadowPolicy>,
+    /// Where shadow decisions go.
+    pub shadow_decisions_topic: String,
     /// Validation limits for input.
     pub limits: Limits,
     /// How long a partition waits for records in flight on an input topic
@@ -204,6 +212,8 @@ impl std::fmt::Debug for ProcessorConfig {
             .field("commit_interval", &self.commit_interval)
             .field("topics", &self.topics)
             .field("monitor", &self.monitor)
+            .field("shadow_policies", &self.shadow_policies)
+            .field("shadow_decisions_topic", &self.shadow_decisions_topic)
             .field("limits", &self.limits)
             .field("merge_wait", &self.merge_wait)
             .field("idle_lag", &self.idle_lag)
@@ -228,6 +238,16 @@ impl std::fmt::Debug for ProcessorConfig {
 }
 
 impl ProcessorConfig {
+    /// The live fold's configuration and the shadow policies'.
+    pub fn policies(&self) -> Policies {
+        Policies::new(self.monitor, &self.shadow_policies)
+    }
+
+    /// Whether anything goes to the shadow decisions topic.
+    pub fn has_shadows(&self) -> bool {
+        !self.policies().shadows.is_empty()
+    }
+
     /// The defaults, for a broker at `bootstrap_servers`: what the
     /// configuration resolves to when nothing else is set (a test in
     /// `config` holds the two equal).
@@ -240,7 +260,14 @@ impl ProcessorConfig {
             guarantee: defaults::GUARANTEE,
             commit_interval: Duration::from_millis(defaults::COMMIT_INTERVAL_MS),
             topics: Topics::default(),
-            monitor: MonitorConfig::default(),
+            monitor: MonitorConfig {
+                holdout: Holdout::Spare {
+                    parts_per_million: 0,
+                },
+                ..MonitorConfig::default()
+            },
+            shadow_policies: Vec::new(),
+            shadow_decisions_topic: defaults::SHADOW_DECISIONS_TOPIC.to_owned(),
             limits: Limits::default(),
             merge_wait: Duration::from_millis(defaults::MERGE_WAIT_MS),
             idle_lag: Duration::from_millis(defaults::IDLE_LAG_MS),

@@ -267,7 +267,13 @@ impl Core {
                     out.dead_letter(broker, topic, &dead)?;
                 }
                 let appended = record.appended().unwrap_or(now);
-                return out.decisions(broker, decisions, Some(appended));
+                out.decisions(broker, decisions, Some(appended))?;
+                if !part.shadows.is_empty() {
+                    let mut shadow = Vec::new();
+                    part.shadows.apply_batch(&[input], &mut shadow);
+                    out.shadow_decisions(broker, &mut shadow)?;
+                }
+                return Ok(());
             }
             Ok(decoded) => Entry {
                 offset,
@@ -312,7 +318,7 @@ impl Core {
             // cannot fire, and waking for it would spin until the merge
             // wait is over. That wait, or the input, wakes the loop then.
             if part.may_idle(InputTopic::ALL.map(caught)) {
-                if let Some(due) = part.monitor.next_due() {
+                if let Some(due) = part.next_due() {
                     let wait = due.saturating_add(lag).saturating_sub(now).max(0);
                     timeout = timeout.min(Duration::from_millis(wait as u64));
                 }
@@ -360,9 +366,12 @@ impl Core {
         for (&p, part) in partitions.iter_mut() {
             if std::mem::take(&mut part.unsettled) {
                 part.monitor.settle(decisions);
-                if !decisions.is_empty() {
+                let mut shadow = Vec::new();
+                part.shadows.settle(&mut shadow);
+                if !decisions.is_empty() || !shadow.is_empty() {
                     part.dirty = true;
                     out.decisions(broker, decisions, None)?;
+                    out.shadow_decisions(broker, &mut shadow)?;
                 }
             }
             let caught = part.caught(|t| broker.fetched_watermarks(t, p).map(|(_, high)| high));
@@ -440,9 +449,12 @@ impl Core {
                 continue;
             };
             part.monitor.advance_to(target, &mut self.decisions);
+            let mut shadow = Vec::new();
+            part.shadows.advance_to(target, &mut shadow);
             part.dirty = true;
             self.out.begin(broker)?;
             self.out.decisions(broker, &mut self.decisions, None)?;
+            self.out.shadow_decisions(broker, &mut shadow)?;
         }
         Ok(())
     }
@@ -747,5 +759,6 @@ fn wall_millis() -> Millis {
 mod fold;
 mod metrics;
 mod restoring;
+mod shadow;
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@ use crate::telemetry;
 use earlykill_core::event::codec::{encode_framed_into, encode_into, Framing};
 use earlykill_core::event::{ChangelogRecord, Contract, InputTopic, MonitoringDecision};
 use earlykill_core::monitor::ChangelogChange;
+use earlykill_core::shadow::ShadowDecision;
 
 /// Longest key a dead letter copies; a longer one is cut and its size
 /// given in `earlykill.source.key_size`.
@@ -43,6 +44,7 @@ pub(crate) struct Output {
     buf: Vec<u8>,
     /// Records sent, per output topic.
     pub decisions: u64,
+    pub shadow_decisions: u64,
     pub dead_letters: u64,
     pub changelog: u64,
 }
@@ -74,6 +76,7 @@ impl Output {
             framing,
             buf: Vec::with_capacity(512),
             decisions: 0,
+            shadow_decisions: 0,
             dead_letters: 0,
             changelog: 0,
         }
@@ -115,6 +118,48 @@ impl Output {
             },
         )?;
         self.decisions += 1;
+        Ok(())
+    }
+
+    /// Sends a shadow policy's decision to the shadow decisions topic,
+    /// keyed by its variant, with its policy in `earlykill.policy`.
+    pub fn shadow_decision(
+        &mut self,
+        broker: &impl Broker,
+        shadow: &ShadowDecision,
+        label: &str,
+    ) -> Result<(), OutputError> {
+        let decision = &shadow.decision;
+        self.buf.clear();
+        encode_framed_into(
+            Contract::MonitoringDecision,
+            self.framing,
+            decision,
+            &mut self.buf,
+        )
+        .map_err(|e| {
+            OutputError::Encode(ProcessorError::Encode {
+                what: "shadow decision",
+                reason: e.to_string(),
+            })
+        })?;
+        let headers = [
+            ("decision_kind", Some(decision.kind.as_str().as_bytes())),
+            ("decision_id", Some(decision.decision_id.as_bytes())),
+            ("earlykill.policy", Some(shadow.policy.as_bytes())),
+            ("earlykill_transaction", Some(label.as_bytes())),
+        ];
+        send(
+            broker,
+            &OutRecord {
+                topic: &self.config.shadow_decisions_topic,
+                partition: None,
+                key: Some(decision.variant_id.as_bytes()),
+                value: Some(&self.buf),
+                headers: &headers,
+            },
+        )?;
+        self.shadow_decisions += 1;
         Ok(())
     }
 
@@ -227,7 +272,7 @@ impl Output {
             &OutRecord {
                 topic: &self.config.topics.changelog,
                 partition: Some(partition),
-                key: Some(change.key.as_bytes()),
+                key: Some(&change.kafka_key()),
                 value: change.record.is_some().then_some(&self.buf[..]),
                 headers: if own { &writer } else { &commit },
             },

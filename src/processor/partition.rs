@@ -11,6 +11,7 @@ use super::ProcessorConfig;
 use earlykill_core::event::{ChangelogRecord, InputOffsets, InputTopic, Millis};
 use earlykill_core::merge::{rank, Entry, Merge};
 use earlykill_core::monitor::{ChangelogChange, Monitor, MonitorStats};
+use earlykill_core::shadow::Shadows;
 
 /// How far the consumer has read one input topic partition, as its own
 /// fetches tell it: never from listed watermarks, which lag on real brokers
@@ -63,6 +64,8 @@ impl Record {
 /// One partition's state.
 pub(crate) struct Partition {
     pub monitor: Monitor,
+    /// The shadow policies, folding what `monitor` folds.
+    pub shadows: Shadows,
     merge: Merge<Record>,
     /// Per input topic, the offset after the last record read (or the
     /// restored offset).
@@ -95,6 +98,7 @@ impl Partition {
     pub fn new(monitor: Monitor, offsets: InputOffsets) -> Partition {
         Partition {
             monitor,
+            shadows: Shadows::default(),
             merge: Merge::default(),
             next: [offsets.posted, offsets.interactions, offsets.commands],
             progress: [Progress::Assigned; 3],
@@ -127,6 +131,7 @@ impl Partition {
     pub fn hand_over(self, changelog_written: Option<i64>) -> Partition {
         let offsets = self.offsets();
         let mut part = Partition::new(self.monitor, offsets);
+        part.shadows = self.shadows;
         part.changelog_next = self
             .changelog_next
             .max(changelog_written.map_or(0, |offset| offset + 1));
@@ -266,7 +271,7 @@ impl Partition {
             return None;
         }
         let target = wall - idle_lag.as_millis() as Millis;
-        let timeout_due = self.monitor.next_due().is_some_and(|d| d <= target);
+        let timeout_due = self.next_due().is_some_and(|d| d <= target);
         ((timeout_due || self.monitor.held_interactions() > 0) && target > self.monitor.clock())
             .then_some(target)
     }
@@ -308,6 +313,15 @@ impl Partition {
         }
     }
 
+    /// The earliest time the live fold or a shadow policy has something
+    /// due.
+    pub fn next_due(&self) -> Option<Millis> {
+        match (self.monitor.next_due(), self.shadows.next_due()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// The partition's own changelog record: its clock (`clock`, which may
     /// run ahead of the monitor's when an advance is recorded before it is
     /// made) and its input positions.
@@ -321,6 +335,7 @@ impl Partition {
                 session: None,
                 held: Vec::new(),
             }),
+            policy: None,
         }
     }
 
@@ -329,6 +344,7 @@ impl Partition {
     /// completed with the input positions) last.
     pub fn drain_changes(&mut self, p: i32, changes: &mut Vec<(i32, ChangelogChange)>) {
         let mut own = None;
+        changes.extend(self.shadows.drain_changes().into_iter().map(|c| (p, c)));
         for change in self.monitor.drain_changes() {
             if change.key == ChangelogRecord::PARTITION_KEY {
                 own = Some(change);
@@ -341,12 +357,14 @@ impl Partition {
             Some(ChangelogChange {
                 key,
                 record: Some(mut record),
+                policy,
             }) => {
                 record.partition_clock = (clock != Millis::MIN).then_some(clock);
                 record.input_offsets = Some(self.offsets());
                 ChangelogChange {
                     key,
                     record: Some(record),
+                    policy,
                 }
             }
             _ => self.own_record(clock),

@@ -166,7 +166,7 @@ impl Sessions {
         changes: impl IntoIterator<Item = &'a (i32, ChangelogChange)>,
     ) {
         for (p, change) in changes {
-            if change.key == ChangelogRecord::PARTITION_KEY {
+            if change.key == ChangelogRecord::PARTITION_KEY || change.policy.is_some() {
                 continue;
             }
             match change.record.as_ref().and_then(|r| r.session.as_ref()) {

@@ -14,7 +14,8 @@ use super::partition::Partition;
 use super::ProcessorError;
 use crate::telemetry;
 use earlykill_core::event::{ChangelogRecord, Contract, Decoder, InputTopic};
-use earlykill_core::monitor::{MonitorConfig, Rebuild, Rebuilt};
+use earlykill_core::monitor::{Rebuild, Rebuilt};
+use earlykill_core::shadow::{parse_shadow_key, Policies, ShadowRebuild};
 
 /// Most records one step hands over before the worker reads input again.
 const STEP_RECORDS: usize = 20_000;
@@ -67,6 +68,8 @@ impl Progress {
 /// One partition being rebuilt.
 struct Part {
     rebuild: Rebuild,
+    /// The shadow policies' state, from their records beside the live ones.
+    shadows: ShadowRebuild,
     writer: Option<String>,
     progress: Progress,
 }
@@ -89,7 +92,7 @@ impl Restore {
     /// large fetches; see the restore consumer's settings).
     pub fn start(
         broker: &impl Broker,
-        monitor: MonitorConfig,
+        policies: &Policies,
         timeout: Duration,
         partitions: &BTreeSet<i32>,
     ) -> Result<Restore, ProcessorError> {
@@ -105,7 +108,8 @@ impl Restore {
                     started: now,
                 };
                 let part = Part {
-                    rebuild: Rebuild::new(monitor),
+                    rebuild: Rebuild::new(policies.live),
+                    shadows: ShadowRebuild::new(policies.shadows.clone()),
                     writer: None,
                     progress,
                 };
@@ -177,21 +181,30 @@ impl Restore {
                     offset,
                     reason,
                 };
-                let key = std::str::from_utf8(key).map_err(|e| corrupt(e.to_string()))?;
                 let record = value
                     .map(|bytes| decoder.decode::<ChangelogRecord>(bytes))
                     .transpose()
                     .map_err(|e| corrupt(e.to_string()))?;
+                part.progress.records += 1;
+                part.progress.position = part.progress.position.max(offset + 1);
+                if let Some((policy, variant)) = parse_shadow_key(key) {
+                    return part
+                        .shadows
+                        .push(policy, variant, record, names_commit)
+                        .map_err(|e| corrupt(e.to_string()));
+                }
+                let key = std::str::from_utf8(key).map_err(|e| corrupt(e.to_string()))?;
                 if key == ChangelogRecord::PARTITION_KEY {
                     if let Some(writer) = writer {
                         part.writer = Some(String::from_utf8_lossy(writer).into_owned());
                     }
+                    part.shadows
+                        .push_partition(&record)
+                        .map_err(|e| corrupt(e.to_string()))?;
                 }
                 part.rebuild
                     .push(key, record, names_commit)
                     .map_err(|e| corrupt(e.to_string()))?;
-                part.progress.records += 1;
-                part.progress.position = part.progress.position.max(offset + 1);
                 Ok(())
             }
             ChangelogRead::End { partition } => {
@@ -225,9 +238,24 @@ impl Restore {
     fn finish(&mut self, p: i32, part: Part) -> Result<Restored, ProcessorError> {
         let Part {
             rebuild,
+            shadows,
             writer,
             mut progress,
         } = part;
+        let corrupt = |e: earlykill_core::monitor::RestoreError| ProcessorError::CorruptChangelog {
+            partition: p,
+            offset: -1,
+            reason: e.to_string(),
+        };
+        let skipped = shadows.skipped;
+        let (shadows, shadows_torn) = shadows.finish().map_err(corrupt)?;
+        if skipped > 0 {
+            tracing::info!(
+                partition = p,
+                records = skipped,
+                "changelog records of shadow policies no longer configured skipped"
+            );
+        }
         let Rebuilt {
             monitor,
             offsets,
@@ -264,9 +292,10 @@ impl Restore {
             "partition restored"
         );
         let mut restored = Partition::new(monitor, offsets);
+        restored.shadows = shadows;
         restored.changelog_next = progress.position;
         // The first commit writes the keys a torn commit left behind.
-        restored.dirty = torn > 0;
+        restored.dirty = torn + shadows_torn > 0;
         Ok(Restored {
             partition: p,
             part: restored,
@@ -310,7 +339,7 @@ impl Restore {
 /// test), each as soon as it is read calling `each`.
 pub(crate) fn restore(
     broker: &impl Broker,
-    monitor: MonitorConfig,
+    policies: &Policies,
     timeout: Duration,
     partitions: &BTreeSet<i32>,
     mut each: impl FnMut(Restored),
@@ -318,7 +347,7 @@ pub(crate) fn restore(
     if partitions.is_empty() {
         return Ok(());
     }
-    let mut restore = Restore::start(broker, monitor, timeout, partitions)?;
+    let mut restore = Restore::start(broker, policies, timeout, partitions)?;
     while !restore.is_done() {
         for restored in restore.step(broker, Duration::from_millis(100))? {
             each(restored);

@@ -9,7 +9,7 @@ use earlykill_core::event::codec::encode_into;
 use earlykill_core::event::{
     Contract, Interaction, InteractionKind, Millis, MonitoringDecision, VariantPosted,
 };
-use earlykill_core::monitor::{Input, Monitor};
+use earlykill_core::monitor::{Input, Monitor, MonitorConfig};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
@@ -97,9 +97,15 @@ pub fn oracle(
     events: &[(Millis, usize, Event)],
     config: &ProcessorConfig,
 ) -> Vec<MonitoringDecision> {
+    fold(events, config.monitor)
+}
+
+/// The pure fold with `config` over the events in event-time order, every
+/// session ended.
+pub fn fold(events: &[(Millis, usize, Event)], config: MonitorConfig) -> Vec<MonitoringDecision> {
     let mut sorted: Vec<_> = events.iter().collect();
     sorted.sort_by_key(|(t, rank, _)| (*t, *rank));
-    let mut monitor = Monitor::new(config.monitor);
+    let mut monitor = Monitor::new(config);
     let mut decisions = Vec::new();
     for (_, _, input) in sorted {
         monitor.apply(input.input(), &mut decisions);

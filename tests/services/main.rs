@@ -36,4 +36,5 @@ mod real_broker;
 mod recreated_topic;
 mod restore;
 mod schema_registry;
+mod shadow;
 mod soak;

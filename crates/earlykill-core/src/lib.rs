@@ -29,6 +29,7 @@
 pub mod event;
 pub mod merge;
 pub mod monitor;
+pub mod shadow;
 
 #[cfg(feature = "fixtures")]
 pub mod fixtures;

@@ -47,6 +47,8 @@ pub(super) fn fold_run(
         .apply_batch(&inputs, decisions, |_, outcome, made| {
             folded.push((outcome, made))
         });
+    let mut shadow = Vec::new();
+    part.shadows.apply_batch(&inputs, &mut shadow);
     let mut made = decisions.drain(..);
     let (mut next, mut sent) = (0, 0);
     for ((topic, entry), decoded) in run.iter().zip(&decoded) {
@@ -82,5 +84,6 @@ pub(super) fn fold_run(
         let dead = DeadLetter::refused(Some(key), Some(value), p, entry.offset, rejection);
         out.dead_letter(broker, *topic, &dead)?;
     }
-    Ok(())
+    drop(made);
+    out.shadow_decisions(broker, &mut shadow)
 }

@@ -22,8 +22,8 @@ impl Core {
         }
         let started = Instant::now();
         let mut restored = Vec::new();
-        let (monitor, timeout) = (self.config.monitor, self.config.kafka_timeout);
-        restorer::restore(broker, monitor, timeout, partitions, |r| restored.push(r))?;
+        let (policies, timeout) = (self.config.policies(), self.config.kafka_timeout);
+        restorer::restore(broker, &policies, timeout, partitions, |r| restored.push(r))?;
         for r in restored {
             self.take_restored(r);
         }

@@ -39,6 +39,19 @@ pub struct ChangelogChange {
     pub key: String,
     /// The value to write; `None` deletes the key.
     pub record: Option<ChangelogRecord>,
+    /// The shadow policy whose state this is; `None` for the live state.
+    /// A shadow policy's Kafka key is [`crate::shadow::shadow_key`].
+    pub policy: Option<std::sync::Arc<str>>,
+}
+
+impl ChangelogChange {
+    /// Its Kafka key.
+    pub fn kafka_key(&self) -> std::borrow::Cow<'_, [u8]> {
+        match &self.policy {
+            None => self.key.as_bytes().into(),
+            Some(policy) => crate::shadow::shadow_key(policy, &self.key).into(),
+        }
+    }
 }
 
 /// Why changelog records could not be restored.
@@ -146,11 +159,16 @@ impl Monitor {
             changes.push(ChangelogChange {
                 key: ChangelogRecord::PARTITION_KEY.to_owned(),
                 record: Some(self.partition_record()),
+                policy: None,
             });
         }
         for key in keys {
             let record = self.record(&key);
-            changes.push(ChangelogChange { key, record });
+            changes.push(ChangelogChange {
+                key,
+                record,
+                policy: None,
+            });
         }
         changes
     }

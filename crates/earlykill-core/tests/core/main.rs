@@ -5,6 +5,8 @@
 //!   late and held events, the changelog round trip.
 //! - `monitor_properties` — the fold against an independent oracle, batches
 //!   against one-by-one, restore equivalence (proptest).
+//! - `shadow_properties` — shadow policies and the hold-out share against
+//!   plain folds (proptest).
 //! - `input` — each input record classified into a fold input or a
 //!   dead-letter reason.
 //! - `validation` — field checks and limits.
@@ -17,4 +19,5 @@ mod fuzz;
 mod input;
 mod monitor;
 mod monitor_properties;
+mod shadow_properties;
 mod validation;

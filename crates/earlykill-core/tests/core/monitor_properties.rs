@@ -18,16 +18,20 @@ use proptest::prelude::*;
 
 use earlykill_core::fixtures::*;
 
-const VARIANTS: [&str; 6] = ["v0", "v1", "v2", "v3", "v4", "v5"];
+pub(crate) const VARIANTS: [&str; 6] = ["v0", "v1", "v2", "v3", "v4", "v5"];
 
 /// Small windows so that timeouts, expiries, evictions and purges all happen
 /// within a short random sequence.
-fn config(hold_capacity: usize) -> MonitorConfig {
+pub(crate) fn config(hold_capacity: usize) -> MonitorConfig {
     limited(hold_capacity, 2, VARIANTS.len())
 }
 
 /// [`config`] with a per-variant hold limit and a session limit.
-fn limited(hold_capacity: usize, hold_per_variant: usize, max_sessions: usize) -> MonitorConfig {
+pub(crate) fn limited(
+    hold_capacity: usize,
+    hold_per_variant: usize,
+    max_sessions: usize,
+) -> MonitorConfig {
     MonitorConfig {
         defaults: Thresholds {
             kill_threshold: 0.5,
@@ -39,11 +43,12 @@ fn limited(hold_capacity: usize, hold_per_variant: usize, max_sessions: usize) -
         hold_per_variant,
         max_sessions,
         ended_retention_ms: 5 * MINUTE,
+        ..MonitorConfig::default()
     }
 }
 
 #[derive(Debug, Clone)]
-enum Event {
+pub(crate) enum Event {
     Posted(VariantPosted<'static>),
     Interaction(earlykill_core::event::Interaction<'static>),
     Stop(StopMonitoring<'static>),
@@ -111,12 +116,12 @@ fn arb_event(with_advances: bool) -> impl Strategy<Value = Event> {
     ]
 }
 
-fn arb_events(with_advances: bool) -> impl Strategy<Value = Vec<Event>> {
+pub(crate) fn arb_events(with_advances: bool) -> impl Strategy<Value = Vec<Event>> {
     proptest::collection::vec(arb_event(with_advances), 0..80)
 }
 
 /// Feeds events to a monitor, then advances past every deadline.
-fn run(monitor: &mut Monitor, events: &[Event]) -> Vec<MonitoringDecision> {
+pub(crate) fn run(monitor: &mut Monitor, events: &[Event]) -> Vec<MonitoringDecision> {
     let mut out = Vec::new();
     for event in events {
         feed(monitor, event, &mut out);
@@ -125,7 +130,7 @@ fn run(monitor: &mut Monitor, events: &[Event]) -> Vec<MonitoringDecision> {
     out
 }
 
-fn feed(monitor: &mut Monitor, event: &Event, out: &mut Vec<MonitoringDecision>) {
+pub(crate) fn feed(monitor: &mut Monitor, event: &Event, out: &mut Vec<MonitoringDecision>) {
     match event {
         Event::Posted(p) => {
             monitor.apply(Input::Posted(p), out);
@@ -176,7 +181,7 @@ struct OracleHeld {
 
 /// What the oracle decides, in the terms a reader of the rule would use.
 #[derive(Debug, Clone, PartialEq)]
-struct Decided {
+pub(crate) struct Decided {
     kind: DecisionKind,
     variant: String,
     posted_at: Millis,
@@ -186,7 +191,7 @@ struct Decided {
     trigger: Option<String>,
 }
 
-fn decided(d: &MonitoringDecision) -> Decided {
+pub(crate) fn decided(d: &MonitoringDecision) -> Decided {
     Decided {
         kind: d.kind,
         variant: d.variant_id.clone(),
