@@ -85,6 +85,35 @@ pub struct SessionStatus {
     /// memory. Absent when every owner answered.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub missing_partitions: Vec<i32>,
+    /// In the hold-out share (`--holdout-share`): watched, never killed
+    /// live. Absent when not held out (a live answer).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held_out: bool,
+    /// What each shadow policy (`--shadow-policy`, and `holdout`) has of
+    /// this variant, by policy name. Absent without shadow policies (a
+    /// live answer).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shadow: Vec<ShadowVerdict>,
+}
+
+/// A shadow policy's session of a variant: what it would have decided.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ShadowVerdict {
+    /// The policy.
+    pub policy: String,
+    /// Its session's state under that policy.
+    pub status: StatusWord,
+    /// The policy's effective kill threshold.
+    pub kill_threshold: f64,
+    /// The policy's effective minimum interactions.
+    pub min_interactions: i32,
+    /// The policy's effective window, minutes.
+    pub timeout_minutes: i32,
+    /// The rate below which the policy kills, once enough interactions are
+    /// in.
+    pub kill_below_engagement_rate: f64,
+    /// When it ended under the policy, RFC 3339.
+    pub ended_at: Option<String>,
 }
 
 /// `GET /performance-monitor/active`: a page of active sessions, the

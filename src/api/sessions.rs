@@ -87,6 +87,15 @@ pub(super) async fn status(
     let live_answer = |view: &SessionView, api: &Shared| {
         let mut answer = live_json(view);
         answer.instance = me(api);
+        if let Some((status, sessions)) = &api.processor {
+            answer.held_out = sessions.held_out(&view.variant_id);
+            answer.shadow = sessions
+                .shadows_in(&view.variant_id, &status.get().partitions)
+                .unwrap_or_default()
+                .iter()
+                .map(|(policy, view)| shadow_json(policy, view))
+                .collect();
+        }
         answer
     };
     if local {
@@ -576,6 +585,21 @@ fn live_json(view: &SessionView) -> contract::SessionStatus {
         ended_at: s.ended_at.and_then(time),
         instance: None,
         missing_partitions: Vec::new(),
+        held_out: false,
+        shadow: Vec::new(),
+    }
+}
+
+fn shadow_json(policy: &str, view: &SessionView) -> contract::ShadowVerdict {
+    let live = live_json(view);
+    contract::ShadowVerdict {
+        policy: policy.to_owned(),
+        status: live.status,
+        kill_threshold: view.state.kill_threshold,
+        min_interactions: view.state.min_interactions,
+        timeout_minutes: view.state.timeout_minutes,
+        kill_below_engagement_rate: live.kill_below_engagement_rate.unwrap_or_default(),
+        ended_at: live.ended_at,
     }
 }
 
@@ -614,5 +638,7 @@ fn row_json(row: &SessionRow) -> contract::SessionStatus {
         ended_at: row.ended_at.as_ref().map(rfc3339),
         instance: None,
         missing_partitions: Vec::new(),
+        held_out: false,
+        shadow: Vec::new(),
     }
 }

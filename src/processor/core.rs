@@ -33,7 +33,7 @@ use crate::telemetry;
 use earlykill_core::event::codec::Framing;
 use earlykill_core::event::{DecisionKind, InputTopic, Millis, MonitoringDecision};
 use earlykill_core::merge::{rank, Entry};
-use earlykill_core::monitor::{ChangelogChange, Input};
+use earlykill_core::monitor::{ChangelogChange, Holdout, Input};
 
 /// Longest the loop sleeps in a poll when nothing is due.
 const MAX_POLL: Duration = Duration::from_millis(100);
@@ -160,6 +160,9 @@ impl Core {
             input_partitions,
             ..Status::default()
         };
+        if let Holdout::Spare { parts_per_million } = config.monitor.holdout {
+            read.set_holdout(parts_per_million);
+        }
         Core {
             intake: Intake::new(&config),
             out: Out {
@@ -674,7 +677,7 @@ impl Core {
         let unchanged = broker.changelog_unchanged(&from)?;
         parked.retain(|p, _| unchanged.contains(p));
         for (&p, part) in &parked {
-            self.read.restored(p, &part.monitor);
+            self.read.restored(p, &part.monitor, &part.shadows);
         }
         Ok(parked)
     }

@@ -89,6 +89,33 @@ impl Output {
         decision: &MonitoringDecision,
         label: &str,
     ) -> Result<(), OutputError> {
+        self.send_decision(broker, decision, None, label)?;
+        self.decisions += 1;
+        Ok(())
+    }
+
+    /// Sends a shadow policy's decision to the shadow decisions topic,
+    /// keyed by its variant, with its policy in `earlykill.policy`.
+    pub fn shadow_decision(
+        &mut self,
+        broker: &impl Broker,
+        shadow: &ShadowDecision,
+        label: &str,
+    ) -> Result<(), OutputError> {
+        self.send_decision(broker, &shadow.decision, Some(&shadow.policy), label)?;
+        self.shadow_decisions += 1;
+        Ok(())
+    }
+
+    /// A live decision (`policy` none) to the decisions topic, or a shadow
+    /// policy's to the shadow decisions topic.
+    fn send_decision(
+        &mut self,
+        broker: &impl Broker,
+        decision: &MonitoringDecision,
+        policy: Option<&str>,
+        label: &str,
+    ) -> Result<(), OutputError> {
         self.buf.clear();
         encode_framed_into(
             Contract::MonitoringDecision,
@@ -106,61 +133,22 @@ impl Output {
             ("decision_kind", Some(decision.kind.as_str().as_bytes())),
             ("decision_id", Some(decision.decision_id.as_bytes())),
             ("earlykill_transaction", Some(label.as_bytes())),
+            ("earlykill.policy", policy.map(str::as_bytes)),
         ];
+        let (topic, headers) = match policy {
+            None => (&self.config.topics.decisions, &headers[..3]),
+            Some(_) => (&self.config.shadow_decisions_topic, &headers[..]),
+        };
         send(
             broker,
             &OutRecord {
-                topic: &self.config.topics.decisions,
+                topic,
                 partition: None,
                 key: Some(decision.variant_id.as_bytes()),
                 value: Some(&self.buf),
-                headers: &headers,
+                headers,
             },
-        )?;
-        self.decisions += 1;
-        Ok(())
-    }
-
-    /// Sends a shadow policy's decision to the shadow decisions topic,
-    /// keyed by its variant, with its policy in `earlykill.policy`.
-    pub fn shadow_decision(
-        &mut self,
-        broker: &impl Broker,
-        shadow: &ShadowDecision,
-        label: &str,
-    ) -> Result<(), OutputError> {
-        let decision = &shadow.decision;
-        self.buf.clear();
-        encode_framed_into(
-            Contract::MonitoringDecision,
-            self.framing,
-            decision,
-            &mut self.buf,
         )
-        .map_err(|e| {
-            OutputError::Encode(ProcessorError::Encode {
-                what: "shadow decision",
-                reason: e.to_string(),
-            })
-        })?;
-        let headers = [
-            ("decision_kind", Some(decision.kind.as_str().as_bytes())),
-            ("decision_id", Some(decision.decision_id.as_bytes())),
-            ("earlykill.policy", Some(shadow.policy.as_bytes())),
-            ("earlykill_transaction", Some(label.as_bytes())),
-        ];
-        send(
-            broker,
-            &OutRecord {
-                topic: &self.config.shadow_decisions_topic,
-                partition: None,
-                key: Some(decision.variant_id.as_bytes()),
-                value: Some(&self.buf),
-                headers: &headers,
-            },
-        )?;
-        self.shadow_decisions += 1;
-        Ok(())
     }
 
     /// Sends a rejected record of `topic` to the dead-letter topic: its key,

@@ -9,13 +9,14 @@
 //! `commit-interval-ms`, 100 ms by default).
 
 use std::collections::{BTreeSet, BinaryHeap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use dashmap::DashMap;
 
 use earlykill_core::event::{ChangelogRecord, SessionState, SessionStatus};
-use earlykill_core::monitor::{ChangelogChange, Monitor, SessionView};
+use earlykill_core::monitor::{holdout, ChangelogChange, Monitor, SessionView};
+use earlykill_core::shadow::Shadows;
 use foldhash::fast::RandomState;
 
 /// Read access to a running processor's sessions, for the HTTP API.
@@ -30,6 +31,11 @@ struct Model {
     /// as stored (the view is made when asked for), under a fast hash (a
     /// restore inserts a million of them).
     sessions: DashMap<Box<str>, (i32, SessionState), RandomState>,
+    /// The shadow policies' sessions, by variant: the partition and each
+    /// policy's session as stored.
+    shadows: DashMap<Box<str>, (i32, Vec<(Arc<str>, SessionState)>), RandomState>,
+    /// The hold-out share, in parts per million.
+    holdout_ppm: AtomicU32,
 }
 
 /// The view of a stored session.
@@ -88,6 +94,46 @@ impl Sessions {
             .get(variant_id)
             .filter(|entry| partitions.contains(&entry.0))
             .map(|entry| view(&entry)))
+    }
+
+    /// What the shadow policies have of `variant_id`, if it belongs to one
+    /// of `partitions`: each policy's session as stored, by policy name.
+    pub fn shadows_in(
+        &self,
+        variant_id: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<(Arc<str>, SessionView)>, NotRunning> {
+        let model = self.running()?;
+        Ok(model
+            .shadows
+            .get(variant_id)
+            .filter(|entry| partitions.contains(&entry.0))
+            .map(|entry| {
+                entry
+                    .1
+                    .iter()
+                    .map(|(policy, state)| {
+                        (
+                            policy.clone(),
+                            SessionView::from_state(variant_id, state.clone()),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Whether `variant_id` is in the hold-out share: watched, never
+    /// killed live.
+    pub fn held_out(&self, variant_id: &str) -> bool {
+        holdout::in_share(variant_id, self.0.holdout_ppm.load(Ordering::Relaxed))
+    }
+
+    /// The hold-out share the processor runs with, in parts per million.
+    pub(crate) fn set_holdout(&self, parts_per_million: u32) {
+        self.0
+            .holdout_ppm
+            .store(parts_per_million, Ordering::Relaxed);
     }
 
     /// Active sessions on this instance.
@@ -166,7 +212,12 @@ impl Sessions {
         changes: impl IntoIterator<Item = &'a (i32, ChangelogChange)>,
     ) {
         for (p, change) in changes {
-            if change.key == ChangelogRecord::PARTITION_KEY || change.policy.is_some() {
+            if change.key == ChangelogRecord::PARTITION_KEY {
+                continue;
+            }
+            if let Some(policy) = &change.policy {
+                let state = change.record.as_ref().and_then(|r| r.session.clone());
+                self.shadow_committed(*p, &change.key, policy, state);
                 continue;
             }
             match change.record.as_ref().and_then(|r| r.session.as_ref()) {
@@ -181,16 +232,49 @@ impl Sessions {
         }
     }
 
-    /// Partition `p` was restored into `monitor`.
-    pub(crate) fn restored(&self, p: i32, monitor: &Monitor) {
+    /// A shadow policy's session of `variant_id` committed (`None`: gone).
+    fn shadow_committed(
+        &self,
+        p: i32,
+        variant_id: &str,
+        policy: &Arc<str>,
+        state: Option<SessionState>,
+    ) {
+        let shadows = &self.0.shadows;
+        let mut entry = shadows
+            .entry(variant_id.into())
+            .or_insert_with(|| (p, Vec::new()));
+        let (q, policies) = entry.value_mut();
+        *q = p;
+        policies.retain(|(name, _)| name != policy);
+        if let Some(state) = state {
+            policies.push((policy.clone(), state));
+            policies.sort_by(|a, b| a.0.cmp(&b.0));
+        }
+        let empty = policies.is_empty();
+        drop(entry);
+        if empty {
+            shadows.remove_if(variant_id, |_, (_, policies)| policies.is_empty());
+        }
+    }
+
+    /// Partition `p` was restored into `monitor` and `shadows`.
+    pub(crate) fn restored(&self, p: i32, monitor: &Monitor, shadows: &Shadows) {
         self.0.sessions.retain(|_, (q, _)| *q != p);
         for (id, state) in monitor.session_states() {
             self.0.sessions.insert(id.into(), (p, state));
+        }
+        self.0.shadows.retain(|_, (q, _)| *q != p);
+        for (policy, monitor) in shadows.monitors() {
+            for (id, state) in monitor.session_states() {
+                self.shadow_committed(p, id, policy, Some(state));
+            }
         }
     }
 
     /// Partitions moved to another instance.
     pub(crate) fn revoked(&self, gone: &BTreeSet<i32>) {
         self.0.sessions.retain(|_, (p, _)| !gone.contains(p));
+        self.0.shadows.retain(|_, (p, _)| !gone.contains(p));
     }
 }

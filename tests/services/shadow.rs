@@ -7,9 +7,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use crate::common::backlog::{backlog, fold, produce, sort};
-use crate::common::kafka::read_until;
+use crate::common::kafka::{read_until, PATIENCE};
 use crate::common::tansu::Tansu;
 use earlykill::processor::ProcessorConfig;
 use earlykill_core::event::{Contract, DecisionKind, Decoder, MonitoringDecision};
@@ -108,11 +111,17 @@ fn shadow_policies_and_a_holdout_share_publish_what_their_folds_decide() {
         "{kill_counts:?}"
     );
 
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
     let mut command = Command::new(env!("CARGO_BIN_EXE_earlykill"));
     command
         .args(["run", "--bootstrap-servers", &tansu.bootstrap])
         .args(["--guarantee", "at-least-once", "--instance-id", "shadow-0"])
-        .args(["--http-listen", "off", "--max-future-skew-seconds", "0"])
+        .args(["--http-listen", &format!("127.0.0.1:{port}")])
+        .args(["--max-future-skew-seconds", "0"])
         .args(["--log-level", "warn", "--threads", "2"])
         .args(["--holdout-share", &SHARE.to_string()])
         .args(["-X", "session.timeout.ms=6000"])
@@ -138,8 +147,34 @@ fn shadow_policies_and_a_holdout_share_publish_what_their_folds_decide() {
         &config.shadow_decisions_topic,
         shadow_total,
     );
+
+    // The status of the latest held-out variant the rule would have
+    // killed: timed out live, held out, and killed under `holdout`.
+    let spared = expected_shadow[HOLDOUT]
+        .iter()
+        .filter(|d| d.kind == DecisionKind::Killed)
+        .max_by_key(|d| d.posted_at)
+        .expect("a held-out kill")
+        .variant_id
+        .clone();
+    let answer = status_when(&url, &spared, |a| {
+        a["shadow"].as_array().is_some_and(|s| s.len() == 3) && a["status"] != "active"
+    });
     let _ = child.kill();
     let _ = child.wait();
+    assert_eq!(answer["held_out"], true, "{answer}");
+    assert_eq!(answer["status"], "timed_out", "{answer}");
+    let verdict = |policy: &str| {
+        answer["shadow"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["policy"] == policy)
+            .unwrap_or_else(|| panic!("no {policy} verdict in {answer}"))
+            .clone()
+    };
+    assert_eq!(verdict(HOLDOUT)["status"], "killed", "{answer}");
+    assert_eq!(verdict("strict")["kill_threshold"], 0.9, "{answer}");
 
     assert_eq!(live, sort(expected_live.clone()), "the live decisions");
     let mut by_policy: BTreeMap<String, Vec<MonitoringDecision>> = BTreeMap::new();
@@ -171,6 +206,28 @@ fn shadow_policies_and_a_holdout_share_publish_what_their_folds_decide() {
     assert!(live_kills.is_disjoint(&holdout_kills));
     assert_eq!(&live_kills | &holdout_kills, kills(&without));
     assert!(!holdout_kills.is_empty() && !live_kills.is_empty());
+}
+
+/// The status answer for `variant` once `ready` holds for it (the API
+/// shows what is committed, a moment after the decisions are out).
+fn status_when(url: &str, variant: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let answer = ureq::get(&format!("{url}/performance-monitor/status/{variant}"))
+            .timeout(Duration::from_secs(5))
+            .call()
+            .ok()
+            .and_then(|r| r.into_string().ok())
+            .and_then(|body| serde_json::from_str::<Value>(&body).ok());
+        match answer {
+            Some(answer) if ready(&answer) => return answer,
+            other => assert!(
+                Instant::now() < deadline,
+                "status of {variant} never ready: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -54,7 +54,7 @@ impl Core {
             }
             from.push((partition, writer));
         }
-        self.read.restored(partition, &part.monitor);
+        self.read.restored(partition, &part.monitor, &part.shadows);
         self.partitions.insert(partition, part);
     }
 }

@@ -37,7 +37,7 @@
 mod changelog;
 mod decisions;
 mod held;
-mod holdout;
+pub mod holdout;
 mod outcome;
 mod rebuild;
 pub mod rule;
