@@ -387,4 +387,5 @@ pub fn ranked(mut reports: Vec<SetReport>) -> Vec<SetReport> {
 
 /// The caveat every report carries.
 pub const CAVEAT: &str = "History recorded while a live policy was killing has no traffic after \
-those real kills, so the final rates of sessions killed live are cut short at their kill.";
+those real kills, so the final rates of sessions killed live are cut short at their kill: \
+score against a hold-out share (--holdout-share, with the processor's) for unbiased figures.";

@@ -10,6 +10,7 @@ use earlykill::backtest::read::{read, ReadOptions};
 use earlykill::backtest::{grid, output, ranked, Options, CAVEAT};
 use earlykill::config::Settings;
 use earlykill_core::event::Millis;
+use earlykill_core::monitor::{Holdout, MonitorConfig};
 
 /// The backtest's flags. Everything else (topics, Kafka properties, the
 /// rule's configured values, hold limits) is the processor's
@@ -64,6 +65,12 @@ pub struct BacktestArgs {
     /// file.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// Score only the variants of this hold-out share (the processor's
+    /// `--holdout-share`, 0 to 0.5): they were never killed live, so their
+    /// recorded traffic is whole and precision and recall are unbiased.
+    /// Without it every session is scored.
+    #[arg(long, value_parser = share)]
+    holdout_share: Option<f64>,
     /// Folding threads (default: the cores available).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
@@ -77,6 +84,13 @@ fn fraction_above_zero(s: &str) -> Result<f64, String> {
     match s.trim().parse::<f64>() {
         Ok(f) if f > 0.0 && f <= 1.0 => Ok(f),
         _ => Err(format!("{s:?} is not a fraction above 0 and at most 1")),
+    }
+}
+
+fn share(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if f > 0.0 && f <= 0.5 => Ok(f),
+        _ => Err(format!("{s:?} is not a share above 0 and at most 0.5")),
     }
 }
 
@@ -155,9 +169,20 @@ pub fn run(args: BacktestArgs) -> Result<()> {
             args.timeout_minutes.clone()
         },
     );
+    // The configured share spares kills live; a backtest judges every
+    // variant it folds, and with --holdout-share folds only that share.
+    let holdout = match args.holdout_share {
+        None => Holdout::None,
+        Some(share) => Holdout::Only {
+            parts_per_million: Holdout::parts_per_million(share),
+        },
+    };
     let options = Options {
         sets,
-        base: config.monitor,
+        base: MonitorConfig {
+            holdout,
+            ..config.monitor
+        },
         close_at: args.close_at,
         truth_threshold: args.truth_threshold.unwrap_or(rule.kill_threshold),
     };
@@ -198,14 +223,25 @@ pub fn run(args: BacktestArgs) -> Result<()> {
     let folding = std::time::Instant::now();
     let reports = ranked(pool.install(|| earlykill::backtest::run(&histories, &options)));
     let fold_time = folding.elapsed();
+    let (scored, caveat) = match args.holdout_share {
+        None => ("every session".to_owned(), CAVEAT),
+        Some(share) => (
+            format!(
+                "the held-out sessions only (a share of {share} of variants, by the FNV-1a hash \
+                 of variant_id, as the processor's --holdout-share chooses them), {} of them",
+                reports.first().map_or(0, |r| r.sessions)
+            ),
+            "",
+        ),
+    };
     let mut stdout = std::io::stdout().lock();
     output::table(&reports, &mut stdout)?;
     use std::io::Write as _;
     writeln!(
         stdout,
         "\n{} records read in {:.1} s ({} folded, {} outside --from/--to, dead letters: {:?}); \
-         {} sets folded in {:.1} s on {threads} threads.\nScore: F1 of precision and recall \
-         against the truth (final rate below {} x expected). {CAVEAT}",
+         {} sets folded in {:.1} s on {threads} threads.\nScored: {scored}.\nScore: F1 of \
+         precision and recall against the truth (final rate below {} x expected). {caveat}",
         summary.records,
         read_time.as_secs_f64(),
         summary.events,

@@ -13,7 +13,7 @@ use earlykill::backtest::{fold, grid, run, Event, Options, ParamSet, SetReport};
 use earlykill_core::event::{
     Contract, DecisionKind, Decoder, InteractionKind, Millis, MonitoringDecision,
 };
-use earlykill_core::monitor::MonitorConfig;
+use earlykill_core::monitor::{holdout, Holdout, MonitorConfig};
 
 fn views(id: &str, n: i64, at: Millis) -> Event {
     Event::Interaction(interaction(
@@ -127,6 +127,22 @@ fn a_hand_made_history_scores_as_worked_out_by_hand() {
         &options(vec![set(0.2)], Some(T0 + 11 * MINUTE)),
     );
     assert_eq!((closed[0].timed_out, closed[0].open), (2, 0));
+
+    // Scored on a hold-out share only: the same figures for the variants
+    // in the share, nothing of the others.
+    let ppm = Holdout::parts_per_million(0.5);
+    let mut held_out = options(vec![set(0.5)], None);
+    held_out.base.holdout = Holdout::Only {
+        parts_per_million: ppm,
+    };
+    let shared = run(std::slice::from_ref(&history), &held_out);
+    let in_share = |v: &str| holdout::in_share(v, ppm);
+    let count = |vs: &[&str]| vs.iter().filter(|v| in_share(v)).count() as u64;
+    let all = ["poor", "recovers", "good", "late-poor"];
+    assert!((1..4).contains(&count(&all)), "the share splits the four");
+    assert_eq!(shared[0].sessions, count(&all));
+    assert_eq!(shared[0].killed, count(&["poor", "recovers", "late-poor"]));
+    assert_eq!(shared[0].poor, count(&["poor", "late-poor"]));
 
     // Ranked best first: the lenient set's F1 is 1.
     let ranked = earlykill::backtest::ranked(reports.clone());
@@ -322,6 +338,24 @@ fn the_flags_through_the_binary() {
         &["--kill-threshold", "0.2", "--from", "2026-11-23T00:00:15Z"],
     );
     assert_eq!(late[0].sessions, 0, "every post is before --from");
+
+    // --holdout-share scores the share's variants only, and says so.
+    let in_share = |v: &str| holdout::in_share(v, Holdout::parts_per_million(0.5));
+    let share: u64 = ["poor", "recovers", "good", "late-poor", "own"]
+        .iter()
+        .filter(|v| in_share(v))
+        .count() as u64;
+    let held = reports(
+        &kafka,
+        &["--kill-threshold", "0.2", "--holdout-share", "0.5"],
+    );
+    assert_eq!(held[0].sessions, share);
+    let table = backtest(&kafka, &["--holdout-share", "0.5"]);
+    let text = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        text.contains("Scored: the held-out sessions only") && !text.contains("cut short"),
+        "{text}"
+    );
 
     // A bad list is refused naming the flag; the table is printed.
     let bad = backtest(&kafka, &["--kill-threshold", "0.5,abc"]);

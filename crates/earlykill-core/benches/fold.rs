@@ -3,6 +3,7 @@
 //! Run: `cargo bench -p earlykill-core --bench fold`.
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use earlykill_core::shadow::ShadowPolicy;
 use std::borrow::Cow;
 
 use earlykill_core::event::{codec, Contract, Decoder, Interaction, InteractionKind, Millis};
@@ -140,5 +141,63 @@ fn decode_fold_decide(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, decode, decode_fold_decide);
+/// What shadow policies cost the fold (issue 36): one decode per event,
+/// shared, then the live `apply_batch` and each policy's, against the live
+/// fold alone in the same run.
+fn shadow_cost(c: &mut Criterion) {
+    let decoder = Decoder::new(Contract::Interaction);
+    let mut group = c.benchmark_group("shadow_cost");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.sample_size(20);
+    let candidate: ShadowPolicy = "candidate:kill-threshold=0.4".parse().expect("a policy");
+    for n in [100_000usize, 1_000_000] {
+        let pool = encoded_interactions(n, POOL);
+        for policies in [0usize, 1, 2] {
+            let set: Vec<ShadowPolicy> = (0..policies)
+                .map(|i| ShadowPolicy {
+                    name: format!("p{i}"),
+                    ..candidate.clone()
+                })
+                .collect();
+            let mut monitor = monitor_with(n);
+            let mut shadows = shadows_with(n, &set);
+            let (mut decisions, mut shadow_decisions) = (Vec::new(), Vec::new());
+            let mut events: Vec<Interaction<'_>> = Vec::with_capacity(DECODE_GROUP);
+            let mut next = 0usize;
+            group.bench_with_input(
+                BenchmarkId::new(format!("shadows_{policies}"), n),
+                &n,
+                |b, _| {
+                    b.iter_batched(
+                        || {
+                            let start = next;
+                            next = if next + 2 * BATCH > POOL {
+                                0
+                            } else {
+                                next + BATCH
+                            };
+                            start
+                        },
+                        |start| {
+                            for chunk in pool[start..start + BATCH].chunks(DECODE_GROUP) {
+                                events.clear();
+                                events.extend(chunk.iter().map(|b| decoder.decode(b).unwrap()));
+                                let inputs: Vec<Input> =
+                                    events.iter().map(Input::Interaction).collect();
+                                monitor.apply_batch(&inputs, &mut decisions, |_, _, _| {});
+                                shadows.apply_batch(&inputs, &mut shadow_decisions);
+                            }
+                            decisions.clear();
+                            shadow_decisions.clear();
+                        },
+                        BatchSize::SmallInput,
+                    )
+                },
+            );
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, decode, decode_fold_decide, shadow_cost);
 criterion_main!(benches);

@@ -66,4 +66,30 @@ fn main() {
         );
         drop(monitor);
     }
+    // What a shadow policy adds (issue 36): the same sessions once more per
+    // policy, measured the same way.
+    println!(
+        "\n{:>10} {:>10} {:>18}",
+        "variants", "policies", "shadow B/variant"
+    );
+    let candidate: earlykill_core::shadow::ShadowPolicy =
+        "candidate:kill-threshold=0.4".parse().expect("a policy");
+    for n in [100_000usize, 1_000_000] {
+        for policies in [1usize, 2] {
+            let set: Vec<_> = (0..policies)
+                .map(|i| earlykill_core::shadow::ShadowPolicy {
+                    name: format!("p{i}"),
+                    ..candidate.clone()
+                })
+                .collect();
+            let live = LIVE.load(Relaxed);
+            let shadows = shadows_with(n, &set);
+            let allocated = LIVE.load(Relaxed) - live;
+            println!(
+                "{n:>10} {policies:>10} {:>18.1}",
+                allocated as f64 / n as f64
+            );
+            drop(shadows);
+        }
+    }
 }

@@ -125,6 +125,30 @@ pub fn variant_id(i: usize) -> String {
 pub fn monitor_with(n: usize) -> Monitor {
     let mut monitor = Monitor::new(MonitorConfig::default());
     let mut decisions = Vec::new();
+    posts(n, |posted| {
+        monitor.apply(Input::Posted(posted), &mut decisions);
+        decisions.clear();
+    });
+    monitor.drain_changes();
+    monitor
+}
+
+/// Shadow policies of `policies` beside a default live policy, with the
+/// `n` sessions of [`monitor_with`] each.
+pub fn shadows_with(n: usize, policies: &[crate::shadow::ShadowPolicy]) -> crate::shadow::Shadows {
+    let configs = crate::shadow::shadow_configs(&MonitorConfig::default(), policies);
+    let mut shadows = crate::shadow::Shadows::new(configs);
+    let mut decisions = Vec::new();
+    posts(n, |posted| {
+        shadows.apply_batch(&[Input::Posted(posted)], &mut decisions);
+        decisions.clear();
+    });
+    shadows.drain_changes();
+    shadows
+}
+
+/// The posts of [`monitor_with`], each handed to `post`.
+fn posts(n: usize, mut post: impl FnMut(&VariantPosted<'_>)) {
     for i in 0..n {
         let id = variant_id(i);
         let posted = VariantPosted {
@@ -138,13 +162,6 @@ pub fn monitor_with(n: usize) -> Monitor {
             timeout_minutes: None,
             metadata: Default::default(),
         };
-        monitor.apply(Input::Posted(&posted), &mut decisions);
-        decisions.clear();
-        // The processor drains the changelog once per transaction.
-        if i % 10_000 == 0 {
-            monitor.drain_changes();
-        }
+        post(&posted);
     }
-    monitor.drain_changes();
-    monitor
 }
