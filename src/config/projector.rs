@@ -11,7 +11,7 @@ use super::{invalid, kafka_properties, listen_address, log_filter, registry, Con
 use crate::kafka::Topics;
 use crate::processor;
 use crate::projector::config::defaults;
-use crate::projector::ProjectorConfig;
+use crate::projector::{ProjectorConfig, Table};
 
 layer! {
     /// The projector's settings, one layer of them (flags and environment,
@@ -26,6 +26,16 @@ layer! {
         /// The decisions topic.
         #[arg(long, env = "EARLYKILL_DECISIONS_TOPIC")]
         decisions_topic: String = Topics::default().decisions,
+        /// Project the shadow policies' decisions (`run --shadow-policy`,
+        /// `--holdout-share`) from the shadow decisions topic into
+        /// `variant_monitoring_shadow` instead of the live ones; the
+        /// consumer group is then `<group-id>-shadow`. Run it beside the
+        /// live projector.
+        #[arg(long, env = "EARLYKILL_PROJECTOR_SHADOW", num_args = 0..=1, default_missing_value = "true")]
+        shadow: bool = false,
+        /// The shadow decisions topic (with `--shadow`).
+        #[arg(long, env = "EARLYKILL_SHADOW_DECISIONS_TOPIC")]
+        shadow_decisions_topic: String = processor::defaults::SHADOW_DECISIONS_TOPIC.to_owned(),
         /// Consumer group of the projector instances.
         #[arg(long, env = "EARLYKILL_PROJECTOR_GROUP_ID")]
         group_id: String = defaults::GROUP_ID.to_owned(),
@@ -150,11 +160,25 @@ impl ProjectorSettings {
                 "name a topic",
             ));
         }
+        let (table, group_id, decisions_topic) = if v.shadow {
+            if v.shadow_decisions_topic.trim().is_empty() {
+                return Err(invalid(
+                    "shadow-decisions-topic",
+                    "it is empty".into(),
+                    "name the topic `run --shadow-decisions-topic` writes",
+                ));
+            }
+            let group = format!("{}-shadow", v.group_id);
+            (Table::Shadow, group, v.shadow_decisions_topic)
+        } else {
+            (Table::Live, v.group_id, v.decisions_topic)
+        };
         let config = ProjectorConfig {
             bootstrap_servers: v.bootstrap_servers,
             kafka: kafka_properties(v.kafka, reserved)?,
-            group_id: v.group_id,
-            decisions_topic: v.decisions_topic,
+            group_id,
+            decisions_topic,
+            table,
             database_url,
             pool_size: v.pool_size,
             batch_size: v.batch_size,

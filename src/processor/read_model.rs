@@ -33,10 +33,13 @@ struct Model {
     sessions: DashMap<Box<str>, (i32, SessionState), RandomState>,
     /// The shadow policies' sessions, by variant: the partition and each
     /// policy's session as stored.
-    shadows: DashMap<Box<str>, (i32, Vec<(Arc<str>, SessionState)>), RandomState>,
+    shadows: DashMap<Box<str>, (i32, PolicySessions), RandomState>,
     /// The hold-out share, in parts per million.
     holdout_ppm: AtomicU32,
 }
+
+/// Each shadow policy's session of one variant, by policy name.
+type PolicySessions = Vec<(Arc<str>, SessionState)>;
 
 /// The view of a stored session.
 fn view(entry: &dashmap::mapref::one::Ref<'_, Box<str>, (i32, SessionState)>) -> SessionView {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rdkafka::ClientConfig;
 
-use super::store::Applied;
+use super::store::{Applied, Table};
 
 /// The defaults of the projector's settings.
 pub mod defaults {
@@ -34,8 +34,11 @@ pub struct ProjectorConfig {
     pub kafka: BTreeMap<String, String>,
     /// Consumer group of the projector instances.
     pub group_id: String,
-    /// The decisions topic.
+    /// The decisions topic (the shadow decisions topic with
+    /// [`Table::Shadow`]).
     pub decisions_topic: String,
+    /// The table written.
+    pub table: Table,
     /// PostgreSQL URL.
     pub database_url: String,
     /// Database connections in the pool.
@@ -69,6 +72,7 @@ impl ProjectorConfig {
             kafka: BTreeMap::new(),
             group_id: defaults::GROUP_ID.to_owned(),
             decisions_topic: crate::kafka::Topics::default().decisions,
+            table: Table::Live,
             database_url: database_url.to_owned(),
             pool_size: defaults::POOL_SIZE,
             batch_size: defaults::BATCH_SIZE,

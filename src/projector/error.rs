@@ -58,6 +58,11 @@ pub enum ProjectorError {
          projectors first), or replay into another schema with --into-schema"
     )]
     LiveNotConfirmed,
+    /// `replay --shadow`: replay rebuilds `variant_monitoring` only.
+    #[error(
+        "replay rebuilds variant_monitoring from the decisions topic; to rebuild          variant_monitoring_shadow, empty it (TRUNCATE variant_monitoring_shadow; DELETE FROM          projector_offsets WHERE topic = '<shadow decisions topic>') and run `earlykill project          --shadow`"
+    )]
+    ShadowReplay,
     /// The schema registry stayed unavailable while a decision needed its
     /// schema from it.
     #[error(

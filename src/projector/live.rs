@@ -29,7 +29,7 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::runtime::{Handle, Runtime};
 
 use super::decisions::{DecisionReader, Unreadable};
-use super::store::{connect_in, Positioned, Store};
+use super::store::{connect_in, Positioned, Store, Table};
 use super::topic::{self, TopicWatch};
 use super::StoreError;
 use crate::backoff;
@@ -270,11 +270,12 @@ pub(super) fn open_store(
     schema: Option<&str>,
     shutdown: &Shutdown,
     retry_max: Duration,
+    table: Table,
 ) -> Result<Store, ProjectorError> {
     let pool = connect_in(url, pool_size, schema)?;
     let mut retry = backoff::policy(FIRST_RETRY, retry_max, None);
     for attempt in 1u64.. {
-        match runtime.block_on(Store::open(pool.clone())) {
+        match runtime.block_on(Store::open_table(pool.clone(), table)) {
             Ok(store) => return Ok(store),
             Err(e) if retryable(&e) && !shutdown.is_stopping() => {
                 let (_, backoff) = retry.after_failure().unwrap_or_default();
@@ -306,6 +307,7 @@ pub fn run(
         None,
         &shutdown,
         config.retry_max,
+        config.table,
     )?;
     let shared = Arc::new(Mutex::new(Shared {
         store,

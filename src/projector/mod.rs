@@ -16,6 +16,7 @@
 //! - `decisions.rs` — decoding the decisions topic (both framings).
 //! - `error.rs`, `topic.rs` (the topic-id watch), `tls.rs` (sslmode).
 
+mod columns;
 pub mod config;
 mod decisions;
 mod error;
@@ -32,5 +33,5 @@ pub use replay::{replay, ReplayProgress, ReplaySummary, ReplayTarget};
 
 pub use store::{
     connect, connect_in, create_schema, latest_session, migrate, ping, split_by_partition, Applied,
-    Concurrent, Positioned, SessionRow, Store, StoreError,
+    Concurrent, Positioned, SessionRow, Store, StoreError, Table,
 };

@@ -11,7 +11,7 @@ use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::decisions::{DecisionReader, Unreadable};
-use super::store::{connect, connect_in, create_schema, migrate, Applied, Positioned};
+use super::store::{connect, connect_in, create_schema, migrate, Applied, Positioned, Table};
 use super::StoreError;
 use crate::shutdown::Shutdown;
 
@@ -115,6 +115,9 @@ pub fn replay(
     target: &ReplayTarget,
     mut progress: impl FnMut(ReplayProgress),
 ) -> Result<ReplaySummary, ProjectorError> {
+    if config.table == Table::Shadow {
+        return Err(ProjectorError::ShadowReplay);
+    }
     let started = Instant::now();
     let runtime = runtime().map_err(|e| StoreError::Url(format!("cannot start a runtime: {e}")))?;
     let schema = match target {
@@ -146,6 +149,7 @@ pub fn replay(
         schema,
         &shutdown,
         config.retry_max,
+        Table::Live,
     )?;
 
     let consumer: BaseConsumer = config

@@ -7,8 +7,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use serde_json::{json, Value};
 
+use super::columns::{clamp_i32, timestamp, CommonColumns};
 use earlykill_core::event::session_id;
-use earlykill_core::event::{DecisionKind, Millis, MonitoringDecision};
+use earlykill_core::event::{DecisionKind, MonitoringDecision};
 
 refinery::embed_migrations!("migrations");
 
@@ -327,65 +328,48 @@ fn storable(text: &str) -> String {
 #[derive(Clone)]
 pub struct Store {
     pool: Pool,
+    /// The table written.
+    table: Table,
 }
 
-fn timestamp(millis: Millis) -> DateTime<Utc> {
-    DateTime::from_timestamp_millis(millis).unwrap_or(DateTime::<Utc>::MIN_UTC)
+/// Which decisions a projector writes, and where.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Table {
+    /// The live decisions, into `variant_monitoring`.
+    #[default]
+    Live,
+    /// The shadow policies' decisions, into `variant_monitoring_shadow`
+    /// (a row per policy and session; its `policy` column is derived from
+    /// the `session_id`, `<session>~<policy>`).
+    Shadow,
 }
 
-fn clamp_i32(n: i64) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
-}
-
-/// The columns every row has, one array per column, for UNNEST: the first
-/// nine parameters of both write statements.
-struct CommonColumns<'a> {
-    session_ids: Vec<&'a str>,
-    variant_ids: Vec<&'a str>,
-    persona_ids: Vec<&'a str>,
-    post_ids: Vec<&'a str>,
-    expected: Vec<f64>,
-    thresholds: Vec<f64>,
-    mins: Vec<i32>,
-    started_at: Vec<DateTime<Utc>>,
-    timeouts: Vec<i32>,
-}
-
-type Param<'p> = &'p (dyn tokio_postgres::types::ToSql + Sync);
-
-impl<'a> CommonColumns<'a> {
-    fn of(rows: &[(&'a String, &&'a MonitoringDecision)]) -> Self {
-        Self {
-            session_ids: rows.iter().map(|(k, _)| k.as_str()).collect(),
-            variant_ids: rows.iter().map(|(_, d)| d.variant_id.as_str()).collect(),
-            persona_ids: rows.iter().map(|(_, d)| d.persona_id.as_str()).collect(),
-            post_ids: rows.iter().map(|(_, d)| d.post_id.as_str()).collect(),
-            expected: rows
-                .iter()
-                .map(|(_, d)| d.expected_engagement_rate)
-                .collect(),
-            thresholds: rows.iter().map(|(_, d)| d.kill_threshold).collect(),
-            mins: rows.iter().map(|(_, d)| d.min_interactions).collect(),
-            started_at: rows.iter().map(|(_, d)| timestamp(d.posted_at)).collect(),
-            timeouts: rows.iter().map(|(_, d)| d.timeout_minutes).collect(),
+impl Table {
+    /// `sql` written for `variant_monitoring`, for this table.
+    fn sql(self, sql: &'static str) -> std::borrow::Cow<'static, str> {
+        match self {
+            Table::Live => sql.into(),
+            Table::Shadow => sql
+                .replace("variant_monitoring", "variant_monitoring_shadow")
+                .into(),
         }
     }
 
-    /// These nine parameters followed by `more`.
-    fn params_with<'p>(&'p self, more: &[Param<'p>]) -> Vec<Param<'p>> {
-        let mut params: Vec<Param<'p>> = vec![
-            &self.session_ids,
-            &self.variant_ids,
-            &self.persona_ids,
-            &self.post_ids,
-            &self.expected,
-            &self.thresholds,
-            &self.mins,
-            &self.started_at,
-            &self.timeouts,
-        ];
-        params.extend_from_slice(more);
-        params
+    /// The row key of decision `d`: its session, and in the shadow table
+    /// its policy (from the decision id's `~<policy>` suffix) too.
+    fn key(self, d: &MonitoringDecision) -> String {
+        let session = session_id(&d.variant_id, d.posted_at, d.timeout_minutes.max(0) as u32);
+        match self {
+            Table::Live => session,
+            Table::Shadow => {
+                let policy = d
+                    .decision_id
+                    .rsplit_once('/')
+                    .and_then(|(_, kind)| kind.split_once('~'))
+                    .map_or("", |(_, policy)| policy);
+                format!("{session}~{policy}")
+            }
+        }
     }
 }
 
@@ -394,6 +378,13 @@ const UPSERT_ENDED: &str = include_str!("sql/upsert_ended.sql");
 const STORE_OFFSETS: &str = include_str!("sql/store_offsets.sql");
 
 impl Store {
+    /// [`Store::open`] writing `table`.
+    pub async fn open_table(pool: Pool, table: Table) -> Result<Self, StoreError> {
+        let mut store = Store::open(pool).await?;
+        store.table = table;
+        Ok(store)
+    }
+
     /// A store over `pool` that refuses to work on a database that is not
     /// migrated to this build's schema.
     pub async fn open(pool: Pool) -> Result<Self, StoreError> {
@@ -416,7 +407,10 @@ impl Store {
                 detail: format!("schema version {found}, this build needs {latest}"),
             });
         }
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            table: Table::Live,
+        })
     }
 
     /// Empties the table and forgets the stored offsets of `topic`, in one
@@ -425,7 +419,9 @@ impl Store {
     pub async fn reset(&self, topic: &str) -> Result<u64, StoreError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let removed = tx.execute("DELETE FROM variant_monitoring", &[]).await?;
+        let removed = tx
+            .execute(&*self.table.sql("DELETE FROM variant_monitoring"), &[])
+            .await?;
         tx.execute("DELETE FROM projector_offsets WHERE topic = $1", &[&topic])
             .await?;
         tx.execute("DELETE FROM projector_topics WHERE topic = $1", &[&topic])
@@ -439,7 +435,9 @@ impl Store {
         let client = self.pool.get().await?;
         let row = client
             .query_one(
-                "SELECT COUNT(*), COUNT(*) FILTER (WHERE is_active) FROM variant_monitoring",
+                &*self.table.sql(
+                    "SELECT COUNT(*), COUNT(*) FILTER (WHERE is_active) FROM variant_monitoring",
+                ),
                 &[],
             )
             .await?;
@@ -703,7 +701,7 @@ impl Store {
             let entry = next.entry(p.partition).or_insert(p.offset + 1);
             *entry = (*entry).max(p.offset + 1);
             let d = &p.decision;
-            let key = session_id(&d.variant_id, d.posted_at, d.timeout_minutes.max(0) as u32);
+            let key = self.table.key(d);
             match d.kind {
                 DecisionKind::Started => {
                     started.insert(key, d);
@@ -728,8 +726,11 @@ impl Store {
             let rows: Vec<_> = started.iter().collect();
             let common = CommonColumns::of(&rows);
             let metadata: Vec<Value> = rows.iter().map(|(_, d)| json!(d.metadata)).collect();
-            tx.execute(INSERT_STARTED, &common.params_with(&[&metadata]))
-                .await?;
+            tx.execute(
+                &*self.table.sql(INSERT_STARTED),
+                &common.params_with(&[&metadata]),
+            )
+            .await?;
         }
         if !ended.is_empty() {
             let rows: Vec<_> = ended.iter().collect();
@@ -767,7 +768,7 @@ impl Store {
                 })
                 .collect();
             tx.execute(
-                UPSERT_ENDED,
+                &*self.table.sql(UPSERT_ENDED),
                 &common.params_with(&[
                     &ended_at,
                     &killed,

@@ -3,7 +3,7 @@
 
 use crate::common::postgres::TestDb;
 use crate::common::*;
-use earlykill::projector::{self, Applied, Positioned, Store, StoreError};
+use earlykill::projector::{self, Applied, Positioned, Store, StoreError, Table};
 use earlykill_core::event::{DecisionKind, InteractionKind, MonitoringDecision};
 use earlykill_core::monitor::{Input, Monitor, MonitorConfig};
 
@@ -58,7 +58,7 @@ fn positioned(decisions: &[MonitoringDecision], first_offset: i64) -> Vec<Positi
 async fn migrated(test: &str) -> (TestDb, Store) {
     let db = TestDb::create(test).await;
     let pool = projector::connect(&db.url, 4).unwrap();
-    assert_eq!(projector::migrate(&pool).await.unwrap(), vec![1, 2, 3]);
+    assert_eq!(projector::migrate(&pool).await.unwrap(), vec![1, 2, 3, 4]);
     let store = Store::open(pool).await.unwrap();
     (db, store)
 }
@@ -525,4 +525,81 @@ fn a_batch_is_split_by_partition_in_order_into_balanced_parts() {
     assert_eq!(split_by_partition(batch.clone(), 1).len(), 1);
     assert_eq!(split_by_partition(batch[..1].to_vec(), 4).len(), 1);
     assert!(split_by_partition(Vec::new(), 4).is_empty());
+}
+
+/// The lifecycle's inputs folded by two shadow policies: their decisions,
+/// as the processor publishes them on the shadow decisions topic.
+fn shadow_lifecycle() -> Vec<MonitoringDecision> {
+    use earlykill_core::shadow::{shadow_configs, ShadowPolicy, Shadows};
+    let policies: Vec<ShadowPolicy> = ["lenient:kill-threshold=0.1", "strict:"]
+        .iter()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let mut shadows = Shadows::new(shadow_configs(&MonitorConfig::default(), &policies));
+    let mut out = Vec::new();
+    let posts = [posted("v1", T0, 0.1), posted("v2", T0, 0.1)];
+    let views = interaction("views", "v1", InteractionKind::View, 1000, T0 + SECOND);
+    let likes = interaction("likes", "v1", InteractionKind::Like, 12, T0 + SECOND);
+    shadows.apply_batch(
+        &[
+            Input::Posted(&posts[0]),
+            Input::Posted(&posts[1]),
+            Input::Interaction(&views),
+            Input::Interaction(&likes),
+        ],
+        &mut out,
+    );
+    shadows.advance_to(T0 + 10 * MINUTE, &mut out);
+    out.into_iter().map(|d| d.decision).collect()
+}
+
+#[tokio::test]
+async fn shadow_decisions_go_to_the_shadow_table_a_row_per_policy_and_session() {
+    let (db, live) = migrated("shadow_table").await;
+    let pool = projector::connect(&db.url, 2).unwrap();
+    let store = Store::open_table(pool.clone(), Table::Shadow)
+        .await
+        .unwrap();
+    let decisions = shadow_lifecycle();
+    let topic = "earlykill.shadow-decisions";
+    let batch = positioned(&decisions, 0);
+    let applied = store.apply(topic, &batch).await.unwrap();
+    assert_eq!((applied.started, applied.ended), (4, 4));
+    // Again: skipped by offset, and at other offsets the same rows.
+    assert_eq!(store.apply(topic, &batch).await.unwrap().skipped, 8);
+    store
+        .apply(topic, &positioned(&decisions, 100))
+        .await
+        .unwrap();
+    let client = pool.get().await.unwrap();
+    let got: Vec<(String, String, bool, bool)> = client
+        .query(
+            "SELECT policy, variant_id, is_active, was_killed FROM variant_monitoring_shadow \
+             ORDER BY policy, variant_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let row = |p: &str, v: &str, killed| (p.to_owned(), v.to_owned(), false, killed);
+    // 12 likes in 1000 views: 1.2% against 10% expected is below half
+    // (strict, the live default) but not below a tenth (lenient).
+    assert_eq!(
+        got,
+        [
+            row("lenient", "v1", false),
+            row("lenient", "v2", false),
+            row("strict", "v1", true),
+            row("strict", "v2", false),
+        ]
+    );
+    assert_eq!(
+        live.counts().await.unwrap(),
+        (0, 0),
+        "the live table is untouched"
+    );
+    assert_eq!(store.counts().await.unwrap(), (4, 0));
+    db.drop().await;
 }

@@ -357,6 +357,67 @@ pool-size = 8
 }
 
 #[test]
+fn the_shadow_projector_reads_the_shadow_topic_in_a_group_of_its_own() {
+    let file = r#"database-url = "postgresql://u@db/x""#;
+    let live = projector(&[], file).resolve().expect("valid").config;
+    assert_eq!(live.table, earlykill::projector::Table::Live);
+    let shadow = projector(&["--shadow"], file)
+        .resolve()
+        .expect("valid")
+        .config;
+    assert_eq!(shadow.table, earlykill::projector::Table::Shadow);
+    assert_eq!(shadow.decisions_topic, "earlykill.shadow-decisions");
+    assert_eq!(shadow.group_id, "earlykill-projector-shadow");
+    let named = projector(
+        &["--shadow", "--shadow-decisions-topic", "exp.shadow"],
+        file,
+    )
+    .resolve()
+    .expect("valid")
+    .config;
+    assert_eq!(named.decisions_topic, "exp.shadow");
+}
+
+#[test]
+fn a_processor_refuses_a_bad_shadow_policy_or_share_naming_the_key() {
+    let err = |args: &[&str]| {
+        #[derive(Parser)]
+        struct Flags {
+            #[command(flatten)]
+            settings: earlykill::config::Settings,
+        }
+        match Flags::try_parse_from(std::iter::once("run").chain(args.iter().copied())) {
+            Err(e) => e.to_string(),
+            Ok(flags) => flags.settings.resolve().expect_err("refused").to_string(),
+        }
+    };
+    let holdout = err(&["--holdout-share", "0.7"]);
+    assert!(
+        holdout.contains("holdout-share") && holdout.contains("0..=0.5"),
+        "{holdout}"
+    );
+    let typo = err(&["--shadow-policy", "c:kill-treshold=0.4"]);
+    assert!(typo.contains("unknown key \"kill-treshold\""), "{typo}");
+    let twice = err(&[
+        "--shadow-policy",
+        "c:",
+        "--shadow-policy",
+        "c:kill-threshold=0.2",
+    ]);
+    assert!(
+        twice.contains("shadow-policy") && twice.contains("twice"),
+        "{twice}"
+    );
+    let topic = err(&[
+        "--shadow-policy",
+        "c:",
+        "--shadow-decisions-topic",
+        "earlykill.decisions",
+    ]);
+    assert!(topic.contains("shadow-decisions-topic"), "{topic}");
+}
+
+#[test]
 fn a_projector_setting_out_of_range_or_missing_names_its_key() {
     use earlykill::config::projector::ProjectorSettings;
     let message = ProjectorSettings::default()
