@@ -3,7 +3,7 @@
 //! exactly what the pure fold with its thresholds decides, the live
 //! decisions are the fold's with the share spared, and the kills of a fold
 //! without a share are split exactly between the live policy and
-//! `holdout`.
+//! `holdout`; all of it across a `kill -9` and restart.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
@@ -128,7 +128,18 @@ fn shadow_policies_and_a_holdout_share_publish_what_their_folds_decide() {
         .args(["--shadow-policy", POLICIES[0]])
         .args(["--shadow-policy", POLICIES[1]])
         .stdin(Stdio::null());
-    let mut child = command.spawn().expect("start earlykill run");
+    // `kill -9` once half the live decisions are out: the shadow state is
+    // restored from the changelog with the live state (a shadow that lost
+    // its sessions would miss their ends, or count from zero).
+    let mut first = command.spawn().expect("start earlykill run");
+    read(
+        &tansu.bootstrap,
+        &config.topics.decisions,
+        expected_live.len() / 2,
+    );
+    first.kill().expect("kill -9");
+    first.wait().expect("reaped");
+    let mut child = command.spawn().expect("start earlykill run again");
     let live = once(
         read(
             &tansu.bootstrap,
