@@ -379,6 +379,46 @@ fn the_shadow_projector_reads_the_shadow_topic_in_a_group_of_its_own() {
 }
 
 #[test]
+fn shadow_policies_and_the_share_come_from_the_file_and_flags_replace_them() {
+    let from_file = file(
+        r#"
+shadow-policy = ["candidate:kill-threshold=0.4", "slow:timeout-minutes=20"]
+holdout-share = 0.1
+"#,
+    );
+    let config = from_file.clone().resolve().expect("valid");
+    let names: Vec<&str> = config
+        .shadow_policies
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    assert_eq!(names, ["candidate", "slow"]);
+    assert_eq!(config.shadow_policies[1].timeout_minutes, Some(20));
+    assert_eq!(
+        config.monitor.holdout,
+        earlykill_core::monitor::Holdout::Spare {
+            parts_per_million: 100_000
+        }
+    );
+    // The flags' list replaces the file's, as any other setting.
+    let flagged = flags(&["--shadow-policy", "only:"])
+        .or(from_file)
+        .resolve()
+        .expect("valid");
+    assert_eq!(flagged.shadow_policies.len(), 1);
+    let bad = Settings::from_file(&{
+        let mut f = tempfile();
+        f.1.write_all(br#"shadow-policy = ["no-colon"]"#)
+            .expect("write");
+        f.0
+    })
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(bad.contains("NAME:key=value"), "{bad}");
+}
+
+#[test]
 fn a_processor_refuses_a_bad_shadow_policy_or_share_naming_the_key() {
     let err = |args: &[&str]| {
         #[derive(Parser)]
