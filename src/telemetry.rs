@@ -91,7 +91,8 @@ pub const CONSUMER_LAG_SECONDS: &str = "earlykill_consumer_lag_seconds";
 pub const PARTITION_STALLED: &str = "earlykill_partition_stalled";
 
 /// Every metric name, for the tests and the deployment checks.
-pub const ALL: [&str; 28] = [
+pub const ALL: [&str; 29] = [
+    PROJECTOR_TOPIC_RECREATED,
     SHADOW_DECISIONS_TOTAL,
     RESTORE_REMAINING,
     PARTITION_CLOCK,

@@ -56,16 +56,16 @@ enum Command {
         #[command(flatten)]
         settings: Box<Settings>,
     },
-    /// Create or update the PostgreSQL schema (the variant_monitoring table
-    /// and the projector's offsets). Running it again is a no-op. Takes the
-    /// projector's settings (only the database URL is used).
+    /// Create or update the PostgreSQL schema (the variant_monitoring table,
+    /// its shadow twin and the projector's offsets). Running it again is a
+    /// no-op.
     Migrate {
-        /// The projector's TOML configuration file (keys: the flags' long
-        /// names). Environment variables and flags override it.
+        /// The projector's TOML configuration file, for its `database-url`.
         #[arg(long, env = "EARLYKILL_PROJECTOR_CONFIG")]
         config: Option<PathBuf>,
-        #[command(flatten)]
-        settings: Box<ProjectorSettings>,
+        /// PostgreSQL URL, e.g. postgresql://user:password@host:5432/database.
+        #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
     /// Run the projector: apply the decisions topic to the variant_monitoring
     /// table, exactly once (rows and offsets commit in one database
@@ -188,9 +188,8 @@ impl Cli {
     /// defaults are applied after the file, so clap does not know them).
     pub fn command_with_defaults() -> clap::Command {
         let mut command = Cli::command();
-        let layers: [(&str, Vec<(&str, String)>); 7] = [
+        let layers: [(&str, Vec<(&str, String)>); 6] = [
             ("run", Settings::help_defaults()),
-            ("migrate", ProjectorSettings::help_defaults()),
             ("project", ProjectorSettings::help_defaults()),
             ("replay", ProjectorSettings::help_defaults()),
             (
@@ -219,7 +218,12 @@ impl Cli {
                 sub
             });
         }
-        command
+        // A replay serves no HTTP and projects the live decisions only.
+        command.mut_subcommand("replay", |sub| {
+            ["http_listen", "shadow", "shadow_decisions_topic"]
+                .into_iter()
+                .fold(sub, |sub, id| sub.mut_arg(id, |arg| arg.hide(true)))
+        })
     }
 
     /// Runs the subcommand.
@@ -281,7 +285,14 @@ impl Command {
                 confirm_live,
                 accept_lost_decisions,
             ),
-            Command::Migrate { config, settings } => {
+            Command::Migrate {
+                config,
+                database_url,
+            } => {
+                let settings = ProjectorSettings {
+                    database_url,
+                    ..ProjectorSettings::default()
+                };
                 projector::migrate(&settings.load(config.as_deref())?.config.database_url)
             }
             Command::Generate {

@@ -330,3 +330,79 @@ fn the_deployment_files_set_only_variables_earlykill_reads() {
         );
     }
 }
+
+/// Every `earlykill_*` or `performance_monitor_*` name in `text`.
+fn named_metrics(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let bytes = text.as_bytes();
+    for prefix in ["earlykill_", "performance_monitor_"] {
+        for (at, _) in text.match_indices(prefix) {
+            let word_start =
+                at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
+            if !word_start {
+                continue;
+            }
+            let end = text[at..]
+                .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                .map_or(text.len(), |n| at + n);
+            names.push(text[at..end].to_owned());
+        }
+    }
+    names
+}
+
+/// Names of that shape that are not metrics: the header naming a
+/// decision's transaction.
+const NOT_METRICS: [&str; 1] = ["earlykill_transaction"];
+
+#[test]
+fn every_metric_named_in_help_and_docs_exists() {
+    let mut texts = Vec::new();
+    for sub in [
+        "run", "project", "replay", "migrate", "generate", "demo", "tail", "backtest",
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_earlykill"))
+            .args([sub, "--help"])
+            .output()
+            .expect("earlykill --help");
+        assert!(out.status.success(), "{sub} --help");
+        texts.push((
+            format!("earlykill {sub} --help"),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ));
+    }
+    let mut docs = vec!["README.md".to_owned(), "RELIABILITY.md".to_owned()];
+    for entry in std::fs::read_dir(Path::new(ROOT).join("docs")).expect("docs/") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "md") {
+            docs.push(
+                path.strip_prefix(ROOT)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
+    }
+    for doc in docs {
+        texts.push((doc.clone(), read(&doc)));
+    }
+    let mut checked = 0;
+    for (source, text) in &texts {
+        let names: Vec<String> = named_metrics(text)
+            .into_iter()
+            .filter(|n| !NOT_METRICS.contains(&n.as_str()))
+            .collect();
+        checked += names.len();
+        assert_eq!(
+            unknown(names),
+            BTreeSet::new(),
+            "{source} names metrics that do not exist"
+        );
+    }
+    assert!(checked >= 20, "the docs name the metrics: {checked} found");
+    // The check can fail: the name `run --help` once gave.
+    assert_eq!(
+        unknown(named_metrics("see earlykill_held_dropped_total.")),
+        BTreeSet::from(["earlykill_held_dropped_total".to_owned()])
+    );
+}
