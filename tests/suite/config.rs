@@ -406,15 +406,13 @@ holdout-share = 0.1
         .resolve()
         .expect("valid");
     assert_eq!(flagged.shadow_policies.len(), 1);
-    let bad = Settings::from_file(&{
-        let mut f = tempfile();
-        f.1.write_all(br#"shadow-policy = ["no-colon"]"#)
-            .expect("write");
-        f.0
-    })
-    .err()
-    .expect("refused")
-    .to_string();
+    let mut f = tempfile();
+    f.1.write_all(br#"shadow-policy = ["no-colon"]"#)
+        .expect("write");
+    let Err(bad) = Settings::from_file(&f.0) else {
+        panic!("a policy without a colon is refused")
+    };
+    let bad = bad.to_string();
     assert!(bad.contains("NAME:key=value"), "{bad}");
 }
 
