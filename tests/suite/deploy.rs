@@ -371,16 +371,21 @@ fn every_metric_named_in_help_and_docs_exists() {
             String::from_utf8_lossy(&out.stdout).into_owned(),
         ));
     }
-    let mut docs = vec!["README.md".to_owned(), "RELIABILITY.md".to_owned()];
-    for entry in std::fs::read_dir(Path::new(ROOT).join("docs")).expect("docs/") {
-        let path = entry.expect("entry").path();
-        if path.extension().is_some_and(|e| e == "md") {
-            docs.push(
-                path.strip_prefix(ROOT)
-                    .unwrap()
-                    .to_string_lossy()
-                    .into_owned(),
-            );
+    let mut docs = vec![
+        "README.md".to_owned(),
+        "RELIABILITY.md".to_owned(),
+        "BENCHMARKS.md".to_owned(),
+    ];
+    let mut dirs = vec![Path::new(ROOT).join("docs/src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("docs/src") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "md") {
+                let relative = path.strip_prefix(ROOT).unwrap();
+                docs.push(relative.to_string_lossy().into_owned());
+            }
         }
     }
     for doc in docs {

@@ -30,6 +30,7 @@ mod backtest;
 mod catch_up;
 mod config;
 mod deploy;
+mod docs;
 mod flood;
 mod idle_clock;
 mod processor;
