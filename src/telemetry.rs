@@ -254,7 +254,7 @@ fn describe() {
 
 /// Registers at zero the processor's series whose labels are known at
 /// start, so that rates and alerts work before the first occurrence.
-pub fn processor_started(input_topics: [&str; 3], rejection_kinds: &[&'static str]) {
+pub fn processor_started(dead_letter_series: &[(&str, &'static str)]) {
     metrics::counter!(SESSIONS_STARTED).absolute(0);
     metrics::counter!(VARIANTS_KILLED).absolute(0);
     metrics::counter!(COMMITS_TOTAL).absolute(0);
@@ -271,11 +271,9 @@ pub fn processor_started(input_topics: [&str; 3], rejection_kinds: &[&'static st
     for result in HELD_RESULTS {
         metrics::counter!(HELD_INTERACTIONS, "result" => result).absolute(0);
     }
-    for topic in input_topics {
-        for kind in rejection_kinds {
-            metrics::counter!(DEAD_LETTERS_TOTAL, "topic" => topic.to_owned(), "kind" => *kind)
-                .absolute(0);
-        }
+    for (topic, kind) in dead_letter_series {
+        metrics::counter!(DEAD_LETTERS_TOTAL, "topic" => topic.to_string(), "kind" => *kind)
+            .absolute(0);
     }
 }
 

@@ -104,10 +104,12 @@ pub fn run(
     let framing = decisions_framing(&config)?;
     // Once for the instance: every series registered at zero before any
     // worker counts.
-    telemetry::processor_started(
-        InputTopic::ALL.map(|t| config.topics.input(t)),
-        &Rejection::KINDS,
-    );
+    let topics = &config.topics;
+    let dead_letter_series: Vec<(&str, &'static str)> = InputTopic::ALL
+        .into_iter()
+        .flat_map(|t| Rejection::kinds_of(t).map(move |kind| (topics.input(t), kind)))
+        .collect();
+    telemetry::processor_started(&dead_letter_series);
     let sinks = StatusSink::workers(status, config.threads);
     let handoff = Handoff::default();
     if config.threads == 1 {

@@ -84,6 +84,14 @@ impl Rejection {
         "session_limit",
     ];
 
+    /// The kinds a record of `topic` can be rejected with: every kind but
+    /// `session_limit`, which only a post can meet.
+    pub fn kinds_of(topic: InputTopic) -> impl Iterator<Item = &'static str> {
+        Self::KINDS
+            .into_iter()
+            .filter(move |kind| *kind != "session_limit" || topic == InputTopic::Posted)
+    }
+
     /// A VariantPosted refused because its partition already remembers
     /// `max-sessions` sessions.
     pub fn session_limit(max_sessions: usize) -> Rejection {

@@ -113,3 +113,14 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn only_a_post_can_meet_the_session_limit() {
+    use earlykill_core::event::{InputTopic, Rejection};
+    let kinds = |t| Rejection::kinds_of(t).collect::<Vec<_>>();
+    assert_eq!(kinds(InputTopic::Posted).len(), Rejection::KINDS.len());
+    for topic in [InputTopic::Interactions, InputTopic::Commands] {
+        assert_eq!(kinds(topic).len(), Rejection::KINDS.len() - 1);
+        assert!(!kinds(topic).contains(&"session_limit"));
+    }
+}
