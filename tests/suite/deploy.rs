@@ -411,3 +411,48 @@ fn every_metric_named_in_help_and_docs_exists() {
         BTreeSet::from(["earlykill_held_dropped_total".to_owned()])
     );
 }
+
+#[test]
+fn every_dashboard_query_follows_the_namespace_job_and_instance_variables() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("helm/earlykill/files/dashboard.json")).expect("JSON");
+    let variables: Vec<&str> = dashboard["templating"]["list"]
+        .as_array()
+        .expect("templating")
+        .iter()
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    assert_eq!(variables, ["datasource", "namespace", "job", "instance"]);
+    let mut exprs = Vec::new();
+    json_exprs(&dashboard, &mut exprs);
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            if EXTERNAL.contains(&name.as_str()) {
+                continue;
+            }
+            // Each selection of an earlykill series carries the three.
+            for (at, _) in expr.match_indices(&*name) {
+                let selector = &expr[at + name.len()..];
+                let labels = selector
+                    .strip_prefix('{')
+                    .and_then(|s| s.split_once('}'))
+                    .map(|(labels, _)| labels)
+                    .unwrap_or_default();
+                for variable in ["$namespace", "$job", "$instance"] {
+                    assert!(
+                        labels.contains(variable),
+                        "{expr}: {name} without {variable}"
+                    );
+                }
+            }
+        }
+    }
+    // Rates of records, decisions and commits are counts per second.
+    let units: Vec<&str> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["fieldConfig"]["defaults"]["unit"].as_str())
+        .collect();
+    assert!(!units.contains(&"reqps"), "{units:?}");
+}
