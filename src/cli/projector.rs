@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use earlykill::api::Api;
 use earlykill::config::projector::Projector;
@@ -109,10 +109,18 @@ pub fn migrate(database_url: &str) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let applied = runtime.block_on(async {
-        let pool = projector::connect(database_url, 1)?;
-        projector::migrate(&pool).await
-    })?;
+    let applied = runtime
+        .block_on(async {
+            let pool = projector::connect(database_url, 1)?;
+            projector::migrate(&pool).await
+        })
+        .with_context(|| {
+            format!(
+                "migrating the database at {} (database-url, DATABASE_URL): check that it \
+                 runs there and accepts this user",
+                projector::address(database_url)
+            )
+        })?;
     if applied.is_empty() {
         println!("schema is up to date; nothing to apply");
     } else {

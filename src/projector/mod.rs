@@ -32,6 +32,6 @@ pub use live::run;
 pub use replay::{replay, ReplayProgress, ReplaySummary, ReplayTarget};
 
 pub use store::{
-    connect, connect_in, create_schema, latest_session, migrate, ping, split_by_partition, Applied,
-    Concurrent, Positioned, SessionRow, Store, StoreError, Table,
+    address, connect, connect_in, create_schema, latest_session, migrate, ping, split_by_partition,
+    Applied, Concurrent, Positioned, SessionRow, Store, StoreError, Table,
 };

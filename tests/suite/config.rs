@@ -707,3 +707,23 @@ fn an_unreachable_broker_is_one_error_naming_the_address_and_the_setting() {
         );
     }
 }
+
+#[test]
+fn migrate_against_a_closed_port_names_the_host_and_port_but_not_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let url = format!("postgresql://someone:pw-5e5e@127.0.0.1:{port}/db?sslmode=disable");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_earlykill"))
+        .args(["migrate", "--database-url", &url])
+        .env("RUST_BACKTRACE", "0")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run earlykill migrate");
+    assert!(!out.status.success());
+    let message = String::from_utf8_lossy(&out.stderr);
+    assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+    assert!(message.contains("database-url"), "{message}");
+    assert!(!message.contains("pw-5e5e"), "{message}");
+}
