@@ -138,3 +138,97 @@ fn the_demo_command_runs_from_the_command_line_and_prints_its_summary() {
     );
     assert!(stderr.contains("active"), "progress lines: {stderr}");
 }
+
+/// The `curl` lines README.md shows under "While it runs", joined where a
+/// line ends in `\`.
+fn readme_curl_lines() -> Vec<String> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let after = readme
+        .split_once("While it runs, ask it about a variant:")
+        .expect("README's 'While it runs' paragraph")
+        .1;
+    let block = after
+        .split_once("```sh\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("its sh block")
+        .0;
+    let mut lines = Vec::new();
+    let mut current = String::new();
+    for line in block.lines() {
+        match line.strip_suffix('\\') {
+            Some(head) => current.push_str(head),
+            None => {
+                current.push_str(line.trim_start());
+                lines.push(std::mem::take(&mut current));
+            }
+        }
+    }
+    lines
+}
+
+#[test]
+fn the_readmes_curl_lines_answer_against_a_running_demo() {
+    let lines = readme_curl_lines();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(lines.iter().all(|l| l.starts_with("curl ")));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let base = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_earlykill"))
+        .args(["demo", "--duration", "120", "--http-listen", &base])
+        .env_remove("DATABASE_URL")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start earlykill demo");
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _demo = Killed(child);
+    // The variants the lines name exist once the first one has a status.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    while !Command::new("curl")
+        .args([
+            "-sf",
+            &format!("{base}/performance-monitor/status/v-00000002"),
+        ])
+        .output()
+        .expect("curl")
+        .status
+        .success()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo never knew v-00000002"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for line in &lines {
+        // As typed, against this demo's port; an HTTP error fails curl (and
+        // with pipefail, the line), and so does a grep that finds nothing.
+        let run = line.replace("localhost:8080", &base).replacen(
+            "curl -s",
+            "curl -sS --fail-with-body",
+            1,
+        );
+        let out = Command::new("bash")
+            .args(["-o", "pipefail", "-c", &run])
+            .output()
+            .expect("bash");
+        assert!(
+            out.status.success(),
+            "{line}\nfailed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.stdout.is_empty(), "{line} answered nothing");
+    }
+}
