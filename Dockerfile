@@ -11,19 +11,27 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, in their own layer: a change to earlykill's own code
 # does not rebuild librdkafka.
+# The workspace's manifests, and a placeholder for every target they name
+# (each `[[bench]]` of either crate), so that cargo accepts them.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches \
-    && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
-    && for b in fold memory projector pipeline real_broker backtest; do echo 'fn main() {}' > benches/$b.rs; done \
-    && cargo build --release --locked \
-    && rm -rf src benches
+COPY crates/earlykill-core/Cargo.toml ./crates/earlykill-core/
+RUN set -e; \
+    benches() { sed -n '/^\[\[bench\]\]/{n;s/^name = "\(.*\)"/\1/p}' "$1/Cargo.toml"; }; \
+    for crate in . crates/earlykill-core; do \
+        mkdir -p "$crate/src" "$crate/benches"; \
+        touch "$crate/src/lib.rs"; \
+        for b in $(benches "$crate"); do echo 'fn main() {}' > "$crate/benches/$b.rs"; done; \
+    done; \
+    echo 'fn main() {}' > src/main.rs; \
+    cargo build --release --locked --bin earlykill; \
+    rm -rf src benches crates/earlykill-core/src crates/earlykill-core/benches
 COPY src ./src
 COPY benches ./benches
+COPY crates ./crates
 COPY migrations ./migrations
 COPY schemas ./schemas
-# Touch the sources so cargo rebuilds the crate over the placeholder.
-RUN touch src/main.rs src/lib.rs \
+# Touch the sources so cargo rebuilds the crates over the placeholders.
+RUN touch src/main.rs src/lib.rs crates/earlykill-core/src/lib.rs \
     && cargo build --release --locked --bin earlykill \
     && strip target/release/earlykill
 

@@ -180,6 +180,16 @@ def chart() -> None:
           "full: the Job's Secret is a hook that runs before it")
     check(len(find(docs, "ServiceMonitor")) == 1 and len(find(docs, "PrometheusRule")) == 1,
           "full: ServiceMonitor and PrometheusRule with skipCrdCheck")
+    runbook = (ROOT / "docs" / "src" / "operating" / "runbook.md").read_text()
+    sections = {line[3:].strip().lower() for line in runbook.splitlines() if line.startswith("## ")}
+    for rule_doc in find(docs, "PrometheusRule"):
+        for group in rule_doc["spec"]["groups"]:
+            for rule in group["rules"]:
+                url = rule.get("annotations", {}).get("runbook_url", "")
+                anchor = rule["alert"].lower()
+                check(url == f"https://docs.example.com/earlykill/operating/runbook.html#{anchor}",
+                      f"full: {rule['alert']} has its runbook_url ({url!r})")
+                check(anchor in sections, f"the runbook has a section for {rule['alert']}")
     config = find(docs, "ConfigMap", "ek-earlykill")
     check(bool(config) and config[0]["data"].get("EARLYKILL_RDKAFKA_SECURITY_PROTOCOL") == "SASL_SSL",
           "full: kafka.properties become EARLYKILL_RDKAFKA_* variables")
@@ -319,6 +329,43 @@ def dockerfile() -> None:
             embedded.add(m.group(2))
     for top in sorted(embedded):
         check(top in copied or top == "sql", f"Dockerfile: copies {top}/, which the build embeds")
+    build_stage(parser)
+
+
+def build_stage(parser: DockerfileParser) -> None:
+    """Plays the build stage without a docker engine: its WORKDIR, COPY and
+    RUN steps in a scratch directory, each `cargo build` replaced by `cargo
+    metadata` (which loads every manifest of the workspace, so a member the
+    stage does not copy fails it) and `strip` skipped."""
+    first_from = [i for i, x in enumerate(parser.structure) if x["instruction"] == "FROM"]
+    steps = parser.structure[first_from[0] + 1:first_from[1]]
+    with tempfile.TemporaryDirectory() as scratch:
+        workdir = Path(scratch)
+        for step in steps:
+            value = step["value"]
+            if step["instruction"] == "WORKDIR":
+                workdir = Path(scratch) / value.lstrip("/")
+                workdir.mkdir(parents=True, exist_ok=True)
+            elif step["instruction"] == "COPY":
+                *sources, dest = value.split()
+                target = workdir / dest
+                for source in sources:
+                    origin = ROOT / source
+                    into = target / origin.name if dest.endswith("/") or len(sources) > 1 else target
+                    if origin.is_dir():
+                        shutil.copytree(origin, into, dirs_exist_ok=True)
+                    else:
+                        into.parent.mkdir(parents=True, exist_ok=True)
+                        shutil.copy(origin, into)
+            elif step["instruction"] == "RUN":
+                command = re.sub(r"cargo build[^;&\\]*",
+                                 "cargo metadata --locked --offline --format-version 1 --no-deps >/dev/null ",
+                                 value)
+                command = command.replace("strip target/release/earlykill", "true")
+                run = subprocess.run(["sh", "-c", command], cwd=workdir, capture_output=True, text=True)
+                check(run.returncode == 0,
+                      f"Dockerfile: the build stage's RUN works on what it copied ({value[:60]}...)"
+                      + ("" if run.returncode == 0 else "\n" + run.stdout + run.stderr))
 
 
 def main() -> int:
