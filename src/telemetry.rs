@@ -252,9 +252,22 @@ fn describe() {
     );
 }
 
+/// Series that exist only when the processor runs shadow policies (or a
+/// hold-out share): registered at zero for each configured policy.
+pub const WITH_SHADOWS: [&str; 1] = [SHADOW_DECISIONS_TOTAL];
+
 /// Registers at zero the processor's series whose labels are known at
 /// start, so that rates and alerts work before the first occurrence.
-pub fn processor_started(dead_letter_series: &[(&str, &'static str)]) {
+pub fn processor_started(
+    dead_letter_series: &[(&str, &'static str)],
+    shadow_policies: &[std::sync::Arc<str>],
+) {
+    for policy in shadow_policies {
+        for kind in ["started", "killed", "timed_out", "stopped"] {
+            metrics::counter!(SHADOW_DECISIONS_TOTAL, "policy" => policy.to_string(), "kind" => kind)
+                .absolute(0);
+        }
+    }
     metrics::counter!(SESSIONS_STARTED).absolute(0);
     metrics::counter!(VARIANTS_KILLED).absolute(0);
     metrics::counter!(COMMITS_TOTAL).absolute(0);

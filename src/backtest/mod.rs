@@ -333,6 +333,17 @@ fn tally(history: &History, set: ParamSet, options: &Options, truths: &Truths) -
 /// Every set's report over `histories`, folding on the current rayon pool.
 /// Reports are in the order of `options.sets`.
 pub fn run(histories: &[History], options: &Options) -> Vec<SetReport> {
+    run_with_progress(histories, options, &|_, _| {})
+}
+
+/// [`run`], calling `progress(done, total)` as each set's fold of each
+/// partition finishes (from the folding threads).
+pub fn run_with_progress(
+    histories: &[History],
+    options: &Options,
+    progress: &(dyn Fn(usize, usize) + Sync),
+) -> Vec<SetReport> {
+    let done = std::sync::atomic::AtomicUsize::new(0);
     let mut timeouts: Vec<u32> = options.sets.iter().map(|s| s.timeout_minutes).collect();
     timeouts.sort_unstable();
     timeouts.dedup();
@@ -356,7 +367,10 @@ pub fn run(histories: &[History], options: &Options) -> Vec<SetReport> {
             let window = timeouts
                 .binary_search(&set.timeout_minutes)
                 .expect("every set's window has a truth");
-            (s, tally(&histories[h], set, options, &truths[h][window]))
+            let tallied = tally(&histories[h], set, options, &truths[h][window]);
+            let finished = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+            progress(finished, pairs.len());
+            (s, tallied)
         })
         .collect();
     let mut sums: Vec<Tally> = vec![Tally::default(); options.sets.len()];

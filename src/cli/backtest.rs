@@ -140,6 +140,65 @@ fn settings(args: &BacktestArgs) -> Result<earlykill::processor::ProcessorConfig
         .resolve()?)
 }
 
+/// Progress of a long phase: a bar on a terminal, else a line on stderr
+/// every five seconds (and none for a phase shorter than that).
+struct Progress {
+    bar: Option<indicatif::ProgressBar>,
+    phase: &'static str,
+    unit: &'static str,
+    started: std::time::Instant,
+    last_line: std::sync::Mutex<std::time::Instant>,
+}
+
+fn progress(phase: &'static str, unit: &'static str) -> Progress {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(&format!(
+                "{phase} {{bar:40}} {{pos}}/{{len}} {unit} ({{per_sec}}, {{eta}} left)"
+            ))
+            .expect("a valid template"),
+        );
+        bar
+    });
+    let now = std::time::Instant::now();
+    Progress {
+        bar,
+        phase,
+        unit,
+        started: now,
+        last_line: std::sync::Mutex::new(now),
+    }
+}
+
+impl Progress {
+    fn at(&self, done: u64, total: u64) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(total);
+            bar.set_position(done);
+            return;
+        }
+        let mut last = self.last_line.lock().unwrap_or_else(|e| e.into_inner());
+        if last.elapsed() >= std::time::Duration::from_secs(5) {
+            *last = std::time::Instant::now();
+            let elapsed = self.started.elapsed().as_secs_f64();
+            eprintln!(
+                "{}: {done} of {total} {} ({:.0}/s, {:.0} s so far)",
+                self.phase,
+                self.unit,
+                done as f64 / elapsed.max(1e-9),
+                elapsed
+            );
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
 /// Runs `earlykill backtest`.
 pub fn run(args: BacktestArgs) -> Result<()> {
     let config = settings(&args)?;
@@ -186,17 +245,7 @@ pub fn run(args: BacktestArgs) -> Result<()> {
         close_at: args.close_at,
         truth_threshold: args.truth_threshold.unwrap_or(rule.kill_threshold),
     };
-    let bar = indicatif::ProgressBar::new(0);
-    if std::io::stderr().is_terminal() {
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "reading {bar:40} {pos}/{len} records ({per_sec}, {eta} left)",
-            )
-            .expect("a valid template"),
-        );
-    } else {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
+    let bar = progress("reading", "records");
     let started = std::time::Instant::now();
     let (histories, summary) = read(
         &config,
@@ -205,12 +254,9 @@ pub fn run(args: BacktestArgs) -> Result<()> {
             to: args.to,
             ignore_overrides: args.ignore_overrides,
         },
-        |done, total| {
-            bar.set_length(total);
-            bar.set_position(done);
-        },
+        |done, total| bar.at(done, total),
     )?;
-    bar.finish_and_clear();
+    bar.finish();
     let read_time = started.elapsed();
     let threads = args.threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -221,7 +267,13 @@ pub fn run(args: BacktestArgs) -> Result<()> {
         .build()
         .context("starting the folding threads")?;
     let folding = std::time::Instant::now();
-    let reports = ranked(pool.install(|| earlykill::backtest::run(&histories, &options)));
+    let bar = progress("folding", "set-partition folds");
+    let reports = ranked(pool.install(|| {
+        earlykill::backtest::run_with_progress(&histories, &options, &|done, total| {
+            bar.at(done as u64, total as u64)
+        })
+    }));
+    bar.finish();
     let fold_time = folding.elapsed();
     let (scored, caveat) = match args.holdout_share {
         None => ("every session".to_owned(), CAVEAT),
@@ -255,7 +307,12 @@ pub fn run(args: BacktestArgs) -> Result<()> {
         output::save(&reports, path)?;
     }
     if let Some(path) = &args.plot {
-        output::plot(&reports, path)?;
+        let live = (
+            rule.kill_threshold,
+            rule.min_interactions,
+            rule.timeout_minutes,
+        );
+        output::plot(&reports, Some(live), path)?;
     }
     Ok(())
 }

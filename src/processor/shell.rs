@@ -109,7 +109,13 @@ pub fn run(
         .into_iter()
         .flat_map(|t| Rejection::kinds_of(t).map(move |kind| (topics.input(t), kind)))
         .collect();
-    telemetry::processor_started(&dead_letter_series);
+    let shadow_policies: Vec<_> = config
+        .policies()
+        .shadows
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    telemetry::processor_started(&dead_letter_series, &shadow_policies);
     let sinks = StatusSink::workers(status, config.threads);
     let handoff = Handoff::default();
     if config.threads == 1 {

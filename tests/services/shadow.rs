@@ -171,6 +171,19 @@ fn shadow_policies_and_a_holdout_share_publish_what_their_folds_decide() {
     let answer = status_when(&url, &spared, |a| {
         a["shadow"].as_array().is_some_and(|s| s.len() == 3) && a["status"] != "active"
     });
+    // Per-policy counters: every configured policy's series, from the start
+    // (how many the restarted process counts depends on where the kill
+    // fell).
+    let metrics = ureq::get(&format!("{url}/metrics"))
+        .call()
+        .expect("/metrics")
+        .into_string()
+        .expect("text");
+    for policy in ["lenient", "strict", HOLDOUT] {
+        let series =
+            format!("earlykill_shadow_decisions_total{{policy=\"{policy}\",kind=\"started\"}}");
+        assert!(metrics.contains(&series), "{series} missing:\n{metrics}");
+    }
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(answer["held_out"], true, "{answer}");
