@@ -131,6 +131,12 @@ const PALETTE: [RGBColor; 7] = [
     RGBColor(240, 228, 66),
 ];
 
+/// An axis value without trailing zeros: 700000, 0.35, 1.
+fn trim(v: f64) -> String {
+    let text = format!("{v:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
 /// The sets of one (minimum, window) pair, by threshold.
 type Series<'a> = Vec<((u32, u32), Vec<&'a SetReport>)>;
 
@@ -208,7 +214,7 @@ pub fn plot(
             .caption(caption, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
-            .y_label_area_size(56)
+            .y_label_area_size(72)
             .build_cartesian_2d(x_range, y_range)
             .map_err(|e| err(&e))?;
         chart
@@ -217,6 +223,8 @@ pub fn plot(
             .bold_line_style(RGBColor(225, 225, 225))
             .x_desc(x_desc)
             .y_desc(y_desc)
+            .x_label_formatter(&|v| trim(*v))
+            .y_label_formatter(&|v| trim(*v))
             .label_style(text)
             .draw()
             .map_err(|e| err(&e))?;
@@ -243,7 +251,7 @@ pub fn plot(
                     .draw_series([Circle::new(p, 9, BLACK.stroke_width(2))])
                     .map_err(|e| err(&e))?;
                 chart
-                    .draw_series([Text::new("live", (p.0, p.1), text)])
+                    .draw_series([EmptyElement::at(p) + Text::new("live", (10, 6), text)])
                     .map_err(|e| err(&e))?;
             }
             if is(r, best) {
@@ -251,7 +259,7 @@ pub fn plot(
                     .draw_series([TriangleMarker::new(p, 9, BLACK.filled())])
                     .map_err(|e| err(&e))?;
                 chart
-                    .draw_series([Text::new("best", (p.0, p.1), text)])
+                    .draw_series([EmptyElement::at(p) + Text::new("best", (10, -22), text)])
                     .map_err(|e| err(&e))?;
             }
         }
