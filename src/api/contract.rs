@@ -187,38 +187,87 @@ pub struct Readiness {
     pub checks: BTreeMap<String, Check>,
 }
 
+/// An identifier as the event contract checks it: 1 to 256 bytes (the
+/// schema says characters; the server counts UTF-8 bytes, so a longer
+/// id in characters outside ASCII is refused), no control character.
+const ID_PATTERN: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]+$";
+/// Free text: no control character but tab, line feed and carriage return.
+const TEXT_PATTERN: &str = "^[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F]*$";
+
 /// `POST /performance-monitor/start-monitoring`: the body, published as a
 /// VariantPosted (read field by field, so that an error names its field).
+/// Exactly the fields below: another is refused.
 #[derive(Debug, Clone, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct StartMonitoring {
     /// 1–256 bytes, no control characters.
+    #[schemars(length(min = 1, max = 256), regex(pattern = ID_PATTERN))]
     pub variant_id: String,
-    /// 1–256 bytes.
+    /// 1–256 bytes, no control characters.
+    #[schemars(length(min = 1, max = 256), regex(pattern = ID_PATTERN))]
     pub persona_id: String,
-    /// 1–256 bytes.
+    /// 1–256 bytes, no control characters.
+    #[schemars(length(min = 1, max = 256), regex(pattern = ID_PATTERN))]
     pub post_id: String,
     /// In (0, 1].
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 1))]
     pub expected_engagement_rate: f64,
     /// In (0, 1]; the configured default when absent.
+    #[schemars(extend("exclusiveMinimum" = 0, "maximum" = 1))]
     pub kill_threshold: Option<f64>,
-    /// 1–1,000,000.
+    /// 1–1,000,000; the configured default when absent.
+    #[schemars(range(min = 1, max = 1_000_000))]
     pub min_interactions: Option<i32>,
-    /// 1–10080.
+    /// 1–10080; the configured default when absent.
+    #[schemars(range(min = 1, max = 10_080))]
     pub timeout_minutes: Option<i32>,
-    /// RFC 3339 or milliseconds since the epoch; now when absent.
+    /// RFC 3339 or milliseconds since the epoch (0 to the end of year
+    /// 9999), at most the future skew ahead of the server's clock; now when
+    /// absent.
+    #[schemars(schema_with = "posted_at_schema")]
+    #[serde(default)]
     pub posted_at: Option<Value>,
-    /// Strings only; at most 64 entries of at most 1 KiB.
+    /// Strings only; at most 64 entries, keys and values of at most 1 KiB
+    /// with no control character but tab and line breaks.
+    #[schemars(schema_with = "metadata_schema")]
+    #[serde(default)]
     pub metadata: Option<BTreeMap<String, String>>,
 }
 
-/// `POST /performance-monitor/stop/{variant_id}`: the optional body.
+fn posted_at_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "anyOf": [
+            { "type": "string", "format": "date-time" },
+            { "type": "integer", "minimum": 0, "maximum": 253_402_300_799_999_i64 },
+            { "type": "null" }
+        ]
+    })
+}
+
+fn metadata_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": ["object", "null"],
+        "maxProperties": 64,
+        "propertyNames": { "maxLength": 1024, "pattern": TEXT_PATTERN },
+        "additionalProperties": { "type": "string", "maxLength": 1024, "pattern": TEXT_PATTERN }
+    })
+}
+
+/// `POST /performance-monitor/stop/{variant_id}`: the body, `{}` for both
+/// defaults. Exactly the fields below.
 #[derive(Debug, Clone, JsonSchema)]
+#[schemars(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct Stop {
-    /// Why (at most 4 KiB); "stopped through the HTTP API" when absent.
+    /// Why (at most 4 KiB, no control character but tab and line breaks);
+    /// "stopped through the HTTP API" when absent.
+    #[schemars(length(max = 4096), regex(pattern = TEXT_PATTERN))]
+    #[serde(default)]
     pub reason: Option<String>,
-    /// Who (1–256 bytes); "http-api" when absent.
+    /// Who (1–256 bytes, no control characters); "http-api" when absent.
+    #[schemars(length(min = 1, max = 256), regex(pattern = ID_PATTERN))]
+    #[serde(default)]
     pub requested_by: Option<String>,
 }
 
@@ -262,7 +311,8 @@ pub fn openapi() -> Value {
         body
     };
     let error = |description: &str| answer(description, &r["ErrorBody"]);
-    let variant = json!({ "name": "variant_id", "in": "path", "required": true, "schema": { "type": "string" } });
+    let variant = json!({ "name": "variant_id", "in": "path", "required": true,
+        "schema": { "type": "string", "minLength": 1, "maxLength": 256, "pattern": ID_PATTERN } });
     let bearer = json!([{ "bearer": [] }]);
     let scope = json!({ "name": "scope", "in": "query", "description": "`local`: this instance's memory only (what instances ask each other); absent: the whole group", "schema": { "type": "string", "enum": ["local"] } });
     let status_op = json!({
@@ -270,6 +320,7 @@ pub fn openapi() -> Value {
         "parameters": [variant, scope],
         "responses": {
             "200": answer("The session", &r["SessionStatus"]),
+            "400": error("A bad scope or an unknown parameter (named in `field`)"),
             "404": error("No session is known for the variant"),
             "503": error("Neither a processor nor a database to answer from"),
         }
@@ -303,7 +354,7 @@ pub fn openapi() -> Value {
         "summary": "Publish a StopMonitoring command: the stopped decision follows",
         "security": bearer,
         "parameters": [variant],
-        "requestBody": { "required": false, "content": { "application/json": { "schema": r["Stop"] } } },
+        "requestBody": { "required": true, "description": "`{}` takes both defaults. The body (and its `Content-Type: application/json`) is required so that a web page cannot send the command without the browser asking first (CORS)", "content": { "application/json": { "schema": r["Stop"] } } },
         "responses": {
             "202": answer("Published", &r["Accepted"]),
             "400": error("A field is invalid (named in `field`)"),

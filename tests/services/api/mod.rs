@@ -4,6 +4,7 @@
 //! every metric name (with the projector writing to the real PostgreSQL).
 
 mod http;
+mod schemathesis;
 
 use std::time::{Duration, Instant};
 
