@@ -101,14 +101,20 @@ pub fn init_logging_to(filter: &str, file: Option<&std::path::Path>) -> Result<(
         .with_env_filter(filter)
         .with_ansi(ansi)
         .with_writer(writer);
-    if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init();
+    let installed = if json {
+        tracing::subscriber::set_global_default(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .finish(),
+        )
     } else {
-        builder.init();
-    }
+        tracing::subscriber::set_global_default(builder.finish())
+    };
+    installed.context("installing the log subscriber")?;
+    // librdkafka's lines through a bridge that rate-limits and cleans them
+    // (in place of tracing-log's, which `init` would install).
+    earlykill::kafka::client_log::install().context("installing the log bridge")?;
     Ok(())
 }

@@ -98,8 +98,9 @@ impl ClientContext for RestoreContext {
 pub fn log_client_error(error: &KafkaError, reason: &str, client: &str) {
     if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
         tracing::trace!(%reason, client, "partition read to its end");
-    } else {
-        tracing::error!(%error, %reason, client, "librdkafka error");
+    } else if let Some(held) = super::client_log::admit(&format!("{client}: {error}: {reason}")) {
+        let held_back = (held > 0).then_some(held);
+        tracing::error!(%error, %reason, client, held_back, "librdkafka error");
     }
 }
 

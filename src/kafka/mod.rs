@@ -4,6 +4,7 @@
 //! Every `unsafe` call into librdkafka is here or in the processor's client
 //! code, each with its `SAFETY` note.
 
+pub mod client_log;
 mod contexts;
 mod properties;
 mod queues;

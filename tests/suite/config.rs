@@ -705,6 +705,15 @@ fn an_unreachable_broker_is_one_error_naming_the_address_and_the_setting() {
             "{args:?} took {:?}",
             started.elapsed()
         );
+        // librdkafka's own lines: each at most once per quiet period, and
+        // without the source paths of the `log` facade's records.
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let lines = stdout.lines().count();
+        assert!(lines <= 40, "{args:?}: {lines} log lines:\n{stdout}");
+        assert!(
+            !stdout.contains("log.file") && !stdout.contains(".cargo/registry"),
+            "{args:?}: {stdout}"
+        );
     }
 }
 
