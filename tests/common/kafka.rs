@@ -1,7 +1,7 @@
 //! An in-process Kafka (librdkafka's mock cluster) with earlykill's topics,
 //! and clients to feed it and read it back.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -401,4 +401,32 @@ impl Drop for Running {
 
 pub fn exactly_once() -> Guarantee {
     Guarantee::ExactlyOnce
+}
+
+/// Every record of `topic` once it holds `n` distinct decision ids, each
+/// with its `earlykill.policy` header (empty on the live topic).
+pub fn decisions_with_policy(
+    bootstrap: &str,
+    topic: &str,
+    n: usize,
+) -> Vec<(String, MonitoringDecision)> {
+    let records = read_until(bootstrap, topic, |read| {
+        let ids: BTreeSet<&str> = read.iter().map(|r| &*r.headers["decision_id"]).collect();
+        ids.len() >= n
+    });
+    let decoder = Decoder::new(Contract::MonitoringDecision);
+    records
+        .iter()
+        .map(|r| {
+            let policy = r
+                .headers
+                .get("earlykill.policy")
+                .cloned()
+                .unwrap_or_default();
+            let decision = decoder
+                .decode_reference(r.value.as_deref().expect("value"))
+                .expect("decodes");
+            (policy, decision)
+        })
+        .collect()
 }

@@ -6,6 +6,7 @@
 
 pub mod backlog;
 pub mod kafka;
+pub mod pip;
 pub mod postgres;
 pub mod projector;
 pub mod proxy;

@@ -38,35 +38,7 @@ fn python_path() -> Option<std::path::PathBuf> {
     if installed {
         return None;
     }
-    let root = std::env::temp_dir()
-        .join("earlykill-test-tools")
-        .join("python");
-    std::fs::create_dir_all(&root).expect("create the package directory");
-    let _lock = crate::common::postgres::tied::lock(&root.join("install.lock")).expect("lock");
-    let site = root.join("site");
-    // Named after what is installed, so a new package list installs again.
-    let marker = root.join("installed-schemaregistry");
-    if !marker.is_file() {
-        let status = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg("--root-user-action=ignore")
-            .arg("--target")
-            .arg(&site)
-            .args(PACKAGES)
-            .status()
-            .expect("python3 -m pip runs (the example needs Python 3 with pip)");
-        assert!(
-            status.success(),
-            "pip install {PACKAGES:?} failed: the example needs them (pip install confluent-kafka fastavro)"
-        );
-        std::fs::write(&marker, "").expect("mark installed");
-    }
+    let site = crate::common::pip::install("python", &PACKAGES);
     Some(site)
 }
 

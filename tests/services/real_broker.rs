@@ -7,7 +7,7 @@
 //! the backlog (default 320: 3 000 variants, about 1 M records);
 //! `EARLYKILL_REAL_BROKER_SEED` the crash points of the `kill -9` test.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,11 +15,11 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::common::backlog::{backlog, backlog_start, oracle, produce, sort};
-use crate::common::kafka::read_until;
+use crate::common::kafka::decisions_with_policy;
 use crate::common::postgres::TestDb;
 use crate::common::tansu::Tansu;
 use earlykill::processor::ProcessorConfig;
-use earlykill_core::event::{Contract, Decoder, MonitoringDecision};
+use earlykill_core::event::MonitoringDecision;
 
 const PARTITIONS: i32 = 6;
 const VARIANTS: u32 = 3_000;
@@ -85,18 +85,9 @@ fn deduplicated(all: Vec<MonitoringDecision>) -> Vec<MonitoringDecision> {
 
 /// Every decision in the decisions topic once it holds `n` distinct ids.
 fn read_decisions(bootstrap: &str, topic: &str, n: usize) -> Vec<MonitoringDecision> {
-    let records = read_until(bootstrap, topic, |read| {
-        let ids: BTreeSet<&str> = read.iter().map(|r| &*r.headers["decision_id"]).collect();
-        ids.len() >= n
-    });
-    let decoder = Decoder::new(Contract::MonitoringDecision);
-    records
-        .iter()
-        .map(|r| {
-            decoder
-                .decode_reference(r.value.as_deref().expect("value"))
-                .expect("decodes")
-        })
+    decisions_with_policy(bootstrap, topic, n)
+        .into_iter()
+        .map(|(_, d)| d)
         .collect()
 }
 

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::backlog::{backlog, fold, produce, sort};
-use crate::common::kafka::{read_until, PATIENCE};
+use crate::common::kafka::{decisions_with_policy, PATIENCE};
 use crate::common::tansu::Tansu;
 use earlykill::processor::ProcessorConfig;
-use earlykill_core::event::{Contract, DecisionKind, Decoder, MonitoringDecision};
+use earlykill_core::event::{DecisionKind, MonitoringDecision};
 use earlykill_core::monitor::{Holdout, MonitorConfig};
 use earlykill_core::shadow::{shadow_configs, ShadowPolicy, HOLDOUT};
 
@@ -26,30 +26,6 @@ const POLICIES: [&str; 2] = [
     "strict:kill-threshold=0.9,min-interactions=30",
 ];
 const SHARE: f64 = 0.2;
-
-/// Every record of `topic` once it holds `n` distinct decision ids, each
-/// with its `earlykill.policy` header (empty on the live topic).
-fn read(bootstrap: &str, topic: &str, n: usize) -> Vec<(String, MonitoringDecision)> {
-    let records = read_until(bootstrap, topic, |read| {
-        let ids: BTreeSet<&str> = read.iter().map(|r| &*r.headers["decision_id"]).collect();
-        ids.len() >= n
-    });
-    let decoder = Decoder::new(Contract::MonitoringDecision);
-    records
-        .iter()
-        .map(|r| {
-            let policy = r
-                .headers
-                .get("earlykill.policy")
-                .cloned()
-                .unwrap_or_default();
-            let decision = decoder
-                .decode_reference(r.value.as_deref().expect("value"))
-                .expect("decodes");
-            (policy, decision)
-        })
-        .collect()
-}
 
 /// One of each id (at-least-once may publish one twice, identically).
 fn once(all: impl IntoIterator<Item = MonitoringDecision>) -> Vec<MonitoringDecision> {
@@ -132,7 +108,7 @@ fn shadow_policies_and_a_holdout_share_publish_what_their_folds_decide() {
     // restored from the changelog with the live state (a shadow that lost
     // its sessions would miss their ends, or count from zero).
     let mut first = command.spawn().expect("start earlykill run");
-    read(
+    decisions_with_policy(
         &tansu.bootstrap,
         &config.topics.decisions,
         expected_live.len() / 2,
@@ -141,7 +117,7 @@ fn shadow_policies_and_a_holdout_share_publish_what_their_folds_decide() {
     first.wait().expect("reaped");
     let mut child = command.spawn().expect("start earlykill run again");
     let live = once(
-        read(
+        decisions_with_policy(
             &tansu.bootstrap,
             &config.topics.decisions,
             expected_live.len(),
@@ -153,7 +129,7 @@ fn shadow_policies_and_a_holdout_share_publish_what_their_folds_decide() {
         }),
     );
     let shadow_total: usize = expected_shadow.values().map(Vec::len).sum();
-    let shadow = read(
+    let shadow = decisions_with_policy(
         &tansu.bootstrap,
         &config.shadow_decisions_topic,
         shadow_total,

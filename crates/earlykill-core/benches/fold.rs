@@ -76,6 +76,18 @@ fn decode(c: &mut Criterion) {
     group.finish();
 }
 
+/// The start of the next batch in the pool, moving on by one batch and
+/// back to the start before the pool runs out.
+fn rotate(next: &mut usize) -> usize {
+    let start = *next;
+    *next = if *next + 2 * BATCH > POOL {
+        0
+    } else {
+        *next + BATCH
+    };
+    start
+}
+
 /// How the bench feeds the monitor.
 #[derive(Clone, Copy)]
 enum Feed {
@@ -102,15 +114,7 @@ fn decode_fold_decide(c: &mut Criterion) {
         for (name, feed) in [("per_event", Feed::PerEvent), ("batched", Feed::Batched)] {
             group.bench_with_input(BenchmarkId::new(name, n), &n, |b, _| {
                 b.iter_batched(
-                    || {
-                        let start = next;
-                        next = if next + 2 * BATCH > POOL {
-                            0
-                        } else {
-                            next + BATCH
-                        };
-                        start
-                    },
+                    || rotate(&mut next),
                     |start| {
                         let records = &pool[start..start + BATCH];
                         match feed {
@@ -169,15 +173,7 @@ fn shadow_cost(c: &mut Criterion) {
                 &n,
                 |b, _| {
                     b.iter_batched(
-                        || {
-                            let start = next;
-                            next = if next + 2 * BATCH > POOL {
-                                0
-                            } else {
-                                next + BATCH
-                            };
-                            start
-                        },
+                        || rotate(&mut next),
                         |start| {
                             for chunk in pool[start..start + BATCH].chunks(DECODE_GROUP) {
                                 events.clear();

@@ -14,42 +14,17 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::kafka::PATIENCE;
-use crate::common::postgres::tied;
 use crate::common::tansu::Tansu;
 use earlykill::kafka::Topics;
 
 /// The schemathesis release the check was written against.
 const SCHEMATHESIS: &str = "schemathesis==4.32.5";
 
-/// Its `st` command, installed with pip into a directory of the test
-/// tools the first time.
+/// Its `st` command, installed with pip the first time.
 fn schemathesis() -> PathBuf {
-    let root = std::env::temp_dir()
-        .join("earlykill-test-tools")
-        .join("schemathesis");
-    std::fs::create_dir_all(&root).expect("the tools directory");
-    let _lock = tied::lock(&root.join("fetch.lock")).expect("the fetch lock");
-    let st = root.join("bin").join("st");
-    if !st.is_file() {
-        let status = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg("--target")
-            .arg(&root)
-            .arg(SCHEMATHESIS)
-            .status()
-            .expect("python3 -m pip");
-        assert!(
-            status.success(),
-            "pip install {SCHEMATHESIS} failed: the API contract test needs pip and PyPI"
-        );
-    }
-    st
+    crate::common::pip::install("schemathesis", &[SCHEMATHESIS])
+        .join("bin")
+        .join("st")
 }
 
 fn free_port() -> u16 {
