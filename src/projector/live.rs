@@ -282,7 +282,7 @@ pub(super) fn open_store(
                 tracing::warn!(
                     attempt,
                     retry_in_ms = backoff.as_millis() as u64,
-                    database = %super::store::address(url),
+                    database = %super::tls::address(url),
                     error = %e,
                     "database unavailable at start; retrying"
                 );

@@ -30,8 +30,9 @@ pub use config::{ProjectorConfig, ProjectorStatus};
 pub use error::ProjectorError;
 pub use live::run;
 pub use replay::{replay, ReplayProgress, ReplaySummary, ReplayTarget};
+pub use tls::address;
 
 pub use store::{
-    address, connect, connect_in, create_schema, latest_session, migrate, ping, split_by_partition,
-    Applied, Concurrent, Positioned, SessionRow, Store, StoreError, Table,
+    connect, connect_in, create_schema, latest_session, migrate, ping, split_by_partition, Applied,
+    Concurrent, Positioned, SessionRow, Store, StoreError, Table,
 };

@@ -51,36 +51,6 @@ pub enum StoreError {
     },
 }
 
-/// Where `url` points, for error messages: its hosts and ports (never its
-/// user or password), e.g. `db.internal:5432`.
-pub fn address(url: &str) -> String {
-    let parsed = super::tls::split(url)
-        .ok()
-        .and_then(|(url, _)| url.parse::<tokio_postgres::Config>().ok());
-    let Some(config) = parsed else {
-        return "the database-url's server".to_owned();
-    };
-    let ports = config.get_ports();
-    let hosts: Vec<String> = config
-        .get_hosts()
-        .iter()
-        .enumerate()
-        .map(|(i, host)| {
-            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
-            match host {
-                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
-                #[cfg(unix)]
-                tokio_postgres::config::Host::Unix(path) => format!("{}:{port}", path.display()),
-            }
-        })
-        .collect();
-    if hosts.is_empty() {
-        "localhost:5432".to_owned()
-    } else {
-        hosts.join(",")
-    }
-}
-
 /// A connection pool for `url` with at most `max_size` connections.
 pub fn connect(url: &str, max_size: usize) -> Result<Pool, StoreError> {
     connect_in(url, max_size, None)

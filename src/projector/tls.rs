@@ -168,6 +168,36 @@ impl Tls {
     }
 }
 
+/// Where `url` points, for error messages: its hosts and ports (never its
+/// user or password), e.g. `db.internal:5432`.
+pub fn address(url: &str) -> String {
+    let parsed = split(url)
+        .ok()
+        .and_then(|(url, _)| url.parse::<tokio_postgres::Config>().ok());
+    let Some(config) = parsed else {
+        return "the database-url's server".to_owned();
+    };
+    let ports = config.get_ports();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+            match host {
+                tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                #[cfg(unix)]
+                tokio_postgres::config::Host::Unix(path) => format!("{}:{port}", path.display()),
+            }
+        })
+        .collect();
+    if hosts.is_empty() {
+        "localhost:5432".to_owned()
+    } else {
+        hosts.join(",")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
