@@ -35,4 +35,5 @@ mod flood;
 mod idle_clock;
 mod processor;
 mod schema_dir;
+mod shadow;
 mod tail;
