@@ -345,7 +345,10 @@ fn named_metrics(text: &str) -> Vec<String> {
             let end = text[at..]
                 .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
                 .map_or(text.len(), |n| at + n);
-            names.push(text[at..end].to_owned());
+            // `earlykill_*` names the prefix, not a metric.
+            if !text[at..end].ends_with('_') {
+                names.push(text[at..end].to_owned());
+            }
         }
     }
     names
