@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use crate::common::tansu::Tansu;
 use earlykill::kafka::Topics;
+use earlykill_core::monitor::{holdout, Holdout};
 
 const PARTITIONS: i32 = 6;
 const VARIANTS: usize = 300;
@@ -34,6 +35,9 @@ impl Drop for Instance {
     }
 }
 
+const SHADOW: &str = "strict:kill-threshold=0.9";
+const HOLDOUT_SHARE: &str = "0.3";
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -48,6 +52,9 @@ fn start(bootstrap: &str, name: &str) -> Instance {
         .args(["--guarantee", "at-least-once", "--instance-id", name])
         .args(["--http-listen", &format!("127.0.0.1:{port}")])
         .args(["--threads", "1", "--log-level", "warn"])
+        // A shadow policy and a hold-out share: every instance answers
+        // for them too, whoever owns the variant.
+        .args(["--shadow-policy", SHADOW, "--holdout-share", HOLDOUT_SHARE])
         // tansu holds a group's first join for half the session timeout;
         // dynamic membership, so a killed member's partitions move after
         // the session timeout (tansu 0.6 does not honour KIP-345).
@@ -170,6 +177,7 @@ fn three_instances_answer_as_one_service_and_say_what_a_killed_one_leaves_out() 
     let tansu = Tansu::start();
     let topics = Topics::default();
     tansu.create_earlykill_topics(&topics, PARTITIONS);
+    tansu.create_topics(&[("earlykill.shadow-decisions", 1, false)]);
     let mut instances: Vec<Instance> = ["a", "b", "c"]
         .iter()
         .map(|name| start(&tansu.bootstrap, &format!("cluster-{name}")))
@@ -274,6 +282,27 @@ fn three_instances_answer_as_one_service_and_say_what_a_killed_one_leaves_out() 
             assert_eq!(status["status"], "active");
             assert_eq!(&status["variant_id"], *variant);
             assert!(status["instance"].is_string(), "{status}");
+            // The owner's shadow verdicts and hold-out flag come along.
+            let share = Holdout::parts_per_million(HOLDOUT_SHARE.parse().unwrap());
+            assert_eq!(
+                status["held_out"].as_bool().unwrap_or(false),
+                holdout::in_share(variant, share),
+                "{} on {variant}: {status}",
+                instance.name
+            );
+            let policies: Vec<&str> = status["shadow"]
+                .as_array()
+                .map(|s| s.iter().filter_map(|v| v["policy"].as_str()).collect())
+                .unwrap_or_default();
+            let mut expected = vec!["strict"];
+            if holdout::in_share(variant, share) {
+                expected.insert(0, "holdout");
+            }
+            assert_eq!(
+                policies, expected,
+                "{} on {variant}: {status}",
+                instance.name
+            );
         }
     }
 
@@ -375,6 +404,7 @@ fn a_partitions_clock_and_how_far_it_trails_follow_its_input() {
     let tansu = Tansu::start();
     let topics = Topics::default();
     tansu.create_earlykill_topics(&topics, 1);
+    tansu.create_topics(&[("earlykill.shadow-decisions", 1, false)]);
     let instance = start(&tansu.bootstrap, "clock-a");
     until("ready", || {
         (get(&format!("{}/readyz", instance.url)).0 == 200).then_some(())
