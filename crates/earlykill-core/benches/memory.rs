@@ -44,8 +44,16 @@ fn resident_bytes() -> usize {
 fn main() {
     // `cargo bench` passes `--bench`; any other argument is ignored too.
     println!(
-        "{:>10} {:>14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
-        "variants", "allocated B", "B/variant", "RSS B/var", "slab", "index", "ids", "timers"
+        "{:>10} {:>14} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "variants",
+        "allocated B",
+        "B/variant",
+        "RSS B/var",
+        "slab",
+        "index",
+        "ids",
+        "profiles",
+        "timers"
     );
     for n in [1_000usize, 100_000, 1_000_000] {
         let (live, rss) = (LIVE.load(Relaxed), resident_bytes());
@@ -56,13 +64,32 @@ fn main() {
         let per = |bytes: usize| bytes as f64 / n as f64;
         let parts = monitor.memory();
         println!(
-            "{n:>10} {allocated:>14} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+            "{n:>10} {allocated:>14} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1} {:>10.1}",
             per(allocated),
             per(resident),
             per(parts.slab),
             per(parts.index),
             per(parts.ids),
+            per(parts.profiles),
             per(parts.timers),
+        );
+        drop(monitor);
+    }
+    // A persona's variants share its persona_id (the fixture: 10 000
+    // personas). How the state grows with fewer variants per persona, down
+    // to one each, where nothing is shared.
+    println!(
+        "\n{:>10} {:>10} {:>10}",
+        "variants", "personas", "B/variant"
+    );
+    let n = 1_000_000;
+    for personas in [1_000, 10_000, 100_000, n] {
+        let live = LIVE.load(Relaxed);
+        let monitor = monitor_with_personas(n, personas);
+        let allocated = LIVE.load(Relaxed) - live;
+        println!(
+            "{n:>10} {personas:>10} {:>10.1}",
+            allocated as f64 / n as f64
         );
         drop(monitor);
     }

@@ -121,11 +121,21 @@ pub fn variant_id(i: usize) -> String {
     format!("variant-{i:08}")
 }
 
-/// A monitor with `n` active sessions posted at T0 (10-minute windows).
+/// Personas of the fixtures' variants: a hundred variants each at a
+/// million.
+pub const PERSONAS: usize = 10_000;
+
+/// A monitor with `n` active sessions posted at T0 (10-minute windows),
+/// their variants spread over [`PERSONAS`] personas.
 pub fn monitor_with(n: usize) -> Monitor {
+    monitor_with_personas(n, PERSONAS)
+}
+
+/// [`monitor_with`], the variants spread over `personas` personas.
+pub fn monitor_with_personas(n: usize, personas: usize) -> Monitor {
     let mut monitor = Monitor::new(MonitorConfig::default());
     let mut decisions = Vec::new();
-    posts(n, |posted| {
+    posts(n, personas, |posted| {
         monitor.apply(Input::Posted(posted), &mut decisions);
         decisions.clear();
     });
@@ -139,7 +149,7 @@ pub fn shadows_with(n: usize, policies: &[crate::shadow::ShadowPolicy]) -> crate
     let configs = crate::shadow::shadow_configs(&MonitorConfig::default(), policies);
     let mut shadows = crate::shadow::Shadows::new(configs);
     let mut decisions = Vec::new();
-    posts(n, |posted| {
+    posts(n, PERSONAS, |posted| {
         shadows.apply_batch(&[Input::Posted(posted)], &mut decisions);
         decisions.clear();
     });
@@ -147,13 +157,13 @@ pub fn shadows_with(n: usize, policies: &[crate::shadow::ShadowPolicy]) -> crate
     shadows
 }
 
-/// The posts of [`monitor_with`], each handed to `post`.
-fn posts(n: usize, mut post: impl FnMut(&VariantPosted<'_>)) {
+/// The posts of [`monitor_with_personas`], each handed to `post`.
+fn posts(n: usize, personas: usize, mut post: impl FnMut(&VariantPosted<'_>)) {
     for i in 0..n {
         let id = variant_id(i);
         let posted = VariantPosted {
             variant_id: Cow::Borrowed(&id),
-            persona_id: Cow::Owned(format!("persona-{:05}", i % 10_000)),
+            persona_id: Cow::Owned(format!("persona-{:05}", i % personas.max(1))),
             post_id: Cow::Owned(format!("post-{i:08}")),
             expected_engagement_rate: 0.05,
             posted_at: T0,

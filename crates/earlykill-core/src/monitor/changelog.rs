@@ -97,7 +97,7 @@ pub(crate) fn session_state(session: &SessionRef<'_>, forget_at: Option<Millis>)
         interactions: clamp(session.interactions),
         views: clamp(session.views),
         status: session.status(),
-        ended_at: (!session.is_active()).then_some(session.ended_at),
+        ended_at: (!session.is_active()).then_some(session.ended_at()),
         forget_at,
     }
 }
@@ -275,9 +275,10 @@ impl Monitor {
             session.views = views;
             session.set_status(state.status);
             session.set_dirty(false);
-            if !active {
-                session.ended_at = state.ended_at.unwrap_or(deadline);
-            }
+        }
+        if !active {
+            self.sessions
+                .set_ended_at(slot, state.ended_at.unwrap_or(deadline));
         }
         if active {
             self.active += 1;

@@ -228,11 +228,12 @@ impl Monitor {
 
     /// Bytes held for the sessions, by part.
     pub fn memory(&self) -> MemoryUse {
-        let (slab, index, ids) = self.sessions.memory();
+        let [slab, index, ids, profiles] = self.sessions.memory();
         MemoryUse {
             slab,
             index,
             ids,
+            profiles,
             timers: self.timers.bytes(),
         }
     }
@@ -632,9 +633,9 @@ impl Monitor {
     /// Ends an active session. Its timer entry stays where it is: at the
     /// deadline it is moved on to the purge time.
     fn end(&mut self, slot: u32, status: SessionStatus, at: Millis) -> Option<SessionRef<'_>> {
+        self.sessions.set_ended_at(slot, at);
         let (session, _) = self.sessions.get_mut(slot)?;
         session.set_status(status);
-        session.ended_at = at;
         if !session.dirty() {
             session.set_dirty(true);
             self.dirty_slots.push(slot);

@@ -79,12 +79,14 @@ pub struct MonitorStats {
 /// used or not (see `cargo bench -p earlykill-core --bench memory`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryUse {
-    /// The session slab: 56 bytes per slot.
+    /// The session slab: 48 bytes per slot.
     pub slab: usize,
     /// The variant_id index: 4 bytes per bucket.
     pub index: usize,
-    /// The ids, in 64 KiB chunks.
+    /// The variant and post ids, in 64 KiB chunks.
     pub ids: usize,
+    /// The profiles: each distinct persona_id and thresholds, once.
+    pub profiles: usize,
     /// The deadline heap: 8 bytes per entry.
     pub timers: usize,
 }

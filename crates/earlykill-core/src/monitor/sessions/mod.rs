@@ -1,13 +1,16 @@
 //! Compact storage of sessions: a slab of fixed-size [`Session`]s, a hash
-//! index from variant_id to slab slot, the ids packed in chunks and the
-//! rule parameters shared.
+//! index from variant_id to slab slot, the ids packed in chunks, and the
+//! persona and rule parameters shared.
 //!
 //! Memory is the point of this module: a million active sessions should
-//! cost little more than the bytes of their ids. A session is 56 bytes: its
-//! counts, times and expected rate, the position of its ids (`ids.rs`), the
-//! number of its thresholds in a palette of the distinct ones (most
-//! sessions share the configured defaults), and one word packing the id
-//! lengths, the status and the dirty flag. The index (`index.rs`) holds
+//! cost little more than the bytes of their ids. A session is 48 bytes: its
+//! counts, posting time and expected rate; the position of its variant and
+//! post ids (`ids.rs`, 4 bytes); its end as an offset from its posting (4
+//! bytes; an end that does not fit waits in a side table); the number of
+//! its profile, the persona_id and thresholds it shares with other sessions
+//! (many variants of one persona, most with the configured defaults); and
+//! one word packing the id lengths, the status and the dirty flag. Nothing
+//! the rule reads is narrowed. The index (`index.rs`) holds
 //! 4-byte entries and finds a key by comparing with the id stored for the
 //! slot, so no id is stored twice. The hasher has a fixed seed: nothing in
 //! the fold depends on it, and a fixed seed keeps the fold free of
@@ -20,6 +23,7 @@
 
 mod ids;
 mod index;
+mod profiles;
 
 use foldhash::fast::FixedState;
 use hashbrown::HashMap;
@@ -30,6 +34,7 @@ use super::rule::{self, Thresholds};
 use crate::event::{Millis, SessionStatus};
 use ids::{At, Ids as IdChunks};
 use index::Index;
+use profiles::Profiles;
 
 /// Most sessions a partition can hold, whatever `max_sessions` says: slot
 /// numbers are 24 bits in the index.
@@ -42,7 +47,7 @@ const INDEX_SEED: u64 = 0x6561_726c_796b_696c;
 /// [`crate::event::MAX_ID_BYTES`] (256) bytes.
 const LEN_BITS: u32 = 9;
 const LEN_MASK: u32 = (1 << LEN_BITS) - 1;
-const STATUS_SHIFT: u32 = 3 * LEN_BITS;
+const STATUS_SHIFT: u32 = 2 * LEN_BITS;
 const DIRTY_BIT: u32 = 1 << (STATUS_SHIFT + 2);
 
 /// Asks the CPU to bring the cache line at `p` in; never faults.
@@ -58,20 +63,25 @@ fn prefetch<T>(p: *const T) {
     let _ = p;
 }
 
-/// One monitoring session, packed into 56 bytes (`Option<Session>` too).
+/// [`Session::ended`] of a session whose end is not `posted_at` plus a
+/// `u32` of milliseconds (49 days): its end is in `Sessions::far_ends`.
+const FAR_END: u32 = u32::MAX;
+
+/// One monitoring session, packed into 48 bytes (`Option<Session>` too).
 #[derive(Debug)]
 pub(crate) struct Session {
-    at: At,
     pub(crate) posted_at: Millis,
-    /// Meaningful once the session is not active.
-    pub(crate) ended_at: Millis,
     pub(crate) expected_engagement_rate: f64,
     pub(crate) interactions: u64,
     pub(crate) views: u64,
-    /// Number of its thresholds in the palette.
-    thresholds: u32,
-    /// variant, persona and post id lengths (9 bits each), status (2 bits),
-    /// dirty (1 bit).
+    at: At,
+    /// Once the session is not active: its end minus `posted_at`, in
+    /// milliseconds, or [`FAR_END`].
+    ended: u32,
+    /// Number of its persona_id and thresholds in the profiles.
+    profile: u32,
+    /// variant and post id lengths (9 bits each), status (2 bits), dirty
+    /// (1 bit).
     bits: u32,
 }
 
@@ -106,7 +116,7 @@ impl Session {
     }
 
     fn ids_len(&self) -> usize {
-        self.len(0) + self.len(1) + self.len(2)
+        self.len(0) + self.len(1)
     }
 
     pub(crate) fn status(&self) -> SessionStatus {
@@ -140,12 +150,14 @@ impl Session {
     }
 }
 
-/// A stored session with its ids and thresholds at hand.
+/// A stored session with its ids, thresholds and end at hand.
 #[derive(Clone, Copy)]
 pub(crate) struct SessionRef<'a> {
     session: &'a Session,
     ids: &'a str,
+    persona_id: &'a str,
     thresholds: Thresholds,
+    ended_at: Millis,
 }
 
 impl Deref for SessionRef<'_> {
@@ -162,12 +174,16 @@ impl<'a> SessionRef<'a> {
     }
 
     pub(crate) fn persona_id(&self) -> &'a str {
-        let start = self.session.len(0);
-        &self.ids[start..start + self.session.len(1)]
+        self.persona_id
     }
 
     pub(crate) fn post_id(&self) -> &'a str {
-        &self.ids[self.session.len(0) + self.session.len(1)..]
+        &self.ids[self.session.len(0)..]
+    }
+
+    /// When the session ended; meaningful once it is not active.
+    pub(crate) fn ended_at(&self) -> Millis {
+        self.ended_at
     }
 
     pub(crate) fn thresholds(&self) -> Thresholds {
@@ -179,76 +195,15 @@ impl<'a> SessionRef<'a> {
     }
 }
 
-/// The distinct thresholds of the stored sessions, each with the number of
-/// sessions using it. Usually one entry: the configured defaults.
-#[derive(Debug)]
-struct Palette {
-    entries: Vec<(Thresholds, u32)>,
-    free: Vec<u32>,
-    lookup: HashMap<(u64, u32, u32), u32, FixedState>,
-}
-
-impl Default for Palette {
-    fn default() -> Self {
-        Self {
-            entries: Vec::new(),
-            free: Vec::new(),
-            lookup: HashMap::with_hasher(FixedState::with_seed(INDEX_SEED)),
-        }
-    }
-}
-
-fn palette_key(t: Thresholds) -> (u64, u32, u32) {
-    (
-        t.kill_threshold.to_bits(),
-        t.min_interactions,
-        t.timeout_minutes,
-    )
-}
-
-impl Palette {
-    fn intern(&mut self, thresholds: Thresholds) -> u32 {
-        let key = palette_key(thresholds);
-        if let Some(&i) = self.lookup.get(&key) {
-            self.entries[i as usize].1 += 1;
-            return i;
-        }
-        let i = match self.free.pop() {
-            Some(i) => {
-                self.entries[i as usize] = (thresholds, 1);
-                i
-            }
-            None => {
-                self.entries.push((thresholds, 1));
-                // At most one entry per stored session, and those fit u32.
-                (self.entries.len() - 1) as u32
-            }
-        };
-        self.lookup.insert(key, i);
-        i
-    }
-
-    fn get(&self, i: u32) -> Thresholds {
-        self.entries[i as usize].0
-    }
-
-    fn release(&mut self, i: u32) {
-        let (thresholds, users) = &mut self.entries[i as usize];
-        *users -= 1;
-        if *users == 0 {
-            self.lookup.remove(&palette_key(*thresholds));
-            self.free.push(i);
-        }
-    }
-}
-
 /// Slab of sessions with a variant_id index.
 pub(crate) struct Sessions {
     slots: Vec<Option<Session>>,
     free: Vec<u32>,
     index: Index,
     ids: IdChunks,
-    palette: Palette,
+    profiles: Profiles,
+    /// Ends of sessions whose [`Session::ended`] is [`FAR_END`].
+    far_ends: HashMap<u32, Millis, FixedState>,
     hasher: FixedState,
 }
 
@@ -259,7 +214,8 @@ impl Default for Sessions {
             free: Vec::new(),
             index: Index::default(),
             ids: IdChunks::default(),
-            palette: Palette::default(),
+            profiles: Profiles::default(),
+            far_ends: HashMap::with_hasher(FixedState::with_seed(INDEX_SEED)),
             hasher: FixedState::with_seed(INDEX_SEED),
         }
     }
@@ -296,7 +252,7 @@ impl Sessions {
     }
 
     /// Second link, once the bucket is in: the session it most likely
-    /// points to (both cache lines a 56-byte slot may span).
+    /// points to (both cache lines a 48-byte slot may span).
     pub(crate) fn prefetch_session(&self, hash: u64) {
         if let Some(slot) = self.index.first_candidate(hash) {
             let p = self.slots.as_ptr().wrapping_add(slot as usize);
@@ -323,18 +279,48 @@ impl Sessions {
 
     pub(crate) fn get(&self, slot: u32) -> Option<SessionRef<'_>> {
         let session = self.slots.get(slot as usize)?.as_ref()?;
+        let (persona_id, thresholds) = self.profiles.get(session.profile);
+        let ended_at = match session.ended {
+            FAR_END => self.far_ends.get(&slot).copied().unwrap_or(Millis::MIN),
+            offset => session.posted_at.saturating_add(i64::from(offset)),
+        };
         Some(SessionRef {
             session,
             ids: self.ids.get(session.at, session.ids_len()),
-            thresholds: self.palette.get(session.thresholds),
+            persona_id,
+            thresholds,
+            ended_at,
         })
     }
 
     /// The session in `slot`, to change its figures, with its thresholds.
     pub(crate) fn get_mut(&mut self, slot: u32) -> Option<(&mut Session, Thresholds)> {
         let session = self.slots.get_mut(slot as usize)?.as_mut()?;
-        let thresholds = self.palette.get(session.thresholds);
+        let thresholds = self.profiles.get(session.profile).1;
         Some((session, thresholds))
+    }
+
+    /// Records when the session in `slot` ended: as an offset from its
+    /// posting when one fits in a `u32` (always, for an end between the
+    /// posting and a deadline of at most a week), else in the side table.
+    pub(crate) fn set_ended_at(&mut self, slot: u32, ended_at: Millis) {
+        let Some(Some(session)) = self.slots.get_mut(slot as usize) else {
+            return;
+        };
+        let offset = ended_at
+            .checked_sub(session.posted_at)
+            .and_then(|o| u32::try_from(o).ok())
+            .filter(|&o| o != FAR_END);
+        match offset {
+            Some(offset) => {
+                session.ended = offset;
+                self.far_ends.remove(&slot);
+            }
+            None => {
+                session.ended = FAR_END;
+                self.far_ends.insert(slot, ended_at);
+            }
+        }
     }
 
     /// Stores a new active, dirty session with no counts for a variant_id
@@ -353,16 +339,23 @@ impl Sessions {
         if self.free.is_empty() && self.slots.len() >= MAX_SESSIONS {
             return Err(Refused::Full);
         }
-        let bits =
-            lens[0] as u32 | (lens[1] as u32) << LEN_BITS | (lens[2] as u32) << (2 * LEN_BITS);
+        let bits = lens[0] as u32 | (lens[2] as u32) << LEN_BITS;
+        let profile = self
+            .profiles
+            .intern(thresholds, ids.persona_id)
+            .ok_or(Refused::Full)?;
+        let Some(at) = self.ids.push([ids.variant_id, ids.post_id]) else {
+            self.profiles.release(profile);
+            return Err(Refused::Full);
+        };
         let session = Session {
-            at: self.ids.push([ids.variant_id, ids.persona_id, ids.post_id]),
             posted_at,
-            ended_at: 0,
             expected_engagement_rate,
             interactions: 0,
             views: 0,
-            thresholds: self.palette.intern(thresholds),
+            at,
+            ended: 0,
+            profile,
             bits: bits | DIRTY_BIT,
         };
         let slot = match self.free.pop() {
@@ -403,7 +396,10 @@ impl Sessions {
         index.remove(hash, slot, hash_of);
         let session = self.slots[slot as usize].take()?;
         self.ids.release(session.at, session.ids_len());
-        self.palette.release(session.thresholds);
+        self.profiles.release(session.profile);
+        if session.ended == FAR_END {
+            self.far_ends.remove(&slot);
+        }
         self.free.push(slot);
         if self.ids.needs_compaction() {
             self.compact_ids();
@@ -416,7 +412,10 @@ impl Sessions {
         let mut fresh = IdChunks::default();
         for session in self.slots.iter_mut().flatten() {
             let text = self.ids.get(session.at, session.ids_len());
-            session.at = fresh.push([text, "", ""]);
+            // Fewer bytes than the old chunks held: they fit.
+            if let Some(at) = fresh.push([text, ""]) {
+                session.at = at;
+            }
         }
         self.ids = fresh;
     }
@@ -425,12 +424,17 @@ impl Sessions {
         (0..self.slots.len() as u32).filter_map(|slot| self.get(slot).map(|s| (slot, s)))
     }
 
-    /// Bytes held, by part.
-    pub(crate) fn memory(&self) -> (usize, usize, usize) {
+    /// Bytes held, by part: slab, index, ids, profiles.
+    pub(crate) fn memory(&self) -> [usize; 4] {
         let slab = self.slots.capacity() * std::mem::size_of::<Option<Session>>()
             + self.free.capacity() * 4
-            + self.palette.entries.capacity() * std::mem::size_of::<(Thresholds, u32)>();
-        (slab, self.index.bytes(), self.ids.bytes())
+            + self.far_ends.capacity() * std::mem::size_of::<(u32, Millis)>();
+        [
+            slab,
+            self.index.bytes(),
+            self.ids.bytes(),
+            self.profiles.bytes(),
+        ]
     }
 }
 
@@ -448,8 +452,8 @@ mod tests {
     }
 
     #[test]
-    fn a_session_is_56_bytes_so_a_million_fit_in_56_mb() {
-        assert_eq!(std::mem::size_of::<Option<Session>>(), 56);
+    fn a_session_is_48_bytes_so_a_million_fit_in_48_mb() {
+        assert_eq!(std::mem::size_of::<Option<Session>>(), 48);
     }
 
     #[test]
@@ -532,17 +536,78 @@ mod tests {
         let c = sessions
             .insert(ids("c"), 0.1, 0, Thresholds::default())
             .unwrap();
-        assert_eq!(sessions.palette.lookup.len(), 2);
+        assert_eq!(sessions.profiles.thresholds(), 2);
         assert_eq!(sessions.get(b).unwrap().thresholds(), custom);
         assert_eq!(sessions.get(c).unwrap().thresholds(), Thresholds::default());
         sessions.remove(b);
         assert_eq!(
-            sessions.palette.lookup.len(),
+            sessions.profiles.thresholds(),
             1,
             "the custom entry is freed"
         );
         sessions.remove(a);
         assert_eq!(sessions.get(c).unwrap().thresholds(), Thresholds::default());
+    }
+
+    #[test]
+    fn a_persona_is_stored_once_for_all_its_variants_and_freed_with_the_last() {
+        let mut sessions = Sessions::default();
+        let ids = |variant_id, persona_id| Ids {
+            variant_id,
+            persona_id,
+            post_id: "q",
+        };
+        let t = Thresholds::default();
+        let a = sessions.insert(ids("a", "persona-1"), 0.1, 0, t).unwrap();
+        let b = sessions.insert(ids("b", "persona-1"), 0.1, 0, t).unwrap();
+        let c = sessions.insert(ids("c", "persona-2"), 0.1, 0, t).unwrap();
+        assert_eq!(sessions.profiles.len(), 2);
+        for (slot, persona) in [(a, "persona-1"), (b, "persona-1"), (c, "persona-2")] {
+            assert_eq!(sessions.get(slot).unwrap().persona_id(), persona);
+        }
+        sessions.remove(a);
+        assert_eq!(sessions.profiles.len(), 2, "b still uses persona-1");
+        sessions.remove(b);
+        assert_eq!(sessions.profiles.len(), 1);
+        let d = sessions.insert(ids("d", "persona-3"), 0.1, 0, t).unwrap();
+        assert_eq!(sessions.profiles.entries(), 2, "the freed entry is reused");
+        assert_eq!(sessions.get(d).unwrap().persona_id(), "persona-3");
+        assert_eq!(sessions.get(c).unwrap().persona_id(), "persona-2");
+    }
+
+    #[test]
+    fn an_end_is_kept_exactly_near_or_far_from_the_posting() {
+        let mut sessions = Sessions::default();
+        let posted_at = 1_700_000_000_000;
+        let ids = Ids {
+            variant_id: "v",
+            persona_id: "p",
+            post_id: "q",
+        };
+        let slot = sessions
+            .insert(ids, 0.1, posted_at, Thresholds::default())
+            .unwrap();
+        let far = i64::from(u32::MAX);
+        for ended_at in [
+            posted_at,
+            posted_at + 600_000,
+            posted_at + far - 1,
+            posted_at + far,
+            posted_at - 1,
+            Millis::MIN,
+            Millis::MAX,
+            posted_at + 5,
+        ] {
+            sessions.set_ended_at(slot, ended_at);
+            assert_eq!(sessions.get(slot).unwrap().ended_at(), ended_at);
+        }
+        assert!(
+            sessions.far_ends.is_empty(),
+            "a near end clears the far one"
+        );
+        sessions.set_ended_at(slot, Millis::MIN);
+        sessions.remove(slot);
+        assert!(sessions.far_ends.is_empty(), "removed with its session");
     }
 
     #[test]
