@@ -22,7 +22,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -143,8 +143,20 @@ impl Processor {
         let started = Instant::now();
         let stdout = child.stdout.take().expect("stdout");
         let (send, lines) = mpsc::channel();
+        // EARLYKILL_BENCH_LOG=<file>: the processor's log lines are copied
+        // there too (appended), to see what it said.
+        let mut copy = std::env::var_os("EARLYKILL_BENCH_LOG").map(|file| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(file)
+                .expect("the log copy")
+        });
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(file) = copy.as_mut() {
+                    let _ = writeln!(file, "{line}");
+                }
                 if send.send((Instant::now(), line)).is_err() {
                     break;
                 }
@@ -579,6 +591,17 @@ fn fold_rate() {
         // The posts come first in event time: their last decision marks the
         // state built; the views follow at once.
         let built = wait_decisions(&tansu.bootstrap, &own.decisions, VARIANTS);
+        // EARLYKILL_BENCH_PERF_WINDOW=<file>: `perf record` of the process
+        // while it folds the views only, into <file>.<run>.
+        let window = std::env::var("EARLYKILL_BENCH_PERF_WINDOW").ok().map(|file| {
+            Command::new("perf")
+                .args(["record", "-F", "999", "-o", &format!("{file}.{run}")])
+                .args(["-p", &worker.child.id().to_string()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("perf record")
+        });
         let committed: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &tansu.bootstrap)
             .set("group.id", &group)
@@ -607,6 +630,12 @@ fn fold_rate() {
             assert!(Instant::now() < deadline, "the views were never all folded");
             std::thread::sleep(Duration::from_millis(20));
         };
+        if let Some(mut perf) = window {
+            // SAFETY: kill(2) on our own child's pid; perf writes its file
+            // on SIGINT.
+            unsafe { libc::kill(perf.id() as i32, libc::SIGINT) };
+            let _ = perf.wait();
+        }
         worker.kill();
         processor.push(VIEWS as f64 / (done - built).as_secs_f64());
 
