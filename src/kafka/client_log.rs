@@ -167,6 +167,32 @@ mod tests {
     }
 
     #[test]
+    fn a_client_line_below_the_subscribers_level_never_reaches_the_limiter() {
+        use log::Log;
+        let log = ClientLog::default();
+        let record = |level, text| {
+            let args = format_args!("{text}");
+            let mut builder = log::Record::builder();
+            builder.level(level).target("rdkafka::producer").args(args);
+            log.log(&builder.build());
+        };
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            record(log::Level::Trace, "delivery report");
+            record(log::Level::Debug, "polling");
+            assert!(
+                log.seen.lock().unwrap().is_empty(),
+                "nothing below info was counted"
+            );
+            record(log::Level::Warn, "broker down");
+            assert_eq!(log.seen.lock().unwrap().len(), 1, "a warning is");
+        });
+    }
+
+    #[test]
     fn the_shape_of_a_line_is_its_text_without_digits_or_the_after_tail() {
         assert_eq!(
             shape("1/1 brokers are down (after 12ms in state UP)"),
