@@ -593,15 +593,17 @@ fn fold_rate() {
         let built = wait_decisions(&tansu.bootstrap, &own.decisions, VARIANTS);
         // EARLYKILL_BENCH_PERF_WINDOW=<file>: `perf record` of the process
         // while it folds the views only, into <file>.<run>.
-        let window = std::env::var("EARLYKILL_BENCH_PERF_WINDOW").ok().map(|file| {
-            Command::new("perf")
-                .args(["record", "-F", "999", "-o", &format!("{file}.{run}")])
-                .args(["-p", &worker.child.id().to_string()])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("perf record")
-        });
+        let window = std::env::var("EARLYKILL_BENCH_PERF_WINDOW")
+            .ok()
+            .map(|file| {
+                Command::new("perf")
+                    .args(["record", "-F", "999", "-o", &format!("{file}.{run}")])
+                    .args(["-p", &worker.child.id().to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .expect("perf record")
+            });
         let committed: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &tansu.bootstrap)
             .set("group.id", &group)

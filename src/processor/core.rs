@@ -505,7 +505,7 @@ impl Core {
         counters.commits += 1;
         telemetry::commit();
         counters.committed = listed;
-        self.read.committed(&changes);
+        self.read.committed(changes);
         self.publish();
         Ok(())
     }

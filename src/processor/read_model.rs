@@ -209,25 +209,26 @@ impl Sessions {
         }
     }
 
-    /// A commit made `changes` (partition, changelog change) durable.
-    pub(crate) fn committed<'a>(
-        &self,
-        changes: impl IntoIterator<Item = &'a (i32, ChangelogChange)>,
-    ) {
+    /// A commit made `changes` (partition, changelog change) durable. They
+    /// are moved in: a known session's entry is updated in place, with no
+    /// copy of its key or state.
+    pub(crate) fn committed(&self, changes: impl IntoIterator<Item = (i32, ChangelogChange)>) {
         for (p, change) in changes {
             if change.key == ChangelogRecord::PARTITION_KEY {
                 continue;
             }
+            let state = change.record.and_then(|r| r.session);
             if let Some(policy) = &change.policy {
-                let state = change.record.as_ref().and_then(|r| r.session.clone());
-                self.shadow_committed(*p, &change.key, policy, state);
+                self.shadow_committed(p, &change.key, policy, state);
                 continue;
             }
-            match change.record.as_ref().and_then(|r| r.session.as_ref()) {
-                Some(state) => {
-                    let key = change.key.as_str().into();
-                    self.0.sessions.insert(key, (*p, state.clone()));
-                }
+            match state {
+                Some(state) => match self.0.sessions.get_mut(change.key.as_str()) {
+                    Some(mut entry) => *entry = (p, state),
+                    None => {
+                        self.0.sessions.insert(change.key.into(), (p, state));
+                    }
+                },
                 None => {
                     self.0.sessions.remove(change.key.as_str());
                 }

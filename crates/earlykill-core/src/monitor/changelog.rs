@@ -9,8 +9,6 @@
 //! [`Monitor::restore`] rebuilds a monitor that decides identically from
 //! there on.
 
-use std::collections::BTreeSet;
-
 use super::sessions::{Ids, Refused, SessionRef};
 use super::{
     rule::{self, Thresholds},
@@ -115,7 +113,12 @@ impl Monitor {
 
     /// The current record of `key`, or `None` if the key holds nothing.
     pub(super) fn record(&self, key: &str) -> Option<ChangelogRecord> {
-        let session = self.sessions.find(key).and_then(|slot| {
+        self.record_at(key, self.sessions.find(key))
+    }
+
+    /// The current record of `key`, whose session (if any) is in `slot`.
+    fn record_at(&self, key: &str, slot: Option<u32>) -> Option<ChangelogRecord> {
+        let session = slot.and_then(|slot| {
             let forget_at = self.kept.get(&slot).copied();
             self.sessions
                 .get(slot)
@@ -138,23 +141,31 @@ impl Monitor {
     /// The records whose keys changed since the last drain, sorted by key
     /// (the partition record, whose key is empty, first). Writing them to the
     /// compacted changelog in order keeps it equal to [`Monitor::snapshot`].
+    ///
+    /// A changed session is read once, from its slot: at a large state
+    /// nearly every changed key is a session, and a second lookup by key
+    /// would cost a cache miss or three each.
     pub fn drain_changes(&mut self) -> Vec<ChangelogChange> {
-        let mut keys: BTreeSet<String> = BTreeSet::new();
-        for slot in std::mem::take(&mut self.dirty_slots) {
-            let Some((session, _)) = self.sessions.get_mut(slot) else {
-                continue;
-            };
-            if session.dirty() {
+        let mut slots = std::mem::take(&mut self.dirty_slots);
+        slots.retain(|&slot| match self.sessions.get_mut(slot) {
+            Some((session, _)) if session.dirty() => {
                 session.set_dirty(false);
-                if let Some(session) = self.sessions.get(slot) {
-                    keys.insert(session.variant_id().to_owned());
-                }
+                true
             }
-        }
-        for key in std::mem::take(&mut self.dirty_keys) {
-            keys.insert(key.into());
-        }
-        let mut changes = Vec::with_capacity(keys.len() + 1);
+            _ => false,
+        });
+        let keys = std::mem::take(&mut self.dirty_keys);
+        let sessions = &self.sessions;
+        let mut changed: Vec<(&str, Option<u32>)> = slots
+            .iter()
+            .filter_map(|&slot| sessions.get(slot).map(|s| (s.variant_id(), Some(slot))))
+            .collect();
+        // A key also changed otherwise (held events, a forgotten session):
+        // read by key, unless its session is in the list already.
+        changed.extend(keys.iter().map(|key| (&**key, None)));
+        changed.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.is_some().cmp(&a.1.is_some())));
+        changed.dedup_by(|later, first| later.0 == first.0);
+        let mut changes = Vec::with_capacity(changed.len() + 1);
         if std::mem::take(&mut self.clock_dirty) {
             changes.push(ChangelogChange {
                 key: ChangelogRecord::PARTITION_KEY.to_owned(),
@@ -162,14 +173,16 @@ impl Monitor {
                 policy: None,
             });
         }
-        for key in keys {
-            let record = self.record(&key);
+        for (key, slot) in changed {
+            let slot = slot.or_else(|| self.sessions.find(key));
             changes.push(ChangelogChange {
-                key,
-                record,
+                key: key.to_owned(),
+                record: self.record_at(key, slot),
                 policy: None,
             });
         }
+        slots.clear();
+        self.dirty_slots = slots;
         changes
     }
 

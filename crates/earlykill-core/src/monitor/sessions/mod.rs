@@ -49,6 +49,12 @@ const LEN_BITS: u32 = 9;
 const LEN_MASK: u32 = (1 << LEN_BITS) - 1;
 const STATUS_SHIFT: u32 = 2 * LEN_BITS;
 const DIRTY_BIT: u32 = 1 << (STATUS_SHIFT + 2);
+/// The word's last 11 bits: the session's thresholds in the palette, so
+/// that the fold reads them without its profile (a cache miss at a large
+/// state where personas are not shared); [`FAR_PALETTE`] when the number
+/// does not fit.
+const PALETTE_SHIFT: u32 = STATUS_SHIFT + 3;
+const FAR_PALETTE: u32 = (1 << (32 - PALETTE_SHIFT)) - 1;
 
 /// Asks the CPU to bring the cache line at `p` in; never faults.
 #[inline(always)]
@@ -81,7 +87,7 @@ pub(crate) struct Session {
     /// Number of its persona_id and thresholds in the profiles.
     profile: u32,
     /// variant and post id lengths (9 bits each), status (2 bits), dirty
-    /// (1 bit).
+    /// (1 bit), palette number of its thresholds (11 bits).
     bits: u32,
 }
 
@@ -296,7 +302,10 @@ impl Sessions {
     /// The session in `slot`, to change its figures, with its thresholds.
     pub(crate) fn get_mut(&mut self, slot: u32) -> Option<(&mut Session, Thresholds)> {
         let session = self.slots.get_mut(slot as usize)?.as_mut()?;
-        let thresholds = self.profiles.get(session.profile).1;
+        let thresholds = match session.bits >> PALETTE_SHIFT {
+            FAR_PALETTE => self.profiles.get(session.profile).1,
+            near => self.profiles.thresholds_at(near),
+        };
         Some((session, thresholds))
     }
 
@@ -340,10 +349,11 @@ impl Sessions {
             return Err(Refused::Full);
         }
         let bits = lens[0] as u32 | (lens[2] as u32) << LEN_BITS;
-        let profile = self
+        let (profile, palette) = self
             .profiles
             .intern(thresholds, ids.persona_id)
             .ok_or(Refused::Full)?;
+        let bits = bits | palette.min(FAR_PALETTE) << PALETTE_SHIFT;
         let Some(at) = self.ids.push([ids.variant_id, ids.post_id]) else {
             self.profiles.release(profile);
             return Err(Refused::Full);
@@ -608,6 +618,31 @@ mod tests {
         sessions.set_ended_at(slot, Millis::MIN);
         sessions.remove(slot);
         assert!(sessions.far_ends.is_empty(), "removed with its session");
+    }
+
+    #[test]
+    fn thresholds_are_read_right_past_the_palette_numbers_a_session_holds() {
+        let mut sessions = Sessions::default();
+        let n = FAR_PALETTE as usize + 10;
+        let thresholds = |i: usize| Thresholds {
+            min_interactions: i as u32 + 1,
+            ..Thresholds::default()
+        };
+        let slots: Vec<u32> = (0..n)
+            .map(|i| {
+                let variant_id = format!("v{i}");
+                let ids = Ids {
+                    variant_id: &variant_id,
+                    persona_id: "p",
+                    post_id: "q",
+                };
+                sessions.insert(ids, 0.1, 0, thresholds(i)).unwrap()
+            })
+            .collect();
+        for (i, &slot) in slots.iter().enumerate() {
+            assert_eq!(sessions.get_mut(slot).unwrap().1, thresholds(i), "{i}");
+            assert_eq!(sessions.get(slot).unwrap().thresholds(), thresholds(i));
+        }
     }
 
     #[test]

@@ -149,13 +149,19 @@ impl Profiles {
     }
 
     /// The number of the profile of `persona_id` and `thresholds`, one
-    /// more session counted; `None` when the persona chunks are full.
-    /// persona_id is at most 511 bytes (the sessions check).
-    pub(super) fn intern(&mut self, thresholds: Thresholds, persona_id: &str) -> Option<u32> {
+    /// more session counted, and the palette number of the thresholds;
+    /// `None` when the persona chunks are full. persona_id is at most 511
+    /// bytes (the sessions check).
+    pub(super) fn intern(
+        &mut self,
+        thresholds: Thresholds,
+        persona_id: &str,
+    ) -> Option<(u32, u32)> {
         let hash = self.hasher.hash_one((palette_key(thresholds), persona_id));
         if let Some(i) = self.find(hash, thresholds, persona_id) {
-            self.entries[i as usize].users += 1;
-            return Some(i);
+            let profile = &mut self.entries[i as usize];
+            profile.users += 1;
+            return Some((i, profile.thresholds));
         }
         let at = if persona_id.is_empty() {
             None
@@ -182,7 +188,12 @@ impl Profiles {
         let mut lookup = std::mem::take(&mut self.lookup);
         lookup.insert_unique(hash, i, |&j| self.hash_of(j));
         self.lookup = lookup;
-        Some(i)
+        Some((i, profile.thresholds))
+    }
+
+    /// The thresholds of palette entry `i` (as [`Profiles::intern`] gave it).
+    pub(super) fn thresholds_at(&self, i: u32) -> Thresholds {
+        self.palette.get(i)
     }
 
     /// The persona_id and thresholds of profile `i`.
@@ -271,7 +282,7 @@ mod tests {
         let persona = |i: usize| format!("persona-{i:0>300}");
         let t = Thresholds::default();
         let numbers: Vec<u32> = (0..2_000)
-            .map(|i| profiles.intern(t, &persona(i)).unwrap())
+            .map(|i| profiles.intern(t, &persona(i)).unwrap().0)
             .collect();
         for (i, &n) in numbers.iter().enumerate() {
             if i % 5 != 0 {
@@ -281,11 +292,11 @@ mod tests {
         assert!(!profiles.personas.needs_compaction());
         for (i, &n) in numbers.iter().enumerate().filter(|(i, _)| i % 5 == 0) {
             assert_eq!(profiles.get(n).0, persona(i));
-            assert_eq!(profiles.intern(t, &persona(i)), Some(n), "found again");
+            assert_eq!(profiles.intern(t, &persona(i)), Some((n, 0)), "found again");
         }
         assert_eq!(profiles.len(), 400);
         let empty = profiles.intern(t, "");
         assert_eq!(profiles.intern(t, ""), empty);
-        assert_eq!(empty.map(|n| profiles.get(n).0), Some(""));
+        assert_eq!(empty.map(|(n, _)| profiles.get(n).0), Some(""));
     }
 }
