@@ -46,6 +46,9 @@ const RUNS: usize = 3;
 mod selection;
 use selection::wanted;
 
+#[path = "real_broker/peer.rs"]
+mod peer;
+
 fn main() {
     if wanted("throughput") {
         throughput();
@@ -58,6 +61,9 @@ fn main() {
     }
     if wanted("fold_rate") {
         fold_rate();
+    }
+    if wanted("peer") {
+        peer::peer();
     }
 }
 

@@ -94,19 +94,33 @@ impl Tansu {
 
     /// Creates `topics`, each `(name, partitions, compacted)`.
     pub fn create_topics(&self, topics: &[(&str, i32, bool)]) {
+        let configured: Vec<(&str, i32, &[(&str, &str)])> = topics
+            .iter()
+            .map(|&(name, partitions, compacted)| {
+                let config: &[(&str, &str)] = if compacted {
+                    &[("cleanup.policy", "compact")]
+                } else {
+                    &[]
+                };
+                (name, partitions, config)
+            })
+            .collect();
+        self.create_configured_topics(&configured);
+    }
+
+    /// Creates `topics`, each `(name, partitions, topic configuration)`.
+    pub fn create_configured_topics(&self, topics: &[(&str, i32, &[(&str, &str)])]) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .create()
             .expect("admin client");
         let new: Vec<NewTopic> = topics
             .iter()
-            .map(|(name, partitions, compacted)| {
-                let topic = NewTopic::new(name, *partitions, TopicReplication::Fixed(1));
-                if *compacted {
-                    topic.set("cleanup.policy", "compact")
-                } else {
-                    topic
-                }
+            .map(|(name, partitions, config)| {
+                config.iter().fold(
+                    NewTopic::new(name, *partitions, TopicReplication::Fixed(1)),
+                    |topic, (key, value)| topic.set(key, value),
+                )
             })
             .collect();
         let runtime = tokio::runtime::Builder::new_current_thread()
