@@ -40,6 +40,9 @@ impl Drop for Tansu {
     }
 }
 
+/// A topic to create: name, partitions, topic configuration.
+pub type TopicSpec<'a> = (&'a str, i32, &'a [(&'a str, &'a str)]);
+
 impl Tansu {
     /// Starts a broker on a free loopback port and waits until it answers.
     pub fn start() -> Tansu {
@@ -94,7 +97,7 @@ impl Tansu {
 
     /// Creates `topics`, each `(name, partitions, compacted)`.
     pub fn create_topics(&self, topics: &[(&str, i32, bool)]) {
-        let configured: Vec<(&str, i32, &[(&str, &str)])> = topics
+        let configured: Vec<TopicSpec<'_>> = topics
             .iter()
             .map(|&(name, partitions, compacted)| {
                 let config: &[(&str, &str)] = if compacted {
@@ -109,7 +112,7 @@ impl Tansu {
     }
 
     /// Creates `topics`, each `(name, partitions, topic configuration)`.
-    pub fn create_configured_topics(&self, topics: &[(&str, i32, &[(&str, &str)])]) {
+    pub fn create_configured_topics(&self, topics: &[TopicSpec<'_>]) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
             .create()
