@@ -12,7 +12,8 @@ The rule is earlykill's (README, "The rule"): a session starts at its post;
 views count views, every other kind counts interactions, each event_id
 once; a session is killed as soon as it has at least `min_interactions`
 interactions and a rate below `kill_threshold x expected_engagement_rate`;
-it times out at `posted_at + timeout_minutes`. Quix Streams has no
+an operator's stop (commands topic) ends it; it times out at
+`posted_at + timeout_minutes`. Quix Streams has no
 per-key event-time timer, so a timeout is decided when the next event of
 the same variant arrives at or after the deadline; a variant that gets no
 more events never times out here (the bench says how many).
@@ -96,12 +97,16 @@ def fold(event, state):
     for e in events:
         if session["status"] != "active":
             break
-        at = e["occurred_at"]
+        at = e.get("occurred_at", e.get("requested_at"))
         if at >= session["deadline"]:
             session["status"] = "timed_out"
             out.append(
                 decision(session, variant_id, "timed_out", session["deadline"], "timeout")
             )
+            break
+        if "requested_at" in e:
+            session["status"] = "stopped"
+            out.append(decision(session, variant_id, "stopped", at, e["reason"]))
             break
         seen = "seen:" + e["event_id"]
         if state.get(seen):
@@ -121,8 +126,8 @@ def fold(event, state):
 
 def main():
     args = argparse.ArgumentParser()
-    for name in ("bootstrap", "group", "posted", "interactions", "decisions",
-                 "state-dir", "schemas"):
+    for name in ("bootstrap", "group", "posted", "interactions", "commands",
+                 "decisions", "state-dir", "schemas"):
         args.add_argument("--" + name, required=True)
     args.add_argument("--records", type=int, required=True)
     args = args.parse_args()
@@ -146,8 +151,17 @@ def main():
         key_deserializer="str",
         value_deserializer=SingleObjectAvro(schemas / "interaction.avsc"),
     )
+    commands = app.topic(
+        args.commands,
+        key_deserializer="str",
+        value_deserializer=SingleObjectAvro(schemas / "stop_monitoring.avsc"),
+    )
     decisions = app.topic(args.decisions, value_serializer="json", key_serializer="str")
-    sdf = app.dataframe(posted).concat(app.dataframe(interactions))
+    sdf = (
+        app.dataframe(posted)
+        .concat(app.dataframe(interactions))
+        .concat(app.dataframe(commands))
+    )
     sdf = sdf.apply(fold, stateful=True, expand=True)
     sdf.to_topic(decisions)
     app.run()

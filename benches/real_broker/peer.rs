@@ -3,24 +3,29 @@
 //! would pick instead, Quix Streams from PyPI with its default settings and
 //! the rule written in its idiom (`benches/peer/quix_rule.py`). Each side's
 //! throughput (records from its first to its last) and CPU time (the whole
-//! process, from `/proc`), and each side's kills checked against the pure
-//! fold of the backlog.
+//! process, from `/proc`), and each side's kills and stops (with their
+//! counts) checked against the pure fold of the backlog.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use earlykill_core::event::{DecisionKind, MonitoringDecision};
+use std::borrow::Cow;
+
+use earlykill_core::event::{
+    DecisionKind, Interaction, Millis, MonitoringDecision, StopMonitoring,
+};
 use earlykill_core::monitor::MonitorConfig;
 
-use super::common::backlog::{backlog, backlog_start, fold, produce};
+use super::common::backlog::{backlog, backlog_start, fold, produce, Event};
 use super::common::tansu::Tansu;
 use super::common::{kafka, pip};
 use super::{create, median, topics, wait_decisions, Processor, PARTITIONS, RUNS};
 
-/// A kill as both sides report it: variant, interactions, views.
-type Kill = (String, i64, i64);
+/// A kill or a stop as both sides report it: kind, variant, interactions,
+/// views.
+type Ended = (&'static str, String, i64, i64);
 
 /// The CPU time the process `pid` has used so far (user and system).
 fn cpu_seconds(pid: u32) -> f64 {
@@ -35,12 +40,64 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
 }
 
-fn kills_of(decisions: &[MonitoringDecision]) -> BTreeSet<Kill> {
+fn ends_of(decisions: &[MonitoringDecision]) -> BTreeSet<Ended> {
     decisions
         .iter()
-        .filter(|d| d.kind == DecisionKind::Killed)
-        .map(|d| (d.variant_id.clone(), d.interactions, d.views))
+        .filter_map(|d| {
+            let kind = match d.kind {
+                DecisionKind::Killed => "killed",
+                DecisionKind::Stopped => "stopped",
+                _ => return None,
+            };
+            Some((kind, d.variant_id.clone(), d.interactions, d.views))
+        })
         .collect()
+}
+
+/// An operator's stop for one variant in 16, between the fifth and the
+/// sixth like (before the rule would kill it at the tenth), on the
+/// commands topic: the case where the order of two topics decides the
+/// counts.
+fn with_stops(mut events: Vec<(Millis, usize, Event)>) -> Vec<(Millis, usize, Event)> {
+    let mut likes: std::collections::HashMap<String, Vec<Millis>> = Default::default();
+    for (_, _, event) in &events {
+        if let Event::Interaction(Interaction {
+            variant_id,
+            occurred_at,
+            event_id,
+            ..
+        }) = event
+        {
+            if event_id.contains("-like-") {
+                likes
+                    .entry(variant_id.to_string())
+                    .or_default()
+                    .push(*occurred_at);
+            }
+        }
+    }
+    let mut stops: Vec<_> = likes
+        .into_iter()
+        .filter(|(id, _)| {
+            id.trim_start_matches("v-")
+                .parse::<u32>()
+                .is_ok_and(|i| i % 16 == 5)
+        })
+        .map(|(id, mut times)| {
+            times.sort();
+            let at = times[4] + (times[5] - times[4]) / 2;
+            let stop = StopMonitoring {
+                variant_id: Cow::Owned(id),
+                reason: Cow::Borrowed("bench"),
+                requested_by: Cow::Borrowed("bench"),
+                requested_at: at,
+            };
+            (at, 2, Event::Stop(stop))
+        })
+        .collect();
+    events.append(&mut stops);
+    events.sort_by_key(|(t, rank, _)| (*t, *rank));
+    events
 }
 
 /// One side's run: records per second, CPU seconds, kills wrong or
@@ -65,10 +122,11 @@ pub(super) fn peer() {
         (base.interactions.as_str(), PARTITIONS, kept),
         (base.commands.as_str(), PARTITIONS, kept),
     ]);
-    let events = backlog(backlog_start(), VARIANTS, 320);
+    let events = with_stops(backlog(backlog_start(), VARIANTS, 320));
     produce(&tansu.bootstrap, &base, &events);
     let truth = fold(&events, MonitorConfig::default());
-    let kills = kills_of(&truth);
+    let ends = ends_of(&truth);
+    let stops = ends.iter().filter(|e| e.0 == "stopped").count();
     let timeouts = truth
         .iter()
         .filter(|d| d.kind == DecisionKind::TimedOut)
@@ -91,14 +149,14 @@ pub(super) fn peer() {
         let side = Side {
             rate: events.len() as f64 / (last - assigned).as_secs_f64(),
             cpu,
-            wrong: kills.symmetric_difference(&kills_of(&decided)).count(),
+            wrong: ends.symmetric_difference(&ends_of(&decided)).count(),
             timeouts: decided
                 .iter()
                 .filter(|d| d.kind == DecisionKind::TimedOut)
                 .count(),
         };
         eprintln!(
-            "peer run {run}: earlykill {:.0} records/s, {:.2} CPU s, {} kills wrong or missing, {} of {timeouts} timeouts",
+            "peer run {run}: earlykill {:.0} records/s, {:.2} CPU s, {} kills and stops wrong or missing, {} of {timeouts} timeouts",
             side.rate, side.cpu, side.wrong, side.timeouts
         );
         ours.push(side);
@@ -118,6 +176,8 @@ pub(super) fn peer() {
                 &base.posted,
                 "--interactions",
                 &base.interactions,
+                "--commands",
+                &base.commands,
             ])
             .args(["--decisions", &decisions])
             .arg("--state-dir")
@@ -151,26 +211,29 @@ pub(super) fn peer() {
                 .map(|r| serde_json::from_slice(r.value.as_deref().expect("value")).expect("JSON"))
                 .collect();
         let kind = |d: &serde_json::Value, k: &str| d["kind"] == k;
-        let their_kills: BTreeSet<Kill> = decided
+        let their_ends: BTreeSet<Ended> = decided
             .iter()
-            .filter(|d| kind(d, "killed"))
-            .map(|d| {
+            .filter_map(|d| {
+                let kind = ["killed", "stopped"].into_iter().find(|k| kind(d, k))?;
                 let n = |f: &str| d[f].as_i64().expect("a count");
-                (
-                    d["variant_id"].as_str().expect("id").to_owned(),
-                    n("interactions"),
-                    n("views"),
-                )
+                let id = d["variant_id"].as_str().expect("id").to_owned();
+                Some((kind, id, n("interactions"), n("views")))
             })
             .collect();
+        // What the peer got wrong, for the record: a few of each.
+        let missed: Vec<_> = ends.difference(&their_ends).take(3).collect();
+        let made: Vec<_> = their_ends.difference(&ends).take(3).collect();
+        if !missed.is_empty() || !made.is_empty() {
+            eprintln!("peer run {run}: Quix Streams missed {missed:?}; made instead {made:?}");
+        }
         let side = Side {
             rate: events.len() as f64 / (done - first).as_secs_f64(),
             cpu,
-            wrong: kills.symmetric_difference(&their_kills).count(),
+            wrong: ends.symmetric_difference(&their_ends).count(),
             timeouts: decided.iter().filter(|d| kind(d, "timed_out")).count(),
         };
         eprintln!(
-            "peer run {run}: Quix Streams {:.0} records/s, {:.2} CPU s, {} kills wrong or missing, {} of {timeouts} timeouts",
+            "peer run {run}: Quix Streams {:.0} records/s, {:.2} CPU s, {} kills and stops wrong or missing, {} of {timeouts} timeouts",
             side.rate, side.cpu, side.wrong, side.timeouts
         );
         theirs.push(side);
@@ -184,12 +247,12 @@ pub(super) fn peer() {
     };
     let ((rate, cpu), (their_rate, their_cpu)) = (figures(&ours), figures(&theirs));
     println!(
-        "peer: {} records ({VARIANTS} variants, {} kills, {timeouts} timeouts in the fold); \
-         earlykill {rate:.0} records/s with {cpu:.2} CPU s, kills wrong or missing per run {:?}; \
-         Quix Streams 3.28.1 {their_rate:.0} records/s with {their_cpu:.2} CPU s, kills wrong or missing per run {:?}, \
+        "peer: {} records ({VARIANTS} variants; the fold: {} kills, {stops} stops, {timeouts} timeouts); \
+         earlykill {rate:.0} records/s with {cpu:.2} CPU s, kills and stops wrong or missing per run {:?}; \
+         Quix Streams 3.28.1 {their_rate:.0} records/s with {their_cpu:.2} CPU s, kills and stops wrong or missing per run {:?}, \
          timeouts per run {:?}; earlykill {:.1}x the throughput with {:.1}x less CPU (medians of {RUNS})",
         events.len(),
-        kills.len(),
+        ends.len() - stops,
         ours.iter().map(|s| s.wrong).collect::<Vec<_>>(),
         theirs.iter().map(|s| s.wrong).collect::<Vec<_>>(),
         theirs.iter().map(|s| s.timeouts).collect::<Vec<_>>(),

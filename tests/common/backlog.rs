@@ -7,7 +7,8 @@ use earlykill::kafka::Topics;
 use earlykill::processor::ProcessorConfig;
 use earlykill_core::event::codec::encode_into;
 use earlykill_core::event::{
-    Contract, Interaction, InteractionKind, Millis, MonitoringDecision, VariantPosted,
+    Contract, Interaction, InteractionKind, Millis, MonitoringDecision, StopMonitoring,
+    VariantPosted,
 };
 use earlykill_core::monitor::{Input, Monitor, MonitorConfig};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -21,6 +22,7 @@ use super::{interaction, posted, MINUTE, SECOND};
 pub enum Event {
     Posted(VariantPosted<'static>),
     Interaction(Interaction<'static>),
+    Stop(StopMonitoring<'static>),
 }
 
 impl Event {
@@ -28,6 +30,7 @@ impl Event {
         match self {
             Event::Posted(p) => Input::Posted(p),
             Event::Interaction(i) => Input::Interaction(i),
+            Event::Stop(s) => Input::Stop(s),
         }
     }
 }
@@ -149,6 +152,10 @@ pub fn produce(bootstrap: &str, topics: &Topics, events: &[(Millis, usize, Event
             Event::Interaction(i) => {
                 encode_into(Contract::Interaction, i, &mut buf).expect("encode");
                 (&topics.interactions, &i.variant_id)
+            }
+            Event::Stop(s) => {
+                encode_into(Contract::StopMonitoring, s, &mut buf).expect("encode");
+                (&topics.commands, &s.variant_id)
             }
         };
         let mut record =
