@@ -15,7 +15,7 @@ mod watermarks;
 
 pub use contexts::{flush, log_client_error, DeliveryContext, RestoreContext};
 pub use properties::{is_secret_property, producer_properties, Redacted};
-pub use queues::{forward, TopicQueues, Wake};
+pub use queues::{TopicQueues, Wake};
 pub use topic_id::{topic_id, DescribeError};
 pub use topics::Topics;
 pub use unreachable::Unreachable;

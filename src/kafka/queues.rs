@@ -2,13 +2,13 @@
 //! until any of them has something: librdkafka's queue forwarding, with
 //! its `unsafe` calls.
 
-use std::ffi::CString;
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use rdkafka::consumer::base_consumer::PartitionQueue;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
 
 /// Wakes a worker's loop when any of its queues receives something.
@@ -47,21 +47,25 @@ impl Wake {
     }
 }
 
-/// The input consumer's records, one queue per input topic (in the order
-/// of `topics`), so that a partition's end (librdkafka's partition EOF,
-/// which names the partition but not the topic) is known by the queue it
-/// arrives on.
+/// The input consumer's records, by input topic (in the order of
+/// `topics`), so that a partition's end (librdkafka's partition EOF, which
+/// names the partition but not the topic) is known by the queue it arrives
+/// on.
 ///
-/// Each topic's partition 0 queue is split from the consumer's queue, and
-/// the topic's other partitions are forwarded into it ([`forward`]). A
-/// forward set by the application makes librdkafka never forward the
-/// partition to the consumer's queue itself, but stopping a partition's
-/// fetch (on revocation) clears it: so every partition is forwarded once at
-/// start, before subscribing, and the assigned ones again after each
-/// assignment (records fetched in between wait in the partition's own queue
-/// and move along when the forward is set).
+/// Every partition's queue of every topic is split from the consumer's
+/// queue once, before subscribing, and read directly. Forwarding them into
+/// one queue per topic would be cheaper to poll, but stopping a
+/// partition's fetch (a revocation, or an assignment that restarts it)
+/// clears a forward asynchronously, after the call that stopped it has
+/// returned: a forward set again at once could be cleared behind it, and
+/// the partition's records would then wait in a queue nobody reads. A
+/// split queue has no forward to lose.
 pub struct TopicQueues<C: ConsumerContext + 'static> {
-    queues: Vec<PartitionQueue<C>>,
+    /// Per topic, the queue of each partition.
+    queues: Vec<Vec<PartitionQueue<C>>>,
+    /// Per topic, the partition read last: polling stays on it while it
+    /// has records.
+    cursor: [Cell<usize>; 3],
 }
 
 impl<C: ConsumerContext + 'static> TopicQueues<C> {
@@ -75,58 +79,37 @@ impl<C: ConsumerContext + 'static> TopicQueues<C> {
     ) -> KafkaResult<TopicQueues<C>> {
         let mut queues = Vec::with_capacity(topics.len());
         for topic in topics {
-            let mut queue = consumer
-                .split_partition_queue(topic, 0)
-                .ok_or_else(|| split_failed(topic))?;
-            let wake = wake.clone();
-            queue.set_nonempty_callback(move || wake.notify());
-            queues.push(queue);
+            let mut of_topic = Vec::with_capacity(partitions.max(0) as usize);
+            for p in 0..partitions {
+                let mut queue = consumer
+                    .split_partition_queue(topic, p)
+                    .ok_or_else(|| split_failed(topic))?;
+                let wake = wake.clone();
+                queue.set_nonempty_callback(move || wake.notify());
+                of_topic.push(queue);
+            }
+            queues.push(of_topic);
         }
-        forward(consumer, topics, 1..partitions)?;
-        Ok(TopicQueues { queues })
+        Ok(TopicQueues {
+            queues,
+            cursor: Default::default(),
+        })
     }
 
     /// The next record, or partition end, of the topic at `index`, if one is
-    /// waiting.
+    /// waiting in any of its partitions.
     pub fn poll(&self, index: usize) -> Option<KafkaResult<rdkafka::message::BorrowedMessage<'_>>> {
-        self.queues[index].poll(Duration::ZERO)
-    }
-}
-
-/// Forwards `partitions` of each of `topics` into the topic's partition 0
-/// queue (see [`TopicQueues`]); partition 0 is that queue.
-pub fn forward<C: ConsumerContext>(
-    consumer: &BaseConsumer<C>,
-    topics: [&str; 3],
-    partitions: impl IntoIterator<Item = i32> + Clone,
-) -> KafkaResult<()> {
-    let rk = consumer.client().native_ptr();
-    for topic in topics {
-        let name = CString::new(topic).map_err(|_| split_failed(topic))?;
-        for p in partitions.clone().into_iter().filter(|&p| p > 0) {
-            // SAFETY: the client outlives this call; each queue handle is
-            // destroyed once used, which keeps the forward (the partitions'
-            // queues are owned by the client).
-            let forwarded = unsafe {
-                let from = rdkafka::bindings::rd_kafka_queue_get_partition(rk, name.as_ptr(), p);
-                let to = rdkafka::bindings::rd_kafka_queue_get_partition(rk, name.as_ptr(), 0);
-                let ok = !from.is_null() && !to.is_null();
-                if ok {
-                    rdkafka::bindings::rd_kafka_queue_forward(from, to);
-                }
-                for q in [from, to] {
-                    if !q.is_null() {
-                        rdkafka::bindings::rd_kafka_queue_destroy(q);
-                    }
-                }
-                ok
-            };
-            if !forwarded {
-                return Err(split_failed(topic));
+        let queues = &self.queues[index];
+        let start = self.cursor[index].get();
+        for i in 0..queues.len() {
+            let k = (start + i) % queues.len();
+            if let Some(message) = queues[k].poll(Duration::ZERO) {
+                self.cursor[index].set(k);
+                return Some(message);
             }
         }
+        None
     }
-    Ok(())
 }
 
 /// A topic whose queues could not be split or forwarded.

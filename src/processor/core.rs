@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::broker::{Broker, Inbound, Position, Start};
+use super::broker::{Broker, Inbound, Position};
 use super::committer::{Committer, Failure};
 use super::handoff::Handoff;
 use super::intake::{after_fold, DeadLetter, Intake};
@@ -138,6 +138,9 @@ pub(crate) struct Core {
     /// Revoked partitions' committed state, for their next owner among the
     /// instance's workers.
     handoff: Handoff,
+    /// The assigned partitions still being restored, each live as soon as
+    /// it is read (`restoring.rs`).
+    restoring: Option<restoring::Restoring>,
     /// Where the worker is in its life; a fatal error from the
     /// rebalance callback waits in it for the loop to return it.
     lifecycle: Lifecycle,
@@ -185,6 +188,7 @@ impl Core {
             input_partitions,
             read,
             handoff,
+            restoring: None,
             lifecycle: Lifecycle::default(),
             last_flush: Instant::now(),
         }
@@ -222,7 +226,7 @@ impl Core {
 
     /// Whether every assigned partition has been given back.
     pub fn owns_nothing(&self) -> bool {
-        self.partitions.is_empty()
+        self.partitions.is_empty() && self.restoring.is_none()
     }
 
     /// Decodes and validates one input record, and folds it at once if the
@@ -307,6 +311,10 @@ impl Core {
     /// How long the next poll may block: until the next commit, timeout or
     /// merge wait falls due.
     pub fn poll_timeout(&self, broker: &impl Broker) -> Duration {
+        if self.restoring.as_ref().is_some_and(|r| r.is_busy()) {
+            // The changelog reader had records: there may be more now.
+            return Duration::ZERO;
+        }
         let mut timeout = MAX_POLL;
         if let Some(since) = self.out.committer.work().open_since() {
             timeout = timeout.min(self.config.commit_interval.saturating_sub(since.elapsed()));
@@ -336,6 +344,7 @@ impl Core {
     /// Folds what every partition's merge releases, advances idle clocks,
     /// applies backpressure, and commits when due.
     pub fn step(&mut self, broker: &impl Broker, input_idle: bool) -> Result<(), ProcessorError> {
+        self.restore_step(broker)?;
         if let Err(failure) = self.fold(broker) {
             return self.recover(broker, failure);
         }
@@ -557,18 +566,26 @@ impl Core {
         // Backing off before the retry, not waiting for anything: the
         // broker needs time to recover from whatever failed.
         std::thread::sleep(backoff);
-        let owned: BTreeSet<i32> = self.partitions.keys().copied().collect();
+        let mut owned: BTreeSet<i32> = self.partitions.keys().copied().collect();
+        // Partitions still restoring are restored with the others here,
+        // and everything is assigned afresh rather than rewound (they are
+        // not in the consumer's assignment yet).
+        let restoring = self.stop_restoring();
+        owned.extend(&restoring);
         self.partitions.clear();
         self.restore(broker, &owned)?;
         let starts = restorer::starts(self.partitions.iter().map(|(&p, part)| (p, part)));
         self.restored_positions_are_committed();
         self.publish();
-        broker
-            .rewind(&starts)
-            .map_err(|source| ProcessorError::Kafka {
-                action: "rewind the input to the last commit",
-                source,
-            })
+        let (action, moved) = if restoring.is_empty() {
+            (
+                "rewind the input to the last commit",
+                broker.rewind(&starts),
+            )
+        } else {
+            ("assign the restored partitions", broker.assign(&starts))
+        };
+        moved.map_err(|source| ProcessorError::Kafka { action, source })
     }
 
     /// Aborts the open unit of work, counting it.
@@ -589,73 +606,6 @@ impl Core {
     /// Right after a restore every owned position is a committed one.
     fn restored_positions_are_committed(&mut self) {
         self.out.counters.committed = self.listed(&self.input_offsets());
-    }
-
-    /// The group assigned these partitions of each input topic (in `rank`
-    /// order): checks them, restores their state, and returns where to
-    /// read them from.
-    pub fn assigned(
-        &mut self,
-        broker: &impl Broker,
-        by_topic: &[BTreeSet<i32>; 3],
-    ) -> Result<Vec<Start>, ProcessorError> {
-        if let Some(&p) = by_topic[0].iter().find(|&&p| p >= self.input_partitions) {
-            // The topic queues cover the partitions counted at start-up; a
-            // topic that grew also moved keys to other partitions, away
-            // from their state.
-            return Err(ProcessorError::PartitionsAdded {
-                partition: p,
-                counted: self.input_partitions,
-            });
-        }
-        if by_topic.iter().any(|set| *set != by_topic[0]) {
-            return Err(ProcessorError::MisalignedAssignment {
-                assignment: format!("{by_topic:?}"),
-            });
-        }
-        // A failed or stopping worker still serves the group's callbacks,
-        // but stays where it is.
-        let live = self.lifecycle.phase().can_become(Phase::Restoring);
-        self.out.counters.restoring = by_topic[0].iter().copied().collect();
-        if live {
-            self.become_(Phase::Restoring);
-        } else {
-            self.publish();
-        }
-        let restored = self.restore_assigned(broker, &by_topic[0]);
-        self.out.counters.restoring.clear();
-        let (kept, starts) = restored?;
-        self.restored_positions_are_committed();
-        if live {
-            self.become_(Phase::Running);
-        }
-        tracing::info!(partitions = ?by_topic[0], handed_over = ?kept, "partitions assigned");
-        self.publish();
-        Ok(starts)
-    }
-
-    /// Takes `partitions`: those parked in the handoff as they are, the
-    /// others restored from the changelog. Returns the ones handed over
-    /// and where to read every partition from.
-    fn restore_assigned(
-        &mut self,
-        broker: &impl Broker,
-        partitions: &BTreeSet<i32>,
-    ) -> Result<(Vec<i32>, Vec<Start>), ProcessorError> {
-        let handed = self.handed_over(broker, partitions)?;
-        self.out.counters.handed_over += handed.len() as u64;
-        let kept: Vec<i32> = handed.keys().copied().collect();
-        self.partitions.extend(handed);
-        let rest: BTreeSet<i32> = partitions
-            .iter()
-            .filter(|p| !self.partitions.contains_key(p))
-            .copied()
-            .collect();
-        self.restore(broker, &rest)?;
-        let starts = partitions
-            .iter()
-            .filter_map(|p| self.partitions.get(p).map(|part| (*p, part)));
-        Ok((kept, restorer::starts(starts)))
     }
 
     /// Of `partitions`, those parked in the handoff by their previous
@@ -703,6 +653,7 @@ impl Core {
                 }
             }
         }
+        self.restoring_revoked(broker, gone);
         for p in gone {
             if let Some(part) = self.partitions.remove(p) {
                 if committed {

@@ -295,6 +295,11 @@ impl Partition {
         changes
     }
 
+    /// Whether `topic` is paused for backpressure.
+    pub fn is_paused(&self, topic: InputTopic) -> bool {
+        self.paused[rank(topic)]
+    }
+
     /// `topic` was paused (`true`) or resumed.
     pub fn set_paused(&mut self, topic: InputTopic, paused: bool) {
         self.paused[rank(topic)] = paused;

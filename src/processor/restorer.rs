@@ -84,6 +84,10 @@ pub(crate) struct Restore {
     heard: Instant,
     last_metrics: Instant,
     last_log: Instant,
+    /// The partition the reader points at.
+    reading: Option<i32>,
+    /// Whether the last step handed anything over (more may be waiting).
+    busy: bool,
 }
 
 impl Restore {
@@ -129,6 +133,8 @@ impl Restore {
             heard: now,
             last_metrics: now,
             last_log: now,
+            reading: None,
+            busy: false,
         };
         restore.read_next(broker)?;
         restore.report(true);
@@ -146,13 +152,39 @@ impl Restore {
                 .map_or(i64::MAX, |(low, high)| high - low);
             (size, p)
         });
-        let from = next.map(|(&p, _)| (p, None)).into_iter().collect();
+        self.reading = next.map(|(&p, _)| p);
+        let from = self.reading.map(|p| (p, None)).into_iter().collect();
         broker.read_changelog_from(&from)
     }
 
     /// Whether every partition is restored.
     pub fn is_done(&self) -> bool {
         self.parts.is_empty()
+    }
+
+    /// The partitions not yet restored.
+    pub fn partitions(&self) -> BTreeSet<i32> {
+        self.parts.keys().copied().collect()
+    }
+
+    /// Whether the last step handed records over: the next may find more
+    /// at once.
+    pub fn is_busy(&self) -> bool {
+        self.busy
+    }
+
+    /// Stops restoring `gone` (revoked): what was read of them is dropped,
+    /// and the reader moves on if it was reading one of them.
+    pub fn forget(
+        &mut self,
+        broker: &impl Broker,
+        gone: &BTreeSet<i32>,
+    ) -> Result<(), ProcessorError> {
+        self.parts.retain(|p, _| !gone.contains(p));
+        if self.reading.is_some_and(|p| gone.contains(&p)) {
+            self.read_next(broker)?;
+        }
+        Ok(())
     }
 
     /// Reads what the changelog has, waiting up to `wait` for it; returns
@@ -214,6 +246,7 @@ impl Restore {
                 Ok(())
             }
         })?;
+        self.busy = handed > 0;
         if handed > 0 {
             self.heard = Instant::now();
         } else if self.heard.elapsed() > self.timeout {

@@ -206,13 +206,20 @@ fn run_worker(
         })
     };
     let topics = &config.topics;
+    let wake = Arc::new(Wake::default());
+    let mut restorer: BaseConsumer<RestoreContext> = clients::restore_consumer(&config)
+        .create_with_context(RestoreContext)
+        .map_err(kafka_error("create the changelog reader"))?;
+    {
+        // A restore runs in the loop: its records wake it like input.
+        let wake = wake.clone();
+        restorer.set_nonempty_callback(move || wake.notify());
+    }
     let clients = Clients {
         producer: clients::producer(&config)
             .create_with_context(DeliveryContext::tracking(&topics.changelog))
             .map_err(kafka_error("create the producer"))?,
-        restorer: clients::restore_consumer(&config)
-            .create_with_context(RestoreContext)
-            .map_err(kafka_error("create the changelog reader"))?,
+        restorer,
         topic_names: [
             cstr(&topics.posted)?,
             cstr(&topics.interactions)?,
@@ -227,7 +234,6 @@ fn run_worker(
             clients,
         })
         .map_err(kafka_error("create the input consumer"))?;
-    let wake = Arc::new(Wake::default());
     {
         let wake = wake.clone();
         consumer.set_nonempty_callback(move || wake.notify());
@@ -454,22 +460,16 @@ fn on_assign(consumer: &BaseConsumer<Context>, assigned: &TopicPartitionList) {
     });
     let fatal = match with_core(consumer, |core, broker| core.assigned(broker, &by_topic)) {
         Ok(starts) => {
+            // The partitions live now (handed over within the instance);
+            // the others join the assignment as each is restored.
             let start = starts_list(&clients.config, clients.reset, &starts);
             // New partitions start unpaused; so must the consumer's.
-            let taken = consumer
+            consumer
                 .assign(&start)
                 .and_then(|()| consumer.resume(&start))
                 .map_err(|source| ProcessorError::Kafka {
                     action: "take the assigned partitions",
                     source,
-                });
-            // Stopping a partition's fetch (at the last revocation) cleared
-            // its forward to its topic's queue.
-            let topics = InputTopic::ALL.map(|t| clients.config.topics.input(t));
-            taken
-                .and_then(|()| {
-                    kafka::forward(consumer, topics, by_topic[0].iter().copied())
-                        .map_err(split_failed)
                 })
                 .err()
         }

@@ -64,6 +64,8 @@ struct State {
     fetched: BTreeMap<(usize, i32), (i64, i64)>,
     paused: BTreeSet<(usize, i32)>,
     rewinds: Vec<Vec<Start>>,
+    /// Every assignment made outside the rebalance callback, in order.
+    assignments: Vec<Vec<Start>>,
     calls: Vec<Call>,
     /// Errors the next commits meet, first first.
     commit_errors: Vec<KafkaError>,
@@ -258,6 +260,11 @@ impl Fake {
         self.state.borrow().rewinds.clone()
     }
 
+    /// Every assignment the core made, in order.
+    pub fn assignments(&self) -> Vec<Vec<Start>> {
+        self.state.borrow().assignments.clone()
+    }
+
     /// The calls made, in order; `take` empties the record.
     pub fn calls(&self) -> Vec<Call> {
         std::mem::take(&mut self.state.borrow_mut().calls)
@@ -377,6 +384,13 @@ impl Broker for Fake {
             state.paused.remove(&(rank(s.topic), s.partition));
         }
         state.rewinds.push(starts.to_vec());
+        Ok(())
+    }
+
+    fn assign(&self, starts: &[Start]) -> Result<(), KafkaError> {
+        let mut state = self.state.borrow_mut();
+        state.paused.clear();
+        state.assignments.push(starts.to_vec());
         Ok(())
     }
 

@@ -172,6 +172,16 @@ impl<C: ConsumerContext> Broker for LibRdKafka<'_, C> {
             .map(|_| ())
     }
 
+    fn assign(&self, starts: &[Start]) -> Result<(), KafkaError> {
+        let tpl = starts_list(&self.clients.config, self.clients.reset, starts);
+        // An eager assign() replaces the assignment: every partition is
+        // stopped and started again at its offset here, and records
+        // fetched before (in any queue) are dropped by librdkafka's
+        // version barrier, so each continues exactly where given.
+        self.consumer.assign(&tpl)?;
+        self.consumer.resume(&tpl)
+    }
+
     fn changelog_written(&self, partition: i32) -> Option<i64> {
         self.clients.producer.context().changelog_written(partition)
     }

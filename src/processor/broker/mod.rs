@@ -115,6 +115,10 @@ pub(crate) trait Broker {
     fn pause(&self, topic: InputTopic, partition: i32, pause: bool) -> Result<(), KafkaError>;
     /// Resumes `starts` and moves the consumer to them (a rewind).
     fn rewind(&self, starts: &[Start]) -> Result<(), KafkaError>;
+    /// Makes `starts` the input consumer's whole assignment, each partition
+    /// fetched from its start, unpaused. Partitions already fetched start
+    /// again there: what was fetched of them and not yet read is dropped.
+    fn assign(&self, starts: &[Start]) -> Result<(), KafkaError>;
     /// Points the changelog reader at `from`: each partition from its
     /// beginning (`None`) or an offset; nothing else is read. An empty map
     /// stops reading.

@@ -20,13 +20,27 @@ use earlykill_core::event::{
     Contract, InputTopic, Interaction, InteractionKind, Millis, VariantPosted,
 };
 
-/// `core.assigned`: where every partition starts.
+/// `core.assigned`, then the loop's steps until every partition is
+/// restored: where every partition starts (the last assignment made, or
+/// the callback's when everything was handed over).
 fn assign_all(
     core: &mut Core,
     fake: &Fake,
     by_topic: &[BTreeSet<i32>; 3],
 ) -> Result<Vec<Start>, ProcessorError> {
-    core.assigned(fake, by_topic)
+    let before = fake.assignments().len();
+    let mut starts = core.assigned(fake, by_topic)?;
+    for _ in 0..1_000 {
+        if core.restoring.is_none() {
+            break;
+        }
+        core.restore_step(fake)?;
+    }
+    assert!(core.restoring.is_none(), "the restore ends");
+    if let Some(last) = fake.assignments().get(before..).and_then(|a| a.last()) {
+        starts = last.clone();
+    }
+    Ok(starts)
 }
 
 /// A processor core for partitions 0 and 1 over the fake, both assigned.
@@ -71,7 +85,7 @@ impl Harness {
 
     fn on(config: Arc<ProcessorConfig>, fake: Fake) -> Harness {
         let status = StatusWatch::default();
-        let core = Core::new(
+        let mut core = Core::new(
             config.clone(),
             Framing::SingleObject,
             2,
@@ -79,6 +93,8 @@ impl Harness {
             Sessions::default(),
             Handoff::default(),
         );
+        // Subscribed, as the shell's worker is before any assignment.
+        core.become_(crate::processor::lifecycle::Phase::Starting);
         Harness {
             config,
             fake,

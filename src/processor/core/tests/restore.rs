@@ -128,3 +128,137 @@ fn partitions_are_restored_one_at_a_time_the_smallest_first() {
     assert!(h.core.partitions[&0].monitor.session("v-0-2").is_some());
     assert!(h.core.partitions[&1].monitor.session("v-1-0").is_some());
 }
+
+#[test]
+fn a_restored_partition_is_live_while_the_others_still_restore() {
+    for guarantee in [Guarantee::ExactlyOnce, Guarantee::AtLeastOnce] {
+        let mut h = Harness::ready(guarantee);
+        for i in 0..3 {
+            h.post(0, &format!("v-0-{i}"));
+        }
+        h.post(1, "v-1");
+        h.step().unwrap();
+        let mut h = h.restart();
+        let before = h.fake.assignments().len();
+        let both: BTreeSet<i32> = [0, 1].into();
+        let now = h
+            .core
+            .assigned(&h.fake, &[both.clone(), both.clone(), both])
+            .expect("assigned");
+        assert!(
+            now.is_empty(),
+            "{guarantee:?}: nothing live before its restore"
+        );
+        assert_eq!(h.status.get().restoring, [0, 1], "{guarantee:?}");
+        assert_eq!(h.fake.assignments().len(), before, "{guarantee:?}");
+
+        // One step of the loop reads partition 1 (the smaller) to its end:
+        // it alone is assigned, at its restored positions.
+        h.core.restore_step(&h.fake).expect("a restore step");
+        let assigned = h.fake.assignments().split_off(before);
+        assert_eq!(assigned.len(), 1, "{guarantee:?}");
+        assert!(assigned[0].iter().all(|s| s.partition == 1), "{assigned:?}");
+        let posted_1 = |starts: &[Start]| {
+            starts
+                .iter()
+                .find(|s| s.partition == 1 && s.topic == InputTopic::Posted)
+                .expect("partition 1's posted topic")
+                .at
+        };
+        assert_eq!(posted_1(&assigned[0]), StartAt::Offset(1), "{guarantee:?}");
+        assert_eq!(h.status.get().restoring, [0], "{guarantee:?}");
+        assert_eq!(h.status.get().partitions, [1], "{guarantee:?}");
+
+        // Partition 1 folds and decides while partition 0 still restores.
+        for s in &assigned[0] {
+            if let StartAt::Offset(o) = s.at {
+                h.next.insert((s.topic, s.partition), o);
+            }
+        }
+        for topic in InputTopic::ALL {
+            h.core.reached_end(topic, 1);
+        }
+        h.post(1, "v-2");
+        h.engage_poorly(1, "v-2");
+        h.core.commit(&h.fake).expect("committed");
+        let mut decisions = h.fake.decisions();
+        decisions.retain(|(id, _)| id == "v-2");
+        let want = [("v-2", "started"), ("v-2", "killed")];
+        assert_eq!(decisions, decided(&want), "{guarantee:?}");
+        assert!(
+            h.core.restoring.is_some(),
+            "{guarantee:?}: partition 0 still restoring"
+        );
+
+        // The next step restores partition 0: both are assigned, partition
+        // 1 where its reading had got to (two posts), partition 0 at its
+        // restored positions (three posts).
+        h.core.restore_step(&h.fake).expect("a restore step");
+        let assigned = h.fake.assignments().split_off(before);
+        assert_eq!(assigned.len(), 2, "{guarantee:?}");
+        assert_eq!(posted_1(&assigned[1]), StartAt::Offset(2), "{guarantee:?}");
+        let posted_0 = assigned[1]
+            .iter()
+            .find(|s| s.partition == 0 && s.topic == InputTopic::Posted)
+            .expect("partition 0's posted topic");
+        assert_eq!(posted_0.at, StartAt::Offset(3), "{guarantee:?}");
+        assert!(h.core.restoring.is_none(), "{guarantee:?}");
+        let status = h.status.get();
+        assert!(status.restoring.is_empty(), "{guarantee:?}");
+        assert_eq!(status.partitions, [0, 1], "{guarantee:?}");
+        assert_eq!(status.phase, crate::processor::lifecycle::Phase::Running);
+        assert!(h.core.partitions[&0].monitor.session("v-0-2").is_some());
+    }
+}
+
+#[test]
+fn a_revocation_during_a_restore_stops_it_and_a_failed_commit_restores_the_rest_at_once() {
+    let mut h = Harness::ready(Guarantee::ExactlyOnce);
+    for i in 0..3 {
+        h.post(0, &format!("v-0-{i}"));
+    }
+    h.post(1, "v-1");
+    h.step().unwrap();
+    let mut h = h.restart();
+    let both: BTreeSet<i32> = [0, 1].into();
+    let by_topic = [both.clone(), both.clone(), both.clone()];
+    h.core.assigned(&h.fake, &by_topic).expect("assigned");
+    h.core.restore_step(&h.fake).expect("partition 1 live");
+    h.core.revoked(&h.fake, &both);
+    assert!(h.core.restoring.is_none(), "the restore stopped");
+    assert!(h.core.owns_nothing());
+    assert!(h.status.get().restoring.is_empty());
+
+    // Assigned again: partition 1 live at once (handed over: it was
+    // committed at the revocation), then a commit fails while partition 0
+    // restores. The recovery restores both at once and assigns both
+    // (partition 0 was never in the consumer's assignment, so a rewind
+    // could not reach it).
+    let live = h.core.assigned(&h.fake, &by_topic).expect("assigned");
+    assert!(
+        !live.is_empty() && live.iter().all(|s| s.partition == 1),
+        "{live:?} {:?}",
+        h.status.get()
+    );
+    for s in &live {
+        if let StartAt::Offset(o) = s.at {
+            h.next.insert((s.topic, s.partition), o);
+        }
+    }
+    for topic in InputTopic::ALL {
+        h.core.reached_end(topic, 1);
+    }
+    h.fake.fail_next_commit(transient());
+    h.post(1, "v-2");
+    let assignments = h.fake.assignments().len();
+    let failure = h.core.commit(&h.fake).expect_err("the commit fails");
+    assert!(h.core.restoring.is_some(), "partition 0 still restoring");
+    h.core.recover(&h.fake, failure).expect("recovered");
+    assert!(h.core.restoring.is_none());
+    assert!(h.status.get().restoring.is_empty());
+    let last = h.fake.assignments();
+    assert_eq!(last.len(), assignments + 1, "assigned, not rewound");
+    let partitions: BTreeSet<i32> = last[assignments].iter().map(|s| s.partition).collect();
+    assert_eq!(partitions, both);
+    assert!(h.core.partitions[&0].monitor.session("v-0-2").is_some());
+}
