@@ -22,7 +22,7 @@
 //!    decision; it takes plain values).
 //! 2. [`kafka`] — the Kafka plumbing several components share: topics by
 //!    role, pass-through properties, the clients' contexts, cached
-//!    watermarks, per-topic queues and their wake-up, topic ids; its
+//!    watermarks, per-partition queues and their wake-up, topic ids; its
 //!    `unsafe` calls with their `SAFETY` notes.
 //! 3. Components, each owning its resolved settings and their defaults:
 //!    - [`processor`] — `earlykill run`: one consumer group over the

@@ -1,6 +1,6 @@
 //! The Kafka plumbing several components share, in one place: the topics
 //! by role, the pass-through properties, the clients' contexts, librdkafka's
-//! cached watermarks, the per-topic queues and their wake-up, and topic ids.
+//! cached watermarks, the per-partition queues and their wake-up, and topic ids.
 //! Every `unsafe` call into librdkafka is here or in the processor's client
 //! code, each with its `SAFETY` note.
 

@@ -1,6 +1,5 @@
-//! One queue per input topic, and the wake-up that lets a worker sleep
-//! until any of them has something: librdkafka's queue forwarding, with
-//! its `unsafe` calls.
+//! The input's queues, one per topic partition, and the wake-up that lets
+//! a worker sleep until any of them has something.
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -150,6 +150,14 @@ impl Partition {
         self.progress[rank(topic)] = Progress::Reading;
     }
 
+    /// The consumer's fetch of the partition stopped and started again at
+    /// its position (a new assignment): nothing it reported before
+    /// counts, since records may have arrived meanwhile. Like a newly
+    /// assigned partition, each topic is caught up again only at its end.
+    pub fn refetched(&mut self) {
+        self.progress = [Progress::Assigned; 3];
+    }
+
     /// The consumer read `topic` to its end.
     pub fn reached_end(&mut self, topic: InputTopic) {
         self.progress[rank(topic)] = Progress::AtEnd;

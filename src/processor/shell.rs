@@ -1,5 +1,5 @@
 //! The shell: librdkafka's clients around the core. Creates the clients,
-//! checks the topics, splits the input into one queue per topic, runs the
+//! checks the topics, splits the input into a queue per partition, runs the
 //! poll loop, and serves the group's rebalances, each through the core.
 
 use std::collections::BTreeSet;
@@ -483,10 +483,10 @@ fn on_assign(consumer: &BaseConsumer<Context>, assigned: &TopicPartitionList) {
     }
 }
 
-/// An input topic's queues that could not be split or forwarded.
+/// An input topic's queues that could not be split.
 fn split_failed(source: KafkaError) -> ProcessorError {
     ProcessorError::Kafka {
-        action: "split the input consumer's queue by topic",
+        action: "split the input consumer's queue by partition",
         source,
     }
 }

@@ -1,7 +1,8 @@
 //! A restore on a real broker: `earlykill run` with one worker owning a
 //! changelog partition of 60 000 sessions (several fetches) and one of a
 //! single session reads the small one first, then the large one, and
-//! restores both complete.
+//! restores both complete; the small one goes live before the large one
+//! is restored.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -85,7 +86,7 @@ fn write_changelog(producer: &BaseProducer, topic: &str, p: i32, sessions: usize
 }
 
 #[test]
-fn a_restore_reads_the_smallest_partition_first_and_restores_every_session() {
+fn a_restore_reads_the_smallest_partition_first_makes_it_live_and_restores_every_session() {
     let tansu = Tansu::start();
     let topics = Topics::default();
     tansu.create_earlykill_topics(&topics, 2);
@@ -128,6 +129,10 @@ fn a_restore_reads_the_smallest_partition_first_and_restores_every_session() {
                 "restored {} with {}",
                 fields["partition"], fields["active_sessions"]
             )),
+            Some("partitions live") => events.push(format!(
+                "live {}",
+                fields["partitions"].as_str().unwrap_or("?")
+            )),
             Some("restore finished") => return Ok(()),
             _ => {}
         }
@@ -139,8 +144,10 @@ fn a_restore_reads_the_smallest_partition_first_and_restores_every_session() {
         events,
         [
             "restored 1 with 1".to_owned(),
+            "live [1]".to_owned(),
             format!("restored 0 with {LARGE}"),
+            "live [0]".to_owned(),
         ],
-        "partition 1 read before partition 0"
+        "partition 1 read before partition 0, and live before partition 0 is restored"
     );
 }

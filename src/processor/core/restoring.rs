@@ -60,6 +60,9 @@ impl Core {
                 assignment: format!("{by_topic:?}"),
             });
         }
+        // A restore still under way belonged to the previous assignment
+        // (a revocation normally ended it first).
+        self.stop_restoring();
         let handed = self.handed_over(broker, &by_topic[0])?;
         self.out.counters.handed_over += handed.len() as u64;
         let kept: Vec<i32> = handed.keys().copied().collect();
@@ -113,7 +116,7 @@ impl Core {
         }
         let live: Vec<i32> = restored.iter().map(|r| r.partition).collect();
         for r in restored {
-            self.take_restored(r);
+            self.take_restored(r, false);
         }
         // Every live partition from the offset after its last record read
         // (those already live) or its restored position (the new ones).
@@ -124,14 +127,25 @@ impl Core {
                 action: "assign a restored partition",
                 source,
             })?;
-        // The assignment resumed every partition: those held back for
-        // backpressure are paused again.
-        for (&p, part) in &self.partitions {
+        // Every live partition's fetch restarted: a topic it had read to
+        // its end may have more now, so none counts as caught up until its
+        // end is heard again (else the merge or the idle clock could move
+        // past records in flight). The assignment also resumed every
+        // partition: those held back for backpressure are paused again.
+        for (&p, part) in &mut self.partitions {
+            part.refetched();
             for topic in InputTopic::ALL.into_iter().filter(|&t| part.is_paused(t)) {
                 if let Err(e) = broker.pause(topic, p, true) {
                     tracing::warn!(error = %e, partition = p, "pause failed");
                 }
             }
+        }
+        // The API sees the partitions now, before anything is folded into
+        // them (this thread folds), and after their fetch has started: a
+        // large partition takes the read model a while.
+        for p in &live {
+            let part = &self.partitions[p];
+            self.read.restored(*p, &part.monitor, &part.shadows);
         }
         let offsets: Vec<_> = self
             .input_offsets()
@@ -219,7 +233,7 @@ impl Core {
         let (policies, timeout) = (self.config.policies(), self.config.kafka_timeout);
         restorer::restore(broker, &policies, timeout, partitions, |r| restored.push(r))?;
         for r in restored {
-            self.take_restored(r);
+            self.take_restored(r, true);
         }
         self.out.counters.restore_time += started.elapsed();
         tracing::info!(
@@ -230,9 +244,9 @@ impl Core {
         Ok(())
     }
 
-    /// A partition read to its end: counted, shown to the API, and folded
-    /// from now on.
-    fn take_restored(&mut self, r: Restored) {
+    /// A partition read to its end: counted, shown to the API (`show`,
+    /// else by the caller), and folded from now on.
+    fn take_restored(&mut self, r: Restored, show: bool) {
         let Restored {
             partition,
             part,
@@ -248,7 +262,9 @@ impl Core {
             }
             from.push((partition, writer));
         }
-        self.read.restored(partition, &part.monitor, &part.shadows);
+        if show {
+            self.read.restored(partition, &part.monitor, &part.shadows);
+        }
         self.partitions.insert(partition, part);
     }
 }

@@ -203,6 +203,10 @@ fn a_restored_partition_is_live_while_the_others_still_restore() {
             .expect("partition 0's posted topic");
         assert_eq!(posted_0.at, StartAt::Offset(3), "{guarantee:?}");
         assert!(h.core.restoring.is_none(), "{guarantee:?}");
+        // Partition 1's fetch restarted: the ends it had heard no longer
+        // count (records may have arrived meanwhile).
+        let caught = h.core.partitions[&1].caught(|_| None);
+        assert_eq!(caught, [false; 3], "{guarantee:?}");
         let status = h.status.get();
         assert!(status.restoring.is_empty(), "{guarantee:?}");
         assert_eq!(status.partitions, [0, 1], "{guarantee:?}");
