@@ -113,13 +113,7 @@ fn a_compacted_changelog_restores_every_commit_its_last_partition_record_covers(
 
 #[test]
 fn partitions_are_restored_one_at_a_time_the_smallest_first() {
-    let mut h = Harness::ready(Guarantee::ExactlyOnce);
-    for i in 0..3 {
-        h.post(0, &format!("v-0-{i}"));
-    }
-    h.post(1, "v-1-0");
-    h.step().unwrap();
-    let mut h = h.restart();
+    let mut h = restarted_with_a_large_and_a_small_partition(Guarantee::ExactlyOnce);
     let before = h.fake.changelog_reads().len();
     h.assign();
     // Partition 1 (one session) was read first, alone, then partition 0.
@@ -129,16 +123,36 @@ fn partitions_are_restored_one_at_a_time_the_smallest_first() {
     assert!(h.core.partitions[&1].monitor.session("v-1-0").is_some());
 }
 
+/// A restarted harness over a changelog of three sessions on partition 0
+/// and one on partition 1 (`v-1-0`), nothing assigned yet.
+fn restarted_with_a_large_and_a_small_partition(guarantee: Guarantee) -> Harness {
+    let mut h = Harness::ready(guarantee);
+    for i in 0..3 {
+        h.post(0, &format!("v-0-{i}"));
+    }
+    h.post(1, "v-1-0");
+    h.step().unwrap();
+    h.restart()
+}
+
+impl Harness {
+    /// Partition 1's input is read from `starts`, to its end.
+    fn read_partition_1_from(&mut self, starts: &[Start]) {
+        for s in starts {
+            if let StartAt::Offset(o) = s.at {
+                self.next.insert((s.topic, s.partition), o);
+            }
+        }
+        for topic in InputTopic::ALL {
+            self.core.reached_end(topic, 1);
+        }
+    }
+}
+
 #[test]
 fn a_restored_partition_is_live_while_the_others_still_restore() {
     for guarantee in [Guarantee::ExactlyOnce, Guarantee::AtLeastOnce] {
-        let mut h = Harness::ready(guarantee);
-        for i in 0..3 {
-            h.post(0, &format!("v-0-{i}"));
-        }
-        h.post(1, "v-1");
-        h.step().unwrap();
-        let mut h = h.restart();
+        let mut h = restarted_with_a_large_and_a_small_partition(guarantee);
         let before = h.fake.assignments().len();
         let both: BTreeSet<i32> = [0, 1].into();
         let now = h
@@ -170,14 +184,7 @@ fn a_restored_partition_is_live_while_the_others_still_restore() {
         assert_eq!(h.status.get().partitions, [1], "{guarantee:?}");
 
         // Partition 1 folds and decides while partition 0 still restores.
-        for s in &assigned[0] {
-            if let StartAt::Offset(o) = s.at {
-                h.next.insert((s.topic, s.partition), o);
-            }
-        }
-        for topic in InputTopic::ALL {
-            h.core.reached_end(topic, 1);
-        }
+        h.read_partition_1_from(&assigned[0]);
         h.post(1, "v-2");
         h.engage_poorly(1, "v-2");
         h.core.commit(&h.fake).expect("committed");
@@ -217,13 +224,7 @@ fn a_restored_partition_is_live_while_the_others_still_restore() {
 
 #[test]
 fn a_revocation_during_a_restore_stops_it_and_a_failed_commit_restores_the_rest_at_once() {
-    let mut h = Harness::ready(Guarantee::ExactlyOnce);
-    for i in 0..3 {
-        h.post(0, &format!("v-0-{i}"));
-    }
-    h.post(1, "v-1");
-    h.step().unwrap();
-    let mut h = h.restart();
+    let mut h = restarted_with_a_large_and_a_small_partition(Guarantee::ExactlyOnce);
     let both: BTreeSet<i32> = [0, 1].into();
     let by_topic = [both.clone(), both.clone(), both.clone()];
     h.core.assigned(&h.fake, &by_topic).expect("assigned");
@@ -244,14 +245,7 @@ fn a_revocation_during_a_restore_stops_it_and_a_failed_commit_restores_the_rest_
         "{live:?} {:?}",
         h.status.get()
     );
-    for s in &live {
-        if let StartAt::Offset(o) = s.at {
-            h.next.insert((s.topic, s.partition), o);
-        }
-    }
-    for topic in InputTopic::ALL {
-        h.core.reached_end(topic, 1);
-    }
+    h.read_partition_1_from(&live);
     h.fake.fail_next_commit(transient());
     h.post(1, "v-2");
     let assignments = h.fake.assignments().len();
