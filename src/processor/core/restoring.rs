@@ -199,8 +199,8 @@ impl Core {
         }
         self.out.counters.restoring.retain(|p| !gone.contains(p));
         if done {
-            let stopped = self.stop_restoring();
-            tracing::info!(partitions = ?stopped, "restore stopped: its partitions were revoked");
+            self.stop_restoring();
+            tracing::info!(partitions = ?gone, "restore stopped: its partitions were revoked");
         }
     }
 
