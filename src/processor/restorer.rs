@@ -84,8 +84,8 @@ pub(crate) struct Restore {
     heard: Instant,
     last_metrics: Instant,
     last_log: Instant,
-    /// The partition the reader points at.
-    reading: Option<i32>,
+    /// The partitions the reader points at.
+    reading: BTreeSet<i32>,
     /// Whether the last step handed anything over (more may be waiting).
     busy: bool,
 }
@@ -133,7 +133,7 @@ impl Restore {
             heard: now,
             last_metrics: now,
             last_log: now,
-            reading: None,
+            reading: BTreeSet::new(),
             busy: false,
         };
         restore.read_next(broker)?;
@@ -142,18 +142,32 @@ impl Restore {
     }
 
     /// Points the reader at the smallest partition left (by the offsets
-    /// its changelog held at the start; unknown sizes last), from its
-    /// beginning; at nothing once all are read.
+    /// its changelog held at the start; unknown sizes last), together with
+    /// every partition listed as empty, each from its beginning; at nothing
+    /// once all are read. An empty partition costs a round trip or two
+    /// whatever its company, so they go along with the next one rather
+    /// than one after another; they are still read, not skipped, since a
+    /// listed end can trail the real one.
     fn read_next(&mut self, broker: &impl Broker) -> Result<(), ProcessorError> {
-        let next = self.parts.iter().min_by_key(|(&p, part)| {
-            let size = part
-                .progress
+        let size = |part: &Part| {
+            part.progress
                 .bounds
-                .map_or(i64::MAX, |(low, high)| high - low);
-            (size, p)
-        });
-        self.reading = next.map(|(&p, _)| p);
-        let from = self.reading.map(|p| (p, None)).into_iter().collect();
+                .map_or(i64::MAX, |(low, high)| high - low)
+        };
+        let smallest = self
+            .parts
+            .iter()
+            .filter(|(_, part)| size(part) > 0)
+            .min_by_key(|(&p, part)| (size(part), p))
+            .map(|(&p, _)| p);
+        self.reading = self
+            .parts
+            .iter()
+            .filter(|(_, part)| size(part) <= 0)
+            .map(|(&p, _)| p)
+            .chain(smallest)
+            .collect();
+        let from = self.reading.iter().map(|&p| (p, None)).collect();
         broker.read_changelog_from(&from)
     }
 
@@ -181,10 +195,20 @@ impl Restore {
         gone: &BTreeSet<i32>,
     ) -> Result<(), ProcessorError> {
         self.parts.retain(|p, _| !gone.contains(p));
-        if self.reading.is_some_and(|p| gone.contains(&p)) {
-            self.read_next(broker)?;
+        if self.reading.is_disjoint(gone) {
+            return Ok(());
         }
-        Ok(())
+        self.reading.retain(|p| !gone.contains(p));
+        if self.reading.is_empty() {
+            return self.read_next(broker);
+        }
+        // The others read with them go on from where they were.
+        let from = self
+            .reading
+            .iter()
+            .map(|p| (*p, Some(self.parts[p].progress.position)))
+            .collect();
+        broker.read_changelog_from(&from)
     }
 
     /// Reads what the changelog has, waiting up to `wait` for it; returns
@@ -261,7 +285,8 @@ impl Restore {
             .into_iter()
             .map(|(p, part)| self.finish(p, part))
             .collect::<Result<Vec<_>, _>>()?;
-        if !restored.is_empty() {
+        // The next partitions once all those read together are done.
+        if !restored.is_empty() && self.reading.iter().all(|p| !self.parts.contains_key(p)) {
             self.read_next(broker)?;
         }
         self.report(false);

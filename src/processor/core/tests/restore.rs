@@ -75,6 +75,20 @@ fn a_partition_another_instance_wrote_meanwhile_is_restored_not_handed_over() {
 }
 
 #[test]
+fn an_empty_changelog_partition_is_read_with_the_next_one_not_after_it() {
+    let mut h = Harness::ready(Guarantee::AtLeastOnce);
+    h.post(0, "v-0");
+    h.step().unwrap();
+    let mut h = h.restart();
+    let before = h.fake.changelog_reads().len();
+    h.assign();
+    // Partition 1's changelog is empty: read in the same pass as 0.
+    assert_eq!(h.fake.changelog_reads()[before..], [vec![0, 1]]);
+    assert!(h.core.partitions[&0].monitor.session("v-0").is_some());
+    assert_eq!(h.status.get().partitions, [0, 1]);
+}
+
+#[test]
 fn a_revocation_whose_commit_failed_parks_nothing() {
     let mut h = Harness::ready(Guarantee::ExactlyOnce);
     h.post(0, "v-1");
