@@ -198,7 +198,9 @@ impl Restore {
         if self.reading.is_disjoint(gone) {
             return Ok(());
         }
-        self.reading.retain(|p| !gone.contains(p));
+        // Those of the pass already read are done as well.
+        self.reading
+            .retain(|p| !gone.contains(p) && self.parts.contains_key(p));
         if self.reading.is_empty() {
             return self.read_next(broker);
         }
