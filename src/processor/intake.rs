@@ -165,7 +165,8 @@ pub(crate) fn after_fold(
     max_sessions: usize,
 ) -> Option<Rejection> {
     match (outcome, input) {
-        (Outcome::SessionLimit, _) => Some(Rejection::session_limit(max_sessions)),
+        // Only a post can start a session, so only a post meets the limit.
+        (Outcome::SessionLimit, Input::Posted(_)) => Some(Rejection::session_limit(max_sessions)),
         (Outcome::UnknownVariant | Outcome::Late, Input::Stop(stop)) => {
             tracing::warn!(
                 variant_id = %stop.variant_id,
@@ -256,5 +257,45 @@ mod tests {
             Some(Rejection::session_limit(7).kind)
         );
         assert!(after_fold(Outcome::Counted, input, 7).is_none());
+    }
+
+    /// The fold keeps only a post's bytes (see `partition::Record`): no
+    /// outcome makes an interaction or a stop a dead letter.
+    #[test]
+    fn only_a_post_is_ever_refused_by_the_fold() {
+        use earlykill_core::event::{Interaction, InteractionKind, StopMonitoring};
+        let interaction = Interaction {
+            event_id: "e".into(),
+            variant_id: "v".into(),
+            kind: InteractionKind::Like,
+            count: 1,
+            occurred_at: 1,
+        };
+        let stop = StopMonitoring {
+            variant_id: "v".into(),
+            reason: "r".into(),
+            requested_by: "o".into(),
+            requested_at: 1,
+        };
+        for outcome in [
+            Outcome::Started,
+            Outcome::DuplicatePost,
+            Outcome::Counted,
+            Outcome::Killed,
+            Outcome::Stopped,
+            Outcome::Held,
+            Outcome::HoldRefused,
+            Outcome::SessionLimit,
+            Outcome::Late,
+            Outcome::UnknownVariant,
+            Outcome::Excluded,
+            Outcome::Rejected,
+        ] {
+            assert_eq!(
+                after_fold(outcome, Input::Interaction(&interaction), 7),
+                None
+            );
+            assert_eq!(after_fold(outcome, Input::Stop(&stop), 7), None);
+        }
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::intake::DeadLetter;
 use super::ProcessorConfig;
-use earlykill_core::event::{ChangelogRecord, InputOffsets, InputTopic, Millis};
+use earlykill_core::event::{ChangelogRecord, Decoded, InputOffsets, InputTopic, Millis};
 use earlykill_core::merge::{rank, Entry, Merge};
 use earlykill_core::monitor::{ChangelogChange, Monitor, MonitorStats};
 use earlykill_core::shadow::Shadows;
@@ -37,23 +37,51 @@ pub(crate) enum Progress {
 /// One buffered input record.
 #[derive(Debug)]
 pub(crate) enum Record {
-    /// A record that decoded and validated; decoded again when folded (a
-    /// decode costs less than keeping an owned copy of the event).
-    /// `appended` is its broker timestamp: when its decisions were due.
+    /// A record that decoded and validated, kept decoded (its strings
+    /// owned): the fold does not decode it again. `appended` is its broker
+    /// timestamp, when its decisions were due; `bytes` its key and value
+    /// as read, for the merge's byte bound.
     Event {
-        key: Vec<u8>,
-        value: Vec<u8>,
+        event: Decoded<'static>,
         appended: Millis,
+        bytes: usize,
+        /// A post's key and value as read: the fold can refuse a post (the
+        /// session limit), and its dead letter carries the record as read.
+        /// The fold refuses nothing else (see `after_fold`).
+        post: Option<Box<PostBytes>>,
     },
     /// A record for the dead-letter topic.
     Dead(Box<DeadLetter>),
 }
 
+/// A post's key and value as read.
+#[derive(Debug)]
+pub(crate) struct PostBytes {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+}
+
 impl Record {
+    /// `event`, read as `key` and `value`, kept for the fold.
+    pub fn event(event: Decoded<'_>, key: &[u8], value: &[u8], appended: Millis) -> Record {
+        let post = matches!(event, Decoded::Posted(_)).then(|| {
+            Box::new(PostBytes {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            })
+        });
+        Record::Event {
+            event: event.into_owned(),
+            appended,
+            bytes: key.len() + value.len(),
+            post,
+        }
+    }
+
     /// Bytes the record holds, for the merge's byte bound.
     fn size(&self) -> usize {
         match self {
-            Record::Event { key, value, .. } => key.len() + value.len(),
+            Record::Event { bytes, .. } => *bytes,
             Record::Dead(dead) => {
                 dead.key.as_ref().map_or(0, Vec::len) + dead.value.as_ref().map_or(0, Vec::len)
             }
@@ -390,6 +418,7 @@ impl Partition {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use earlykill_core::event::{Interaction, InteractionKind};
     use earlykill_core::monitor::MonitorConfig;
 
     fn partition() -> Partition {
@@ -403,11 +432,18 @@ mod tests {
         Entry {
             offset,
             time: Some(time),
-            item: Record::Event {
-                key: b"v".to_vec(),
-                value: vec![0; 10],
-                appended: time,
-            },
+            item: Record::event(
+                Decoded::Interaction(Interaction {
+                    event_id: "e".into(),
+                    variant_id: "v".into(),
+                    kind: InteractionKind::View,
+                    count: 1,
+                    occurred_at: time,
+                }),
+                b"v",
+                &[0; 10],
+                time,
+            ),
         }
     }
 

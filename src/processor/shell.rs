@@ -346,9 +346,9 @@ fn run_loop(
             let mut from_topic = 0;
             while let Some(result) = queues.poll(rank(topic)) {
                 let accepted = match result {
-                    Ok(message) => {
-                        with_core(consumer, |core, broker| core.accept(broker, &message))
-                    }
+                    Ok(message) => with_core(consumer, |core, broker| {
+                        core.accept_from(broker, topic, &message)
+                    }),
                     Err(KafkaError::PartitionEOF(p)) => {
                         with_core(consumer, |core, _| core.reached_end(topic, p));
                         Ok(())

@@ -620,6 +620,34 @@ fn an_undecodable_record_is_a_dead_letter_in_the_same_transaction_as_its_offset(
     assert_eq!(h.status.get().dead_letters, 1);
 }
 
+/// A post the merge held is folded from its decoded copy; refused for the
+/// session limit, its dead letter still carries the record as read.
+#[test]
+fn a_held_post_refused_for_the_session_limit_is_a_dead_letter_with_its_bytes() {
+    let mut config = config(Guarantee::ExactlyOnce);
+    config.monitor.max_sessions = 1;
+    let mut h = Harness::new(config);
+    h.assign();
+    h.post(0, "v-1");
+    h.post(0, "v-2");
+    h.step().unwrap();
+    assert!(
+        h.fake.calls().iter().all(|c| *c != Call::Begin),
+        "both posts held by the merge"
+    );
+    h.at_end();
+    h.step().unwrap();
+    let letters = h.fake.visible(&h.config.topics.dead_letters);
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0].header("earlykill.error.kind").as_deref(),
+        Some("session_limit")
+    );
+    assert_eq!(letters[0].key.as_deref(), Some(&b"v-2"[..]));
+    assert_eq!(letters[0].value, Some(posted("v-2", h.t0)));
+    assert_eq!(h.fake.decisions(), decided(&[("v-1", "started")]));
+}
+
 #[test]
 fn a_revocation_commits_the_open_work_and_drops_the_partitions_state() {
     let mut h = Harness::ready(Guarantee::ExactlyOnce);

@@ -44,6 +44,16 @@ pub enum Decoded<'a> {
 }
 
 impl Decoded<'_> {
+    /// The same record, owning its strings: kept after the record's bytes
+    /// are gone, without decoding it again.
+    pub fn into_owned(self) -> Decoded<'static> {
+        match self {
+            Decoded::Posted(p) => Decoded::Posted(p.into_owned()),
+            Decoded::Interaction(i) => Decoded::Interaction(i.into_owned()),
+            Decoded::Stop(s) => Decoded::Stop(s.into_owned()),
+        }
+    }
+
     /// The variant the record is about.
     pub fn variant_id(&self) -> &str {
         match self {

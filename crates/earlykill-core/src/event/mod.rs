@@ -58,6 +58,23 @@ pub struct VariantPosted<'a> {
     pub metadata: BTreeMap<String, String>,
 }
 
+impl VariantPosted<'_> {
+    /// The same post, owning its strings.
+    pub fn into_owned(self) -> VariantPosted<'static> {
+        VariantPosted {
+            variant_id: Cow::Owned(self.variant_id.into_owned()),
+            persona_id: Cow::Owned(self.persona_id.into_owned()),
+            post_id: Cow::Owned(self.post_id.into_owned()),
+            expected_engagement_rate: self.expected_engagement_rate,
+            posted_at: self.posted_at,
+            kill_threshold: self.kill_threshold,
+            min_interactions: self.min_interactions,
+            timeout_minutes: self.timeout_minutes,
+            metadata: self.metadata,
+        }
+    }
+}
+
 /// What an [`Interaction`] records. `View` counts towards views, every other
 /// kind towards interactions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -120,6 +137,19 @@ pub struct Interaction<'a> {
     pub occurred_at: Millis,
 }
 
+impl Interaction<'_> {
+    /// The same interaction, owning its strings.
+    pub fn into_owned(self) -> Interaction<'static> {
+        Interaction {
+            event_id: Cow::Owned(self.event_id.into_owned()),
+            variant_id: Cow::Owned(self.variant_id.into_owned()),
+            kind: self.kind,
+            count: self.count,
+            occurred_at: self.occurred_at,
+        }
+    }
+}
+
 fn one() -> i64 {
     1
 }
@@ -138,6 +168,18 @@ pub struct StopMonitoring<'a> {
     pub requested_by: Cow<'a, str>,
     /// When the stop was requested (event time).
     pub requested_at: Millis,
+}
+
+impl StopMonitoring<'_> {
+    /// The same command, owning its strings.
+    pub fn into_owned(self) -> StopMonitoring<'static> {
+        StopMonitoring {
+            variant_id: Cow::Owned(self.variant_id.into_owned()),
+            reason: Cow::Owned(self.reason.into_owned()),
+            requested_by: Cow::Owned(self.requested_by.into_owned()),
+            requested_at: self.requested_at,
+        }
+    }
 }
 
 /// Lifecycle step of a monitoring session.
