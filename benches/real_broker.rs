@@ -42,6 +42,12 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 const PARTITIONS: i32 = 6;
 const RUNS: usize = 3;
 
+/// The baselines run in this process with the allocator the processor has:
+/// mimalloc, in place of malloc for librdkafka too (its `override`
+/// feature), so a plain consumer is measured like for like.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[path = "support/selection.rs"]
 mod selection;
 use selection::wanted;

@@ -7,7 +7,8 @@ mod cli;
 /// many small blocks per commit (a changelog record's strings per changed
 /// session), and glibc then spends a fifth of the processor thread's time
 /// consolidating its free lists (BENCHMARKS.md, 2026-12-05, fourth
-/// session).
+/// session). The crate's `override` feature makes it librdkafka's malloc
+/// too (Cargo.toml says why).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
