@@ -111,7 +111,7 @@ impl<C: ConsumerContext + 'static> TopicQueues<C> {
     }
 }
 
-/// A topic whose queues could not be split or forwarded.
+/// A topic whose partition queues could not be split.
 fn split_failed(topic: &str) -> KafkaError {
     KafkaError::Subscription(topic.to_owned())
 }

@@ -717,7 +717,7 @@ fn incarnation(instance: &str) -> String {
     format!("{instance}@{}.{n}", wall_millis())
 }
 
-/// The wall clock in ms since the epoch, read once per input record: from
+/// The wall clock in ms since the epoch, read for every input record: from
 /// `SystemTime` directly (chrono's `Utc::now` builds a calendar date on the
 /// way, about 2 % of a worker's time on a backlog).
 fn wall_millis() -> Millis {
