@@ -490,15 +490,13 @@ impl Core {
         };
         let started = Instant::now();
         self.status.update(|status| status.committing = true);
-        let mut changes = Vec::new();
+        let (mut changes, mut positions) = (Vec::new(), Vec::new());
         for (&p, part) in self.partitions.iter_mut().filter(|(_, part)| part.dirty) {
-            part.drain_changes(p, &mut changes);
+            part.drain_changes(p, &mut changes, &mut positions);
         }
         // Every session record before the partition records (the
         // positions): see `Committer::commit`.
-        let (positions, mut changes): (Vec<_>, Vec<_>) =
-            changes.into_iter().partition(|(_, c)| c.key.is_empty());
-        changes.extend(positions);
+        changes.append(&mut positions);
         let offsets = self.input_offsets();
         let listed = self.listed(&offsets);
         let out = &mut self.out;
@@ -524,8 +522,11 @@ impl Core {
         }
         counters.commits += 1;
         telemetry::commit();
-        counters.committed = listed;
-        self.read.committed(changes);
+        // The offsets show as committed once the API sees their changes.
+        let status = self.status.clone();
+        self.read.committed(changes, move || {
+            status.update(|status| status.committed = listed);
+        });
         self.publish();
         Ok(())
     }
@@ -616,7 +617,9 @@ impl Core {
 
     /// Right after a restore every owned position is a committed one.
     fn restored_positions_are_committed(&mut self) {
-        self.out.counters.committed = self.listed(&self.input_offsets());
+        let listed = self.listed(&self.input_offsets());
+        self.read.flush();
+        self.status.update(|status| status.committed = listed);
     }
 
     /// Of `partitions`, those parked in the handoff by their previous
@@ -673,11 +676,10 @@ impl Core {
                 }
             }
         }
-        self.out
-            .counters
-            .committed
-            .retain(|((_, p), _)| !gone.contains(p));
+        // (`revoked` waits for the commits before.)
         self.read.revoked(gone);
+        self.status
+            .update(|status| status.committed.retain(|((_, p), _)| !gone.contains(p)));
         let topics = InputTopic::ALL.map(|t| self.config.topics.input(t));
         for &p in gone {
             telemetry::partition_revoked(topics, p);
@@ -693,6 +695,8 @@ impl Core {
         self.status.update(|status| {
             *status = Status {
                 partitions,
+                // Set when the API sees a commit (see `commit`).
+                committed: std::mem::take(&mut status.committed),
                 ..counters.clone()
             }
         });

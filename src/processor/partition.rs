@@ -380,10 +380,15 @@ impl Partition {
         }
     }
 
-    /// The changelog records since the last commit, into `changes`: the
-    /// fold's changed keys, then the partition's own record (the fold's,
-    /// completed with the input positions) last.
-    pub fn drain_changes(&mut self, p: i32, changes: &mut Vec<(i32, ChangelogChange)>) {
+    /// The changelog records since the last commit: the fold's changed
+    /// keys into `changes`, the partition's own record (the fold's,
+    /// completed with the input positions) into `positions`.
+    pub fn drain_changes(
+        &mut self,
+        p: i32,
+        changes: &mut Vec<(i32, ChangelogChange)>,
+        positions: &mut Vec<(i32, ChangelogChange)>,
+    ) {
         let mut own = None;
         changes.extend(self.shadows.drain_changes().into_iter().map(|c| (p, c)));
         for change in self.monitor.drain_changes() {
@@ -410,7 +415,7 @@ impl Partition {
             }
             _ => self.own_record(clock),
         };
-        changes.push((p, own));
+        positions.push((p, own));
         self.dirty = false;
     }
 }
@@ -579,9 +584,10 @@ mod tests {
         part.push(InputTopic::Posted, event(5, 10));
         part.read(InputTopic::Posted, 5);
         part.read(InputTopic::Interactions, 7);
-        let mut changes = Vec::new();
-        part.drain_changes(3, &mut changes);
-        let (p, own) = changes.pop().unwrap();
+        let (mut changes, mut positions) = (Vec::new(), Vec::new());
+        part.drain_changes(3, &mut changes, &mut positions);
+        assert!(changes.is_empty(), "{changes:?}");
+        let (p, own) = positions.pop().unwrap();
         assert_eq!(p, 3);
         let record = own.record.unwrap();
         assert_eq!(record.partition_clock, None);

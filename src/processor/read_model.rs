@@ -7,10 +7,18 @@
 //! It holds the committed state: what a restart would restore. A session's
 //! figures move when the transaction that changed them commits (every
 //! `commit-interval-ms`, 100 ms by default).
+//!
+//! While a processor runs, the commits' changes are applied on the read
+//! model's own thread, in order, and each commit's offsets appear in the
+//! status only once its changes are in the map. A worker does not wait for
+//! a map of a million sessions (its cache misses took a third of a
+//! worker's time at that size).
 
 use std::collections::{BTreeSet, BinaryHeap};
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 use dashmap::DashMap;
 
@@ -36,6 +44,53 @@ struct Model {
     shadows: DashMap<Box<str>, (i32, PolicySessions), RandomState>,
     /// The hold-out share, in parts per million.
     holdout_ppm: AtomicU32,
+    /// The thread that applies commits, while the processor runs.
+    applier: Applier,
+}
+
+/// Work for the read model's thread, done in the order given.
+type Job = Box<dyn FnOnce(&Model) + Send>;
+
+#[derive(Default)]
+struct Applier {
+    state: Mutex<ApplierState>,
+    /// Signalled when no job is pending.
+    idle: Condvar,
+}
+
+#[derive(Default)]
+struct ApplierState {
+    /// Workers running (see `Sessions::set_running`).
+    workers: usize,
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    /// Jobs sent and not yet done.
+    pending: usize,
+}
+
+impl Applier {
+    fn lock(&self) -> MutexGuard<'_, ApplierState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// The read model's thread: does each job, then says so.
+fn apply_jobs(model: Arc<Model>, jobs: mpsc::Receiver<Job>) {
+    for job in jobs {
+        if std::panic::catch_unwind(AssertUnwindSafe(|| job(&model))).is_err() {
+            tracing::error!(
+                "the API's view of the sessions could not take a commit's changes; \
+                 it may show older figures for them until their next change"
+            );
+        }
+        let mut state = model.applier.lock();
+        state.pending -= 1;
+        if state.pending == 0 {
+            model.applier.idle.notify_all();
+        }
+    }
 }
 
 /// Each shadow policy's session of one variant, by policy name.
@@ -200,19 +255,123 @@ impl Sessions {
     }
 
     /// One of the processor's workers started (`true`) or stopped; the
-    /// processor runs while any worker does.
+    /// processor runs while any worker does, and the read model's thread
+    /// with it.
     pub(crate) fn set_running(&self, running: bool) {
+        let mut state = self.0.applier.lock();
         if running {
+            state.workers += 1;
             self.0.running.fetch_add(1, Ordering::AcqRel);
-        } else if self.0.running.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.sessions.clear();
+            if state.jobs.is_none() {
+                let (jobs, receive) = mpsc::channel();
+                let model = self.0.clone();
+                match std::thread::Builder::new()
+                    .name("read-model".into())
+                    .spawn(move || apply_jobs(model, receive))
+                {
+                    Ok(thread) => {
+                        state.jobs = Some(jobs);
+                        state.thread = Some(thread);
+                    }
+                    // Commits are then applied by the worker that made them.
+                    Err(e) => tracing::warn!(
+                        error = %e,
+                        "could not start the read model's thread; the workers update it"
+                    ),
+                }
+            }
+            return;
+        }
+        if state.workers == 0 {
+            return;
+        }
+        state.workers -= 1;
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+        if state.workers > 0 {
+            return;
+        }
+        // The thread ends once it has done what was sent to it.
+        drop(state.jobs.take());
+        let thread = state.thread.take();
+        drop(state);
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+        self.0.sessions.clear();
+    }
+
+    /// Does `job` on the read model's thread after the jobs before it, or
+    /// here when the thread is not running.
+    fn defer(&self, job: Job) {
+        let mut state = self.0.applier.lock();
+        let job = match &state.jobs {
+            Some(jobs) => match jobs.send(job) {
+                Ok(()) => {
+                    state.pending += 1;
+                    return;
+                }
+                Err(mpsc::SendError(job)) => job,
+            },
+            None => job,
+        };
+        drop(state);
+        job(&self.0);
+    }
+
+    /// Waits until every commit handed over so far is applied.
+    pub(crate) fn flush(&self) {
+        let applier = &self.0.applier;
+        let state = applier.lock();
+        drop(
+            applier
+                .idle
+                .wait_while(state, |state| state.pending > 0)
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+    }
+
+    /// A commit made `changes` (partition, changelog change) durable; once
+    /// they are applied (on the read model's thread while the processor
+    /// runs), `then` runs.
+    pub(crate) fn committed(
+        &self,
+        changes: Vec<(i32, ChangelogChange)>,
+        then: impl FnOnce() + Send + 'static,
+    ) {
+        self.defer(Box::new(move |model| {
+            model.committed(changes);
+            then();
+        }));
+    }
+
+    /// Partition `p` was restored into `monitor` and `shadows`.
+    pub(crate) fn restored(&self, p: i32, monitor: &Monitor, shadows: &Shadows) {
+        self.flush();
+        let model = &self.0;
+        model.sessions.retain(|_, (q, _)| *q != p);
+        for (id, state) in monitor.session_states() {
+            model.sessions.insert(id.into(), (p, state));
+        }
+        model.shadows.retain(|_, (q, _)| *q != p);
+        for (policy, monitor) in shadows.monitors() {
+            for (id, state) in monitor.session_states() {
+                model.shadow_committed(p, id, policy, Some(state));
+            }
         }
     }
 
-    /// A commit made `changes` (partition, changelog change) durable. They
-    /// are moved in: a known session's entry is updated in place, with no
-    /// copy of its key or state.
-    pub(crate) fn committed(&self, changes: impl IntoIterator<Item = (i32, ChangelogChange)>) {
+    /// Partitions moved to another instance.
+    pub(crate) fn revoked(&self, gone: &BTreeSet<i32>) {
+        self.flush();
+        self.0.sessions.retain(|_, (p, _)| !gone.contains(p));
+        self.0.shadows.retain(|_, (p, _)| !gone.contains(p));
+    }
+}
+
+impl Model {
+    /// Moves `changes` in: a known session's entry is updated in place,
+    /// with no copy of its key or state.
+    fn committed(&self, changes: Vec<(i32, ChangelogChange)>) {
         for (p, change) in changes {
             if change.key == ChangelogRecord::PARTITION_KEY {
                 continue;
@@ -223,14 +382,14 @@ impl Sessions {
                 continue;
             }
             match state {
-                Some(state) => match self.0.sessions.get_mut(change.key.as_str()) {
+                Some(state) => match self.sessions.get_mut(change.key.as_str()) {
                     Some(mut entry) => *entry = (p, state),
                     None => {
-                        self.0.sessions.insert(change.key.into(), (p, state));
+                        self.sessions.insert(change.key.into(), (p, state));
                     }
                 },
                 None => {
-                    self.0.sessions.remove(change.key.as_str());
+                    self.sessions.remove(change.key.as_str());
                 }
             }
         }
@@ -244,7 +403,7 @@ impl Sessions {
         policy: &Arc<str>,
         state: Option<SessionState>,
     ) {
-        let shadows = &self.0.shadows;
+        let shadows = &self.shadows;
         let mut entry = shadows
             .entry(variant_id.into())
             .or_insert_with(|| (p, Vec::new()));
@@ -261,24 +420,72 @@ impl Sessions {
             shadows.remove_if(variant_id, |_, (_, policies)| policies.is_empty());
         }
     }
+}
 
-    /// Partition `p` was restored into `monitor` and `shadows`.
-    pub(crate) fn restored(&self, p: i32, monitor: &Monitor, shadows: &Shadows) {
-        self.0.sessions.retain(|_, (q, _)| *q != p);
-        for (id, state) in monitor.session_states() {
-            self.0.sessions.insert(id.into(), (p, state));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use earlykill_core::event::InteractionKind;
+    use earlykill_core::fixtures::{interaction, posted};
+    use earlykill_core::monitor::{Input, MonitorConfig};
+
+    const T0: i64 = 1_700_000_000_000;
+
+    /// What a commit of `views` views of `v-1` (posted in the first)
+    /// hands the read model.
+    fn commit(monitor: &mut Monitor, views: i64) -> Vec<(i32, ChangelogChange)> {
+        let mut decisions = Vec::new();
+        if views == 1 {
+            monitor.apply(Input::Posted(&posted("v-1", T0, 0.1)), &mut decisions);
         }
-        self.0.shadows.retain(|_, (q, _)| *q != p);
-        for (policy, monitor) in shadows.monitors() {
-            for (id, state) in monitor.session_states() {
-                self.shadow_committed(p, id, policy, Some(state));
-            }
-        }
+        let seen = interaction(&format!("e-{views}"), "v-1", InteractionKind::View, 1, T0);
+        monitor.apply(Input::Interaction(&seen), &mut decisions);
+        monitor
+            .drain_changes()
+            .into_iter()
+            .map(|c| (4, c))
+            .collect()
     }
 
-    /// Partitions moved to another instance.
-    pub(crate) fn revoked(&self, gone: &BTreeSet<i32>) {
-        self.0.sessions.retain(|_, (p, _)| !gone.contains(p));
-        self.0.shadows.retain(|_, (p, _)| !gone.contains(p));
+    fn views(sessions: &Sessions) -> Option<i64> {
+        let view = sessions.get("v-1").expect("running")?;
+        Some(view.state.views)
+    }
+
+    #[test]
+    fn commits_are_applied_in_order_and_each_says_so_once_it_shows() {
+        let sessions = Sessions::default();
+        sessions.set_running(true);
+        let mut monitor = Monitor::new(MonitorConfig::default());
+        let (seen, shown) = mpsc::channel();
+        for n in 1..=50 {
+            let (seen, reader) = (seen.clone(), sessions.clone());
+            sessions.committed(commit(&mut monitor, n), move || {
+                seen.send((n, views(&reader))).expect("the test waits");
+            });
+        }
+        // Each commit's `then` sees its own changes in the map, in order.
+        let said: Vec<_> = shown.iter().take(50).collect();
+        assert_eq!(said, (1..=50).map(|n| (n, Some(n))).collect::<Vec<_>>());
+        sessions.flush();
+        assert_eq!(views(&sessions), Some(50));
+        // A revocation waits for the commits handed over before it.
+        sessions.committed(commit(&mut monitor, 51), || {});
+        sessions.revoked(&[4].into());
+        assert_eq!(views(&sessions), None);
+        sessions.set_running(false);
+        assert_eq!(sessions.get("v-1"), Err(NotRunning));
+    }
+
+    #[test]
+    fn without_a_running_processor_a_commit_is_applied_at_once() {
+        let sessions = Sessions::default();
+        let mut monitor = Monitor::new(MonitorConfig::default());
+        let (seen, shown) = mpsc::channel();
+        sessions.committed(commit(&mut monitor, 1), move || seen.send(()).unwrap());
+        assert_eq!(shown.try_recv(), Ok(()), "done before `committed` returned");
+        sessions.set_running(true);
+        assert_eq!(views(&sessions), Some(1));
+        sessions.set_running(false);
     }
 }

@@ -153,8 +153,9 @@ impl Core {
             .filter(|o| live.contains(&o.partition))
             .collect();
         let listed = self.listed(&offsets);
+        // (`restored` above waited for the commits before.)
+        self.status.update(|status| status.committed.extend(listed));
         let counters = &mut self.out.counters;
-        counters.committed.extend(listed);
         counters.restoring.retain(|p| !live.contains(p));
         tracing::info!(partitions = ?live, restoring = ?counters.restoring, "partitions live");
         self.finish_restoring();

@@ -156,15 +156,21 @@ impl Monitor {
         });
         let keys = std::mem::take(&mut self.dirty_keys);
         let sessions = &self.sessions;
+        // In slot order: the slab is read front to back, and no key is
+        // compared (each one a cache miss at a large state).
+        slots.sort_unstable();
         let mut changed: Vec<(&str, Option<u32>)> = slots
             .iter()
             .filter_map(|&slot| sessions.get(slot).map(|s| (s.variant_id(), Some(slot))))
             .collect();
-        // A key also changed otherwise (held events, a forgotten session):
-        // read by key, unless its session is in the list already.
-        changed.extend(keys.iter().map(|key| (&**key, None)));
-        changed.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.is_some().cmp(&a.1.is_some())));
-        changed.dedup_by(|later, first| later.0 == first.0);
+        if !keys.is_empty() {
+            // A key also changed otherwise (held events, a forgotten
+            // session): read by key, unless its session is in the list
+            // already.
+            changed.extend(keys.iter().map(|key| (&**key, None)));
+            changed.sort_unstable_by(|a, b| a.0.cmp(b.0).then(b.1.is_some().cmp(&a.1.is_some())));
+            changed.dedup_by(|later, first| later.0 == first.0);
+        }
         let mut changes = Vec::with_capacity(changed.len() + 1);
         if std::mem::take(&mut self.clock_dirty) {
             changes.push(ChangelogChange {
