@@ -138,9 +138,10 @@ impl Monitor {
         })
     }
 
-    /// The records whose keys changed since the last drain, sorted by key
-    /// (the partition record, whose key is empty, first). Writing them to the
-    /// compacted changelog in order keeps it equal to [`Monitor::snapshot`].
+    /// The records whose keys changed since the last drain, each key once:
+    /// the partition record first, then the sessions in slot order (in key
+    /// order when a key also changed otherwise). Writing them to the
+    /// compacted changelog keeps it equal to [`Monitor::snapshot`].
     ///
     /// A changed session is read once, from its slot: at a large state
     /// nearly every changed key is a session, and a second lookup by key
