@@ -490,12 +490,21 @@ impl Core {
         };
         let started = Instant::now();
         self.status.update(|status| status.committing = true);
-        let (mut changes, mut positions) = (Vec::new(), Vec::new());
-        for (&p, part) in self.partitions.iter_mut().filter(|(_, part)| part.dirty) {
-            part.drain_changes(p, &mut changes, &mut positions);
-        }
+        let drained: Vec<_> = (self.partitions.iter_mut())
+            .filter(|(_, part)| part.dirty)
+            .map(|(&p, part)| (p, part.drain_changes()))
+            .collect();
         // Every session record before the partition records (the
-        // positions): see `Committer::commit`.
+        // positions): see `Committer::commit`. Moved once, into a list
+        // of the right size (a commit at a large state has tens of
+        // thousands).
+        let sessions: usize = drained.iter().map(|(_, (changes, _))| changes.len()).sum();
+        let mut changes = Vec::with_capacity(sessions + drained.len());
+        let mut positions = Vec::with_capacity(drained.len());
+        for (p, (sessions, own)) in drained {
+            changes.extend(sessions.into_iter().map(|change| (p, change)));
+            positions.push((p, own));
+        }
         changes.append(&mut positions);
         let offsets = self.input_offsets();
         let listed = self.listed(&offsets);

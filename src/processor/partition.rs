@@ -380,43 +380,30 @@ impl Partition {
         }
     }
 
-    /// The changelog records since the last commit: the fold's changed
-    /// keys into `changes`, the partition's own record (the fold's,
-    /// completed with the input positions) into `positions`.
-    pub fn drain_changes(
-        &mut self,
-        p: i32,
-        changes: &mut Vec<(i32, ChangelogChange)>,
-        positions: &mut Vec<(i32, ChangelogChange)>,
-    ) {
-        let mut own = None;
-        changes.extend(self.shadows.drain_changes().into_iter().map(|c| (p, c)));
-        for change in self.monitor.drain_changes() {
-            if change.key == ChangelogRecord::PARTITION_KEY {
-                own = Some(change);
-            } else {
-                changes.push((p, change));
-            }
-        }
+    /// The changelog records since the last commit: the changed keys
+    /// (the fold's, then the shadow policies'), and the partition's own
+    /// record (the fold's, completed with the input positions).
+    pub fn drain_changes(&mut self) -> (Vec<ChangelogChange>, ChangelogChange) {
+        let mut changes = self.monitor.drain_changes();
+        let own = changes
+            .pop_if(|change| change.key == ChangelogRecord::PARTITION_KEY)
+            .and_then(|change| change.record);
+        changes.extend(self.shadows.drain_changes());
         let clock = self.monitor.clock();
         let own = match own {
-            Some(ChangelogChange {
-                key,
-                record: Some(mut record),
-                policy,
-            }) => {
+            Some(mut record) => {
                 record.partition_clock = (clock != Millis::MIN).then_some(clock);
                 record.input_offsets = Some(self.offsets());
                 ChangelogChange {
-                    key,
+                    key: ChangelogRecord::PARTITION_KEY.to_owned(),
                     record: Some(record),
-                    policy,
+                    policy: None,
                 }
             }
-            _ => self.own_record(clock),
+            None => self.own_record(clock),
         };
-        positions.push((p, own));
         self.dirty = false;
+        (changes, own)
     }
 }
 
@@ -584,11 +571,8 @@ mod tests {
         part.push(InputTopic::Posted, event(5, 10));
         part.read(InputTopic::Posted, 5);
         part.read(InputTopic::Interactions, 7);
-        let (mut changes, mut positions) = (Vec::new(), Vec::new());
-        part.drain_changes(3, &mut changes, &mut positions);
+        let (changes, own) = part.drain_changes();
         assert!(changes.is_empty(), "{changes:?}");
-        let (p, own) = positions.pop().unwrap();
-        assert_eq!(p, 3);
         let record = own.record.unwrap();
         assert_eq!(record.partition_clock, None);
         assert_eq!(

@@ -139,8 +139,8 @@ impl Monitor {
     }
 
     /// The records whose keys changed since the last drain, each key once:
-    /// the partition record first, then the sessions in slot order (in key
-    /// order when a key also changed otherwise). Writing them to the
+    /// the sessions in slot order (in key order when a key also changed
+    /// otherwise), then the partition record. Writing them to the
     /// compacted changelog keeps it equal to [`Monitor::snapshot`].
     ///
     /// A changed session is read once, from its slot: at a large state
@@ -173,18 +173,18 @@ impl Monitor {
             changed.dedup_by(|later, first| later.0 == first.0);
         }
         let mut changes = Vec::with_capacity(changed.len() + 1);
-        if std::mem::take(&mut self.clock_dirty) {
-            changes.push(ChangelogChange {
-                key: ChangelogRecord::PARTITION_KEY.to_owned(),
-                record: Some(self.partition_record()),
-                policy: None,
-            });
-        }
         for (key, slot) in changed {
             let slot = slot.or_else(|| self.sessions.find(key));
             changes.push(ChangelogChange {
                 key: key.to_owned(),
                 record: self.record_at(key, slot),
+                policy: None,
+            });
+        }
+        if std::mem::take(&mut self.clock_dirty) {
+            changes.push(ChangelogChange {
+                key: ChangelogRecord::PARTITION_KEY.to_owned(),
+                record: Some(self.partition_record()),
                 policy: None,
             });
         }
