@@ -385,9 +385,12 @@ impl Partition {
     /// record (the fold's, completed with the input positions).
     pub fn drain_changes(&mut self) -> (Vec<ChangelogChange>, ChangelogChange) {
         let mut changes = self.monitor.drain_changes();
-        let own = changes
-            .pop_if(|change| change.key == ChangelogRecord::PARTITION_KEY)
-            .and_then(|change| change.record);
+        let own = match changes.last() {
+            Some(last) if last.key == ChangelogRecord::PARTITION_KEY => {
+                changes.pop().and_then(|change| change.record)
+            }
+            _ => None,
+        };
         changes.extend(self.shadows.drain_changes());
         let clock = self.monitor.clock();
         let own = match own {
