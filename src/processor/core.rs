@@ -22,18 +22,17 @@ use std::time::{Duration, Instant};
 use super::broker::{Broker, Inbound, Position};
 use super::committer::{Committer, Failure};
 use super::handoff::Handoff;
-use super::intake::{after_fold, DeadLetter, Intake};
+use super::intake::{DeadLetter, Intake};
 use super::lifecycle::{Lifecycle, Phase};
 use super::output::Output;
-use super::partition::{Partition, Record};
+use super::partition::Partition;
 use super::status::{StatusSink, MAX_ABORTED_LISTED};
 use super::ProcessorConfig;
 use super::{restorer, ProcessorError, Sessions, Status};
 use crate::telemetry;
 use earlykill_core::event::codec::Framing;
 use earlykill_core::event::{DecisionKind, InputTopic, Millis, MonitoringDecision};
-use earlykill_core::merge::{rank, Entry};
-use earlykill_core::monitor::{ChangelogChange, Holdout, Input};
+use earlykill_core::monitor::{ChangelogChange, Holdout};
 
 /// Longest the loop sleeps in a poll when nothing is due.
 const MAX_POLL: Duration = Duration::from_millis(100);
@@ -231,86 +230,12 @@ impl Core {
 
     /// Decodes and validates one input record, and folds it at once if the
     /// merge would release it at once; else puts it in its partition's
-    /// merge.
+    /// merge (see [`Core::accept_batch`]).
     pub fn accept(&mut self, broker: &impl Broker, record: &impl Inbound) -> Result<(), Failure> {
         match self.intake.role(record.topic()) {
-            Some(topic) => self.accept_from(broker, topic, record),
+            Some(topic) => self.accept_batch(broker, topic, std::slice::from_ref(record)),
             None => Ok(()),
         }
-    }
-
-    /// [`Core::accept`] for a record read from `topic`'s queue, whose topic
-    /// is known without comparing its name.
-    pub fn accept_from(
-        &mut self,
-        broker: &impl Broker,
-        topic: InputTopic,
-        record: &impl Inbound,
-    ) -> Result<(), Failure> {
-        let Core {
-            config,
-            out,
-            intake,
-            partitions,
-            decisions,
-            records_in,
-            ..
-        } = self;
-        let p = record.partition();
-        let Some(part) = partitions.get_mut(&p) else {
-            // Fetched before a revocation; its new owner reads it again.
-            return Ok(());
-        };
-        let offset = record.offset();
-        part.read(topic, offset);
-        out.counters.records_in += 1;
-        records_in[rank(topic)] += 1;
-        let (key, value) = (record.key(), record.value());
-        let now = wall_millis();
-        let fetched_end = |t| broker.fetched_watermarks(t, p).map(|(_, high)| high);
-        let entry = match intake
-            .check(topic, key, value, config, now)
-            .map_err(Failure::Registry)?
-        {
-            Ok(decoded) if part.folds_at_once(topic, config.merge_wait, fetched_end) => {
-                // Nothing is buffered and no other topic can still give an
-                // earlier record: the merge would release this one first,
-                // so it is folded here, without a copy or a second decode.
-                out.begin(broker)?;
-                part.dirty = true;
-                let input = Input::from(&decoded);
-                let outcome = part.monitor.apply(input, decisions);
-                if let Some(rejection) = after_fold(outcome, input, config.monitor.max_sessions) {
-                    let dead = DeadLetter::refused(key, value, p, offset, rejection);
-                    out.dead_letter(broker, topic, &dead)?;
-                }
-                let appended = record.appended().unwrap_or(now);
-                out.decisions(broker, decisions, Some(appended))?;
-                if !part.shadows.is_empty() {
-                    let mut shadow = Vec::new();
-                    part.shadows.apply_batch(&[input], &mut shadow);
-                    out.shadow_decisions(broker, &mut shadow)?;
-                }
-                return Ok(());
-            }
-            Ok(decoded) => Entry {
-                offset,
-                time: Some(Input::from(&decoded).event_time()),
-                item: Record::event(
-                    decoded,
-                    key.unwrap_or_default(),
-                    value.unwrap_or_default(),
-                    record.appended().unwrap_or(now),
-                ),
-            },
-            Err(rejection) => Entry {
-                offset,
-                time: None,
-                item: Record::Dead(Box::new(DeadLetter::of(record, rejection))),
-            },
-        };
-        part.push(topic, entry);
-        Ok(())
     }
 
     /// The consumer read `topic` of partition `p` to its end.

@@ -342,30 +342,46 @@ fn run_loop(
             }
         }
         let mut taken = 0;
+        // Up to `MAX_BATCH` of each topic's records are taken, then
+        // accepted together (a run folded at once goes through
+        // `apply_batch`); a partition's end or an error is handled in its
+        // place, after the records before it.
         'topics: for topic in InputTopic::ALL {
+            let mut batch = Vec::new();
             let mut from_topic = 0;
-            while let Some(result) = queues.poll(rank(topic)) {
-                let accepted = match result {
-                    Ok(message) => with_core(consumer, |core, broker| {
-                        core.accept_from(broker, topic, &message)
-                    }),
-                    Err(KafkaError::PartitionEOF(p)) => {
-                        with_core(consumer, |core, _| core.reached_end(topic, p));
-                        Ok(())
-                    }
-                    Err(e) => {
-                        consumer_error(e)?;
-                        Ok(())
-                    }
-                };
-                taken += 1;
-                from_topic += 1;
-                if let Err(failure) = accepted {
-                    recovering(failure)?;
-                    break 'topics;
+            loop {
+                let next = (from_topic < MAX_BATCH)
+                    .then(|| queues.poll(rank(topic)))
+                    .flatten();
+                if next.is_some() {
+                    taken += 1;
+                    from_topic += 1;
                 }
-                if from_topic == MAX_BATCH {
-                    break;
+                let next = match next {
+                    Some(Ok(message)) => {
+                        batch.push(message);
+                        continue;
+                    }
+                    other => other,
+                };
+                if !batch.is_empty() {
+                    let accepted = with_core(consumer, |core, broker| {
+                        core.accept_batch(broker, topic, &batch)
+                    });
+                    batch.clear();
+                    if let Err(failure) = accepted {
+                        // The rest of the batch is read again after the
+                        // rewind.
+                        recovering(failure)?;
+                        break 'topics;
+                    }
+                }
+                match next {
+                    Some(Err(KafkaError::PartitionEOF(p))) => {
+                        with_core(consumer, |core, _| core.reached_end(topic, p));
+                    }
+                    Some(Err(e)) => consumer_error(e)?,
+                    _ => break,
                 }
             }
         }

@@ -717,3 +717,82 @@ fn the_fake_refuses_sends_outside_a_transaction_so_the_core_always_begins_first(
 }
 
 mod restore;
+
+/// Records taken from a topic's queue together decide and dead-letter
+/// exactly as the same records accepted one by one: runs end where the
+/// partition changes and where a record must wait in the merge.
+#[test]
+fn a_batch_from_a_queue_decides_as_its_records_one_by_one() {
+    let run = |batched: bool| {
+        let mut h = Harness::ready(Guarantee::ExactlyOnce);
+        let (t0, bad) = (h.t0, Some(b"\x00not avro".to_vec()));
+        let like = |id: &str, i: i64| {
+            interaction(id, &format!("l{i}"), InteractionKind::Like, 1, t0 + 2 + i)
+        };
+        let views = |id: &str| interaction(id, "views", InteractionKind::View, 100, t0 + 1);
+        let posts = vec![
+            (0, "v-1", Some(posted("v-1", t0))),
+            (1, "v-2", Some(posted("v-2", t0))),
+            (0, "v-3", Some(posted("v-3", t0))),
+        ];
+        let mut engaged = vec![
+            (0, "v-1", Some(views("v-1"))),
+            (1, "v-2", Some(views("v-2"))),
+            (1, "v-2", Some(views("v-2"))),
+        ];
+        // Runs of one to ten records, and a record the merge must hold
+        // (the rest of partition 0 waits behind it).
+        for i in 0..10 {
+            engaged.push((0, "v-1", Some(like("v-1", i))));
+            if i == 4 {
+                engaged.push((0, "v-3", bad.clone()));
+            }
+        }
+        engaged.extend((0..10).map(|i| (1, "v-2", Some(like("v-2", i)))));
+        for (topic, records) in [
+            (InputTopic::Posted, posts),
+            (InputTopic::Interactions, engaged),
+        ] {
+            let records: Vec<In> = records
+                .into_iter()
+                .map(|(p, key, value)| {
+                    let offset = h.next.entry((topic, p)).or_insert(0);
+                    *offset += 1;
+                    h.fake.fetched(topic, p, *offset);
+                    In {
+                        topic: h.config.topics.input(topic).to_owned(),
+                        partition: p,
+                        offset: *offset - 1,
+                        key: key.as_bytes().to_vec(),
+                        value,
+                        appended: t0 + 1_000,
+                    }
+                })
+                .collect();
+            if batched {
+                h.core.accept_batch(&h.fake, topic, &records).unwrap();
+            } else {
+                for record in &records {
+                    h.core.accept(&h.fake, record).unwrap();
+                }
+            }
+        }
+        h.step().unwrap();
+        let letters = h.fake.visible(&h.config.topics.dead_letters);
+        let offsets: Vec<_> = letters
+            .iter()
+            .map(|l| l.header("earlykill.source.offset"))
+            .collect();
+        (h.fake.decisions(), offsets, h.views("v-1"))
+    };
+    let one_by_one = run(false);
+    assert_eq!(run(true), one_by_one);
+    let (decisions, letters, views) = one_by_one;
+    assert_eq!(letters, [Some("6".to_owned())]);
+    assert_eq!(views, 100);
+    let kills = decisions
+        .iter()
+        .filter(|(_, kind)| kind == "killed")
+        .count();
+    assert_eq!((decisions.len(), kills), (5, 2), "{decisions:?}");
+}
