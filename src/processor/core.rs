@@ -345,7 +345,8 @@ impl Core {
                     out.begin(broker)?;
                     released = true;
                 }
-                fold::fold_run(out, broker, config, p, part, decisions, &run)?;
+                let items = fold::released(&run);
+                fold::fold_items(out, broker, config, p, part, decisions, &items)?;
                 run.clear();
             }
             part.after_release(released, now, caught);

@@ -60,8 +60,6 @@ struct Applier {
 
 #[derive(Default)]
 struct ApplierState {
-    /// Workers running (see `Sessions::set_running`).
-    workers: usize,
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
     /// Jobs sent and not yet done.
@@ -260,7 +258,6 @@ impl Sessions {
     pub(crate) fn set_running(&self, running: bool) {
         let mut state = self.0.applier.lock();
         if running {
-            state.workers += 1;
             self.0.running.fetch_add(1, Ordering::AcqRel);
             if state.jobs.is_none() {
                 let (jobs, receive) = mpsc::channel();
@@ -282,13 +279,15 @@ impl Sessions {
             }
             return;
         }
-        if state.workers == 0 {
-            return;
-        }
-        state.workers -= 1;
-        self.0.running.fetch_sub(1, Ordering::AcqRel);
-        if state.workers > 0 {
-            return;
+        // (Changed under the applier's lock only, so read and changed
+        // here as one.)
+        match self.0.running.load(Ordering::Acquire) {
+            0 => return,
+            1 => self.0.running.store(0, Ordering::Release),
+            _ => {
+                self.0.running.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
         }
         // The thread ends once it has done what was sent to it.
         drop(state.jobs.take());

@@ -14,7 +14,7 @@ use crate::processor::partition::{Partition, Record};
 use crate::processor::ProcessorConfig;
 
 /// One record of a run to fold.
-struct Folding<'r> {
+pub(super) struct Folding<'r> {
     topic: InputTopic,
     offset: i64,
     what: Item<'r>,
@@ -33,18 +33,10 @@ enum Item<'r> {
     Dead(&'r DeadLetter),
 }
 
-/// Folds one run of released records (decoded when they were read).
-pub(super) fn fold_run(
-    out: &mut Out,
-    broker: &impl Broker,
-    config: &ProcessorConfig,
-    p: i32,
-    part: &mut Partition,
-    decisions: &mut Vec<MonitoringDecision>,
-    run: &[(InputTopic, Entry<Record>)],
-) -> Result<(), Failure> {
-    let items: Vec<Folding<'_>> = run
-        .iter()
+/// A run of released records (decoded when they were read), to fold with
+/// [`fold_items`].
+pub(super) fn released(run: &[(InputTopic, Entry<Record>)]) -> Vec<Folding<'_>> {
+    run.iter()
         .map(|(topic, entry)| Folding {
             topic: *topic,
             offset: entry.offset,
@@ -64,14 +56,13 @@ pub(super) fn fold_run(
                 Record::Dead(dead) => Item::Dead(dead),
             },
         })
-        .collect();
-    fold_items(out, broker, config, p, part, decisions, &items)
+        .collect()
 }
 
 /// Folds `items` with one `apply_batch`, then sends, record by record in
 /// their order, each one's dead letter and the decisions it made: what
 /// folding them one by one would send.
-fn fold_items(
+pub(super) fn fold_items(
     out: &mut Out,
     broker: &impl Broker,
     config: &ProcessorConfig,
