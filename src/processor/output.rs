@@ -12,7 +12,8 @@ use super::intake::DeadLetter;
 use super::ProcessorConfig;
 use super::ProcessorError;
 use crate::telemetry;
-use earlykill_core::event::codec::{encode_framed_into, encode_into, Framing};
+use earlykill_core::event::codec::{encode_framed_into, Framing};
+use earlykill_core::event::datum::encode_changelog_into;
 use earlykill_core::event::{ChangelogRecord, Contract, InputTopic, MonitoringDecision};
 use earlykill_core::monitor::ChangelogChange;
 use earlykill_core::shadow::ShadowDecision;
@@ -242,12 +243,7 @@ impl Output {
     ) -> Result<(), OutputError> {
         self.buf.clear();
         if let Some(record) = &change.record {
-            encode_into(Contract::ChangelogRecord, record, &mut self.buf).map_err(|e| {
-                OutputError::Encode(ProcessorError::Encode {
-                    what: "changelog record",
-                    reason: e.to_string(),
-                })
-            })?;
+            encode_changelog_into(record, &mut self.buf);
         }
         // The partition record names the commit it closes; each session
         // record names its commit too, shortly, so that a restore can tell

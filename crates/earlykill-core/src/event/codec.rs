@@ -17,7 +17,9 @@
 //!   tests compare the fast decoder with.
 //!
 //! Two encoders write the same bytes: [`encode`] (serde_avro_fast, the hot
-//! path) and [`encode_reference`] (apache-avro, the oracle).
+//! path) and [`encode_reference`] (apache-avro, the oracle). The changelog
+//! record, written once per changed session, has a third, field by field:
+//! [`super::datum::encode_changelog_into`].
 //!
 //! [single-object encoding]: https://avro.apache.org/docs/1.11.1/specification/#single-object-encoding
 

@@ -11,6 +11,7 @@
 //!   `timestamp-millis`), the unit the fold computes in.
 
 pub mod codec;
+pub mod datum;
 pub mod input;
 pub mod schema;
 pub mod validate;
