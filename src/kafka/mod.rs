@@ -1,11 +1,13 @@
 //! The Kafka plumbing several components share, in one place: the topics
 //! by role, the pass-through properties, the clients' contexts, librdkafka's
-//! cached watermarks, the per-partition queues and their wake-up, and topic ids.
+//! cached watermarks, the per-partition queues and their wake-up, topic ids,
+//! and producing through topic handles.
 //! Every `unsafe` call into librdkafka is here or in the processor's client
 //! code, each with its `SAFETY` note.
 
 pub mod client_log;
 mod contexts;
+pub mod produce;
 mod properties;
 mod queues;
 mod topic_id;

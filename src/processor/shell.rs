@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rdkafka::bindings::rd_kafka_resp_err_t as RespErr;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::producer::Producer;
+use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::{ClientContext, TopicPartitionList};
 
 use super::broker::librdkafka::{starts_list, Clients};
@@ -22,6 +22,7 @@ use super::lifecycle::Phase;
 use super::status::StatusSink;
 use super::{DecisionsFormat, Guarantee, ProcessorConfig};
 use super::{ProcessorError, Sessions, StatusWatch};
+use crate::kafka::produce::TopicHandles;
 use crate::kafka::{self, DeliveryContext, RestoreContext, TopicQueues, Wake};
 use crate::shutdown::{Shutdown, State};
 use crate::telemetry;
@@ -215,10 +216,17 @@ fn run_worker(
         let wake = wake.clone();
         restorer.set_nonempty_callback(move || wake.notify());
     }
+    let producer: ThreadedProducer<DeliveryContext> = clients::producer(&config)
+        .create_with_context(DeliveryContext::tracking(&topics.changelog))
+        .map_err(kafka_error("create the producer"))?;
     let clients = Clients {
-        producer: clients::producer(&config)
-            .create_with_context(DeliveryContext::tracking(&topics.changelog))
-            .map_err(kafka_error("create the producer"))?,
+        out_topics: TopicHandles::new([
+            &*topics.decisions,
+            &config.shadow_decisions_topic,
+            &topics.dead_letters,
+            &topics.changelog,
+        ]),
+        producer,
         restorer,
         topic_names: [
             cstr(&topics.posted)?,

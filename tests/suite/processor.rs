@@ -473,3 +473,53 @@ fn zstd_compressed_input_is_read() {
     running.stop().expect("clean stop");
     assert_eq!(decisions[0].variant_id, "v-zstd");
 }
+
+/// A producer queue far smaller than a commit's records (decisions and
+/// changelog records go through the producer's topic handles) holds the
+/// worker back until deliveries make room, and loses nothing: every
+/// decision once with its headers, every session's changelog record with
+/// the header naming its commit.
+#[test]
+fn a_producer_queue_smaller_than_a_commit_holds_the_worker_back_and_loses_nothing() {
+    let kafka = Kafka::new(2);
+    let mut config = kafka.processor_config("small-queue");
+    config
+        .kafka
+        .insert("queue.buffering.max.messages".into(), "3".into());
+    let t = now();
+    let ids: Vec<String> = (0..40).map(|n| format!("v-queue-{n:02}")).collect();
+    for id in &ids {
+        feed(&kafka, id, t, 0..10);
+    }
+    kafka.flush();
+    let running = Running::start(config);
+    // Each variant started, then killed by its tenth like.
+    let decisions = kafka.decisions(2 * ids.len());
+    assert_each_once(&decisions, 2 * ids.len());
+    for id in &ids {
+        let kinds: Vec<_> = (decisions.iter())
+            .filter(|d| &d.variant_id == id)
+            .map(|d| d.kind)
+            .collect();
+        assert_eq!(kinds, [DecisionKind::Started, DecisionKind::Killed], "{id}");
+    }
+    let raw = kafka.read_until(&kafka.config.topics.decisions, |r| r.len() >= 2 * ids.len());
+    assert!(raw
+        .iter()
+        .all(|r| r.headers.contains_key("earlykill_transaction")));
+    let changelog = kafka.read_until(&kafka.config.topics.changelog, |records| {
+        ids.iter().all(|id| {
+            records
+                .iter()
+                .any(|r| r.key.as_deref() == Some(id.as_bytes()))
+        })
+    });
+    running.stop().expect("clean stop");
+    for record in changelog.iter().filter(|r| r.key.as_deref() != Some(b"")) {
+        assert!(
+            record.headers.contains_key("t"),
+            "a session record names its commit: {:?}",
+            record.headers
+        );
+    }
+}

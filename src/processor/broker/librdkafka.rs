@@ -14,6 +14,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Broker, ChangelogRead, OutRecord, Position, Start, StartAt};
+use crate::kafka::produce::{self, TopicHandles};
 use crate::kafka::{self, DeliveryContext, RestoreContext};
 use crate::processor::output::COMMIT_HEADER;
 use crate::processor::ProcessorConfig;
@@ -25,6 +26,10 @@ use earlykill_core::merge::rank;
 /// needs to name topics to librdkafka.
 pub(crate) struct Clients {
     pub config: std::sync::Arc<ProcessorConfig>,
+    /// Handles on the topics the producer writes (decisions, shadow
+    /// decisions, dead letters, changelog), so that a record is not looked
+    /// up by name; declared before the producer, so dropped before it.
+    pub out_topics: TopicHandles,
     pub producer: ThreadedProducer<DeliveryContext>,
     pub restorer: BaseConsumer<RestoreContext>,
     /// The input topics' names for librdkafka's C calls, in `rank` order.
@@ -76,6 +81,29 @@ impl<C: ConsumerContext> Broker for LibRdKafka<'_, C> {
     }
 
     fn send(&self, record: &OutRecord<'_>) -> Result<(), KafkaError> {
+        let producer = &self.clients.producer;
+        if let Some(topic) = self.clients.out_topics.get(producer, record.topic) {
+            let send = || {
+                produce::send(
+                    producer,
+                    topic,
+                    record.partition,
+                    record.key,
+                    record.value,
+                    record.headers,
+                )
+            };
+            return loop {
+                match send() {
+                    Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                        // The producer's queue is the backpressure: wait for
+                        // deliveries to make room.
+                        let _ = kafka::flush(producer, Duration::from_millis(10));
+                    }
+                    result => break result,
+                }
+            };
+        }
         let headers = (!record.headers.is_empty()).then(|| {
             record.headers.iter().fold(
                 OwnedHeaders::new_with_capacity(record.headers.len()),
@@ -95,7 +123,6 @@ impl<C: ConsumerContext> Broker for LibRdKafka<'_, C> {
         if let Some(headers) = headers {
             base = base.headers(headers);
         }
-        let producer = &self.clients.producer;
         loop {
             match producer.send(base) {
                 Ok(()) => return Ok(()),
