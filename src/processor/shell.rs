@@ -220,11 +220,13 @@ fn run_worker(
         .create_with_context(DeliveryContext::tracking(&topics.changelog))
         .map_err(kafka_error("create the producer"))?;
     let clients = Clients {
+        // Found by name per record: the changelog, most of the records,
+        // first.
         out_topics: TopicHandles::new([
-            &*topics.decisions,
+            &*topics.changelog,
+            &topics.decisions,
             &config.shadow_decisions_topic,
             &topics.dead_letters,
-            &topics.changelog,
         ]),
         producer,
         restorer,

@@ -9,10 +9,7 @@
 //! apache-avro's on arbitrary records.
 
 use super::codec::MARKER;
-use super::{
-    ChangelogRecord, Contract, HeldInteraction, InputOffsets, InteractionKind, SessionState,
-    SessionStatus,
-};
+use super::{ChangelogRecord, Contract, HeldInteraction, InputOffsets, SessionState};
 
 /// Appends `record`, single-object encoded with the bundled
 /// `ChangelogRecord` schema, to `out`. Every record is encodable.
@@ -68,34 +65,14 @@ fn session_state(out: &mut Vec<u8>, s: &SessionState) {
     long(out, s.posted_at);
     long(out, s.interactions);
     long(out, s.views);
-    long(
-        out,
-        match s.status {
-            SessionStatus::Active => 0,
-            SessionStatus::Killed => 1,
-            SessionStatus::TimedOut => 2,
-            SessionStatus::Stopped => 3,
-        },
-    );
+    long(out, s.status.symbol_index().into());
     optional_long(out, s.ended_at);
     optional_long(out, s.forget_at);
 }
 
 fn held_interaction(out: &mut Vec<u8>, h: &HeldInteraction) {
     string(out, &h.event_id);
-    long(
-        out,
-        match h.kind {
-            InteractionKind::View => 0,
-            InteractionKind::Like => 1,
-            InteractionKind::Reply => 2,
-            InteractionKind::Repost => 3,
-            InteractionKind::Quote => 4,
-            InteractionKind::Share => 5,
-            InteractionKind::Save => 6,
-            InteractionKind::Other => 7,
-        },
-    );
+    long(out, h.kind.symbol_index().into());
     long(out, h.count);
     long(out, h.occurred_at);
     long(out, h.held_at);

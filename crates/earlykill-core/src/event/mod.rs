@@ -114,6 +114,12 @@ impl InteractionKind {
         Self::Other,
     ];
 
+    /// Its position among the schema's symbols: its index in [`Self::ALL`],
+    /// which lists the kinds in the order they are declared.
+    pub const fn symbol_index(self) -> u32 {
+        self as u32
+    }
+
     /// True for impressions, which count towards views rather than interactions.
     pub fn is_view(self) -> bool {
         matches!(self, Self::View)
@@ -270,6 +276,19 @@ pub enum SessionStatus {
     TimedOut,
     /// Ended by an operator.
     Stopped,
+}
+
+impl SessionStatus {
+    /// Its position among the schema's symbols (`ACTIVE`, `KILLED`,
+    /// `TIMED_OUT`, `STOPPED`).
+    pub const fn symbol_index(self) -> u32 {
+        match self {
+            Self::Active => 0,
+            Self::Killed => 1,
+            Self::TimedOut => 2,
+            Self::Stopped => 3,
+        }
+    }
 }
 
 /// A session as stored in the changelog (`SessionState` in

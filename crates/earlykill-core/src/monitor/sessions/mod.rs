@@ -107,15 +107,6 @@ pub(crate) enum Refused {
     Full,
 }
 
-fn status_code(status: SessionStatus) -> u32 {
-    match status {
-        SessionStatus::Active => 0,
-        SessionStatus::Killed => 1,
-        SessionStatus::TimedOut => 2,
-        SessionStatus::Stopped => 3,
-    }
-}
-
 impl Session {
     fn len(&self, part: u32) -> usize {
         ((self.bits >> (part * LEN_BITS)) & LEN_MASK) as usize
@@ -135,7 +126,7 @@ impl Session {
     }
 
     pub(crate) fn set_status(&mut self, status: SessionStatus) {
-        self.bits = (self.bits & !(3 << STATUS_SHIFT)) | status_code(status) << STATUS_SHIFT;
+        self.bits = (self.bits & !(3 << STATUS_SHIFT)) | status.symbol_index() << STATUS_SHIFT;
     }
 
     pub(crate) fn is_active(&self) -> bool {
